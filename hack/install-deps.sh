@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian bookworm machine: Postgres, Redis, etcd, Go
+# (for the control plane build) and the control plane binaries themselves (cached outside
+# the repo, built only when missing). Idempotent: a second run is a few seconds.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+export DEBIAN_FRONTEND=noninteractive
+
+pkgs=(postgresql redis-server etcd-server golang-go rsync jq dpkg-dev curl openssl
+      golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+"$here/build-kube-control-plane.sh"
+
+# The real small chat model (SmolLM2-135M behind llama-cpp-python's OpenAI server) and the
+# pinned OpenClaw runtime: each script caches its result outside the repo.
+for s in install-model-server.sh install-openclaw.sh; do
+  if [ -x "$here/$s" ]; then "$here/$s"; fi
+done

@@ -1,0 +1,507 @@
+//! Local servers speaking the chat platforms' wire formats, recording what they receive, and
+//! helpers to sign requests the way the platforms do.
+//!
+//! - [`FakeTelegram`]: the Bot API (`/bot<token>/sendMessage`, `/bot<token>/sendChatAction`),
+//!   with a switch to answer `429 Too Many Requests` with `retry_after`.
+//! - [`FakeWhatsApp`]: the Graph API messages endpoint (`/<version>/<phone-number-id>/messages`).
+//! - [`FakeDiscord`]: the interaction webhooks (`PATCH /webhooks/<app>/<token>/messages/@original`,
+//!   `POST /webhooks/<app>/<token>`).
+//! - [`whatsapp_signature`], [`DiscordSigner`]: sign webhook bodies as Meta and Discord do.
+//!
+//! Each server listens on 127.0.0.1 with an ephemeral port and stops when dropped.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use ed25519_dalek::{Signer, SigningKey};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+/// One request a fake platform received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Request path, for example `/botTOKEN/sendMessage`.
+    pub path: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// What the servers have in common: a log of requests and a way to wait on it.
+#[derive(Default)]
+struct Log {
+    requests: Mutex<Vec<Recorded>>,
+    changed: Notify,
+}
+
+impl Log {
+    fn push(&self, path: String, headers: &HeaderMap, body: Value) {
+        let authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.requests
+            .lock()
+            .expect("log lock")
+            .push(Recorded { path, authorization, body, at: Instant::now() });
+        self.changed.notify_waiters();
+    }
+
+    fn all(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("log lock").clone()
+    }
+
+    /// Waits until `pick` finds something in the log (no fixed sleeps: woken on each request).
+    async fn wait<T>(&self, what: &str, timeout: Duration, pick: impl Fn(&[Recorded]) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(v) = pick(&self.requests.lock().expect("log lock")) {
+                return v;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let seen: Vec<_> = self.all().into_iter().map(|r| (r.path, r.body)).collect();
+                panic!("timed out after {timeout:?} waiting for {what}; seen: {seen:#?}");
+            }
+        }
+    }
+}
+
+/// A server task that is aborted when its owner is dropped.
+struct Served {
+    base_url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(router: axum::Router) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake server");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Served { base_url: format!("http://{addr}"), task }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Telegram
+
+struct TelegramState {
+    token: String,
+    log: Log,
+    /// Number of upcoming sendMessage calls to refuse with 429, and the retry_after to send.
+    throttle: Mutex<(u32, u64)>,
+    next_message_id: Mutex<i64>,
+}
+
+/// The Telegram Bot API, as far as a bot that answers messages uses it.
+pub struct FakeTelegram {
+    state: Arc<TelegramState>,
+    served: Served,
+}
+
+/// A message the bot sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelegramSent {
+    pub chat_id: i64,
+    pub text: String,
+}
+
+impl FakeTelegram {
+    /// Starts a Bot API server that accepts only `token`.
+    pub async fn start(token: &str) -> Self {
+        let state = Arc::new(TelegramState {
+            token: token.to_string(),
+            log: Log::default(),
+            throttle: Mutex::new((0, 0)),
+            next_message_id: Mutex::new(1),
+        });
+        let router = axum::Router::new()
+            .route("/{bot}/{method}", post(telegram_method))
+            .with_state(state.clone());
+        FakeTelegram { state, served: serve(router).await }
+    }
+
+    /// Base URL to configure as the Bot API base (the bot token path is appended).
+    pub fn base_url(&self) -> &str {
+        &self.served.base_url
+    }
+
+    /// Makes the next `count` sendMessage calls fail with 429 and `retry_after` seconds.
+    pub fn throttle_next(&self, count: u32, retry_after_secs: u64) {
+        *self.state.throttle.lock().expect("lock") = (count, retry_after_secs);
+    }
+
+    /// Every request received (including refused ones and chat actions).
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.log.all()
+    }
+
+    /// Messages accepted for `chat_id`, in order.
+    pub fn sent_to(&self, chat_id: i64) -> Vec<TelegramSent> {
+        sent_messages(&self.state.log.all(), chat_id, true)
+    }
+
+    /// Waits until at least `n` messages were accepted for `chat_id`, and returns them all.
+    pub async fn wait_for_messages(&self, chat_id: i64, n: usize, timeout: Duration) -> Vec<TelegramSent> {
+        self.state
+            .log
+            .wait(&format!("{n} telegram messages to chat {chat_id}"), timeout, |log| {
+                let sent = sent_messages(log, chat_id, true);
+                (sent.len() >= n).then_some(sent)
+            })
+            .await
+    }
+
+    /// Waits until a chat action (`typing`) was sent to `chat_id`.
+    pub async fn wait_for_chat_action(&self, chat_id: i64, timeout: Duration) -> String {
+        self.state
+            .log
+            .wait(&format!("a chat action to chat {chat_id}"), timeout, |log| {
+                log.iter().find_map(|r| {
+                    (r.path.ends_with("/sendChatAction") && r.body["chat_id"].as_i64() == Some(chat_id))
+                        .then(|| r.body["action"].as_str().unwrap_or_default().to_string())
+                })
+            })
+            .await
+    }
+}
+
+fn sent_messages(log: &[Recorded], chat_id: i64, accepted_only: bool) -> Vec<TelegramSent> {
+    log.iter()
+        .filter(|r| r.path.ends_with("/sendMessage") && r.body["chat_id"].as_i64() == Some(chat_id))
+        .filter(|r| !accepted_only || r.body.get("_refused").is_none())
+        .map(|r| TelegramSent { chat_id, text: r.body["text"].as_str().unwrap_or_default().to_string() })
+        .collect()
+}
+
+async fn telegram_method(
+    State(state): State<Arc<TelegramState>>,
+    Path((bot, method)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = format!("/{bot}/{method}");
+    if bot.strip_prefix("bot") != Some(state.token.as_str()) {
+        state.log.push(path, &headers, json!({"_refused": "bad token"}));
+        return (StatusCode::UNAUTHORIZED, Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})))
+            .into_response();
+    }
+    let mut body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error_code": 400, "description": e.to_string()})))
+                .into_response();
+        }
+    };
+    match method.as_str() {
+        "sendMessage" => {
+            let text = body["text"].as_str().unwrap_or_default();
+            if body["chat_id"].as_i64().is_none() || text.is_empty() || text.chars().count() > 4096 {
+                let description = "Bad Request: message text is empty or too long, or chat_id is missing";
+                body["_refused"] = json!(description);
+                state.log.push(path, &headers, body);
+                return (StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error_code": 400, "description": description})))
+                    .into_response();
+            }
+            let throttled = {
+                let mut t = state.throttle.lock().expect("lock");
+                if t.0 > 0 {
+                    t.0 -= 1;
+                    Some(t.1)
+                } else {
+                    None
+                }
+            };
+            if let Some(retry_after) = throttled {
+                body["_refused"] = json!("429");
+                state.log.push(path, &headers, body);
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({"ok": false, "error_code": 429,
+                        "description": format!("Too Many Requests: retry after {retry_after}"),
+                        "parameters": {"retry_after": retry_after}})),
+                )
+                    .into_response();
+            }
+            let message_id = {
+                let mut id = state.next_message_id.lock().expect("lock");
+                *id += 1;
+                *id
+            };
+            let chat_id = body["chat_id"].clone();
+            let text = body["text"].clone();
+            state.log.push(path, &headers, body);
+            Json(json!({"ok": true, "result": {
+                "message_id": message_id, "date": 0,
+                "chat": {"id": chat_id, "type": "private"}, "text": text}}))
+            .into_response()
+        }
+        "sendChatAction" => {
+            state.log.push(path, &headers, body);
+            Json(json!({"ok": true, "result": true})).into_response()
+        }
+        other => {
+            state.log.push(path, &headers, body);
+            (StatusCode::NOT_FOUND, Json(json!({"ok": false, "error_code": 404, "description": format!("Not Found: method {other}")})))
+                .into_response()
+        }
+    }
+}
+
+/// A Telegram `Update` carrying a private text message, as the Bot API posts it to a webhook.
+pub fn telegram_text_update(update_id: i64, chat_id: i64, text: &str) -> Value {
+    json!({
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": 1_764_000_000,
+            "chat": {"id": chat_id, "type": "private", "first_name": "Test"},
+            "from": {"id": chat_id, "is_bot": false, "first_name": "Test"},
+            "text": text
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// WhatsApp
+
+struct WhatsAppState {
+    access_token: String,
+    log: Log,
+}
+
+/// The WhatsApp Cloud API messages endpoint of the Graph API.
+pub struct FakeWhatsApp {
+    state: Arc<WhatsAppState>,
+    served: Served,
+}
+
+impl FakeWhatsApp {
+    /// Starts a Graph API server that accepts only `Bearer <access_token>`.
+    pub async fn start(access_token: &str) -> Self {
+        let state = Arc::new(WhatsAppState { access_token: access_token.to_string(), log: Log::default() });
+        let router = axum::Router::new()
+            .route("/{version}/{phone_number_id}/messages", post(whatsapp_messages))
+            .with_state(state.clone());
+        FakeWhatsApp { state, served: serve(router).await }
+    }
+
+    /// Base URL, to which the router appends `/<version>/<phone-number-id>/messages`.
+    pub fn base_url(&self) -> &str {
+        &self.served.base_url
+    }
+
+    /// Every accepted request body.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.log.all()
+    }
+
+    /// Waits until `n` messages (text or template, not read receipts) were sent to `to`.
+    pub async fn wait_for_messages(&self, to: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        self.state
+            .log
+            .wait(&format!("{n} whatsapp messages to {to}"), timeout, |log| {
+                let sent: Vec<Value> = log
+                    .iter()
+                    .filter(|r| r.body["to"].as_str() == Some(to) && r.body.get("type").is_some())
+                    .map(|r| r.body.clone())
+                    .collect();
+                (sent.len() >= n).then_some(sent)
+            })
+            .await
+    }
+}
+
+async fn whatsapp_messages(
+    State(state): State<Arc<WhatsAppState>>,
+    Path((version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let expected = format!("Bearer {}", state.access_token);
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}})))
+            .into_response();
+    }
+    if body["messaging_product"] != "whatsapp" {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"message": "messaging_product must be whatsapp", "code": 100}})))
+            .into_response();
+    }
+    let to = body["to"].as_str().unwrap_or_default().to_string();
+    state.log.push(format!("/{version}/{phone_number_id}/messages"), &headers, body);
+    Json(json!({
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": to, "wa_id": to}],
+        "messages": [{"id": format!("wamid.{:016x}", rand::random::<u64>())}]
+    }))
+    .into_response()
+}
+
+/// The `X-Hub-Signature-256` header value Meta sends with `body`: `sha256=<hex HMAC>`.
+pub fn whatsapp_signature(app_secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("hmac takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A WhatsApp Cloud API webhook body carrying one text message.
+pub fn whatsapp_text_webhook(phone_number_id: &str, from: &str, message_id: &str, timestamp: i64, text: &str) -> Value {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+                    "contacts": [{"profile": {"name": "Test"}, "wa_id": from}],
+                    "messages": [{
+                        "from": from, "id": message_id, "timestamp": timestamp.to_string(),
+                        "type": "text", "text": {"body": text}
+                    }]
+                }
+            }]
+        }]
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discord
+
+struct DiscordState {
+    log: Log,
+}
+
+/// Discord's interaction webhooks (responses to deferred interactions).
+pub struct FakeDiscord {
+    state: Arc<DiscordState>,
+    served: Served,
+}
+
+impl FakeDiscord {
+    pub async fn start() -> Self {
+        let state = Arc::new(DiscordState { log: Log::default() });
+        let router = axum::Router::new()
+            .route("/webhooks/{app}/{token}/messages/@original", patch(discord_webhook_edit))
+            .route("/webhooks/{app}/{token}", post(discord_webhook_post))
+            .with_state(state.clone());
+        FakeDiscord { state, served: serve(router).await }
+    }
+
+    /// Base URL standing for `https://discord.com/api/v10`.
+    pub fn base_url(&self) -> &str {
+        &self.served.base_url
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.log.all()
+    }
+
+    /// Waits until `n` follow-up contents were posted for the interaction `token`
+    /// (the edit of the original response first, then any further follow-ups).
+    pub async fn wait_for_followups(&self, token: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let needle = format!("/{token}");
+        self.state
+            .log
+            .wait(&format!("{n} discord follow-ups for {token}"), timeout, |log| {
+                let sent: Vec<String> = log
+                    .iter()
+                    .filter(|r| r.path.contains(&needle))
+                    .map(|r| r.body["content"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                (sent.len() >= n).then_some(sent)
+            })
+            .await
+    }
+}
+
+async fn discord_webhook_edit(
+    State(state): State<Arc<DiscordState>>,
+    Path((app, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    discord_record(&state, format!("/webhooks/{app}/{token}/messages/@original"), &headers, body)
+}
+
+async fn discord_webhook_post(
+    State(state): State<Arc<DiscordState>>,
+    Path((app, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    discord_record(&state, format!("/webhooks/{app}/{token}"), &headers, body)
+}
+
+fn discord_record(state: &DiscordState, path: String, headers: &HeaderMap, body: Value) -> Response {
+    let content = body["content"].as_str().unwrap_or_default();
+    if content.is_empty() || content.chars().count() > 2000 {
+        return (StatusCode::BAD_REQUEST, Json(json!({"code": 50035, "message": "Invalid Form Body"}))).into_response();
+    }
+    let content = content.to_string();
+    state.log.push(path, headers, body);
+    Json(json!({"id": format!("{}", rand::random::<u32>()), "type": 0, "content": content})).into_response()
+}
+
+/// Signs interaction requests as Discord does: Ed25519 over `timestamp + body`.
+pub struct DiscordSigner {
+    key: SigningKey,
+}
+
+impl Default for DiscordSigner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DiscordSigner {
+    /// A fresh random application key pair.
+    pub fn new() -> Self {
+        DiscordSigner { key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()) }
+    }
+
+    /// The application's public key, hex-encoded (as the Developer Portal shows it).
+    pub fn public_key_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().to_bytes())
+    }
+
+    /// The `X-Signature-Ed25519` and `X-Signature-Timestamp` header values for `body`.
+    pub fn sign(&self, timestamp: &str, body: &[u8]) -> (String, String) {
+        let mut message = timestamp.as_bytes().to_vec();
+        message.extend_from_slice(body);
+        (hex::encode(self.key.sign(&message).to_bytes()), timestamp.to_string())
+    }
+}
+
+/// An `APPLICATION_COMMAND` interaction for `/ask question:<text>` from a user in a guild.
+pub fn discord_ask_interaction(interaction_id: &str, application_id: &str, token: &str, user_id: &str, text: &str) -> Value {
+    json!({
+        "id": interaction_id,
+        "application_id": application_id,
+        "type": 2,
+        "token": token,
+        "version": 1,
+        "guild_id": "900000000000000001",
+        "channel_id": "900000000000000002",
+        "member": {"user": {"id": user_id, "username": "tester"}},
+        "data": {"id": "1", "name": "ask", "type": 1,
+                 "options": [{"name": "question", "type": 3, "value": text}]}
+    })
+}

@@ -1,0 +1,59 @@
+//! Test support shared by every suite in the workspace.
+//!
+//! - [`env`]: the real Postgres, Redis and Kubernetes control plane (started by
+//!   `hack/dev-env.sh`, shared by all test processes).
+//! - [`kube`]: a client, fresh namespaces, the committed CRDs installed.
+//! - [`fake_llm`]: local servers speaking the OpenAI, Anthropic and SearXNG wire formats.
+//! - [`fake_chat`]: local servers speaking the Telegram Bot API, WhatsApp Cloud API and
+//!   Discord wire formats.
+//! - [`model_server`]: the real SmolLM2 model behind llama-cpp-python's OpenAI server.
+//!
+//! Tests wait on conditions ([`wait_for`]), never on fixed sleeps.
+
+pub mod env;
+pub mod fake_chat;
+pub mod fake_llm;
+pub mod kube;
+pub mod model_server;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what` in the message.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Installs a test log subscriber once (RUST_LOG decides the level).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Path of the repository root (for `crds/`, `migrations/`, `hack/`).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}

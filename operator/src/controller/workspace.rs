@@ -1,0 +1,347 @@
+//! UserWorkspace reconcile: validate -> resolve references -> build (pure) -> apply -> status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use clawdbot_api::conditions::*;
+use clawdbot_api::model_endpoint::ModelEndpoint;
+use clawdbot_api::names;
+use clawdbot_api::workspace::{ModelProvider, Phase, RetentionPolicy, UserWorkspace, UserWorkspaceStatus};
+use clawdbot_api::annotations;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::{Context, apply, get_opt, key};
+use crate::build::agent::{self, AgentInputs};
+use crate::build::model::endpoint_url;
+use crate::error::{Error, Result, backoff};
+use crate::status::{Facts, ModelState, Sleep, from_time, hibernation, to_time, workspace_status};
+
+pub const CONTROLLER: &str = "userworkspace";
+
+/// Entry point for the controller runtime.
+#[instrument(skip_all, fields(tenant = %key(ws.as_ref())))]
+pub async fn reconcile(ws: Arc<UserWorkspace>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let ns = ws.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<UserWorkspace> = Api::namespaced(ctx.client.clone(), &ns);
+    let k = key(ws.as_ref());
+    let result = finalizer(&api, names::WORKSPACE_FINALIZER, ws, |event| async {
+        match event {
+            Finalizer::Apply(ws) => apply_workspace(&ws, &ctx).await,
+            Finalizer::Cleanup(ws) => cleanup(&ws, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::AddFinalizer(e) | kube::runtime::finalizer::Error::RemoveFinalizer(e) => {
+            Error::Kube(e)
+        }
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconciled(CONTROLLER, started.elapsed(), result.as_ref().map(|_| ()).map_err(Error::category));
+    if result.is_ok() {
+        ctx.succeeded(&k);
+    }
+    result
+}
+
+/// Retry policy: per-object exponential backoff, never a hot loop.
+pub fn error_policy(ws: Arc<UserWorkspace>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.failed(&key(ws.as_ref()));
+    let delay = backoff(n);
+    warn!(tenant = %key(ws.as_ref()), error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Newest activity: the router's signal, else the creation time.
+fn last_activity(ws: &UserWorkspace) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+    let signal = ws
+        .annotations()
+        .get(annotations::LAST_ACTIVITY)
+        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let created = ws.meta().creation_timestamp.as_ref().map(from_time).unwrap_or_else(Utc::now);
+    (signal.map_or(created, |s| s.max(created)), signal)
+}
+
+/// The workspace's model: its URL, readiness and the endpoint for the egress rule.
+enum ModelResolution {
+    Resolved { url: Option<String>, endpoint: Option<(String, u16)>, state: ModelState },
+    Missing { reason: &'static str, message: String },
+}
+
+async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<ModelResolution> {
+    let spec = &ws.spec.model;
+    match spec.provider {
+        ModelProvider::Platform => {
+            let endpoint = if spec.dedicated.is_some() {
+                let desired = agent::build_dedicated_endpoint(ws)?.ok_or(Error::MissingField("spec.model.dedicated"))?;
+                Some(apply(&ctx.client, &desired).await?)
+            } else if let Some(r) = &spec.endpoint_ref {
+                let api: Api<ModelEndpoint> = Api::namespaced(ctx.client.clone(), ns);
+                match get_opt(&api, &r.name).await? {
+                    Some(ep) => Some(ep),
+                    None => {
+                        return Ok(ModelResolution::Missing {
+                            reason: REASON_MODEL_ENDPOINT_MISSING,
+                            message: format!(
+                                "ModelEndpoint {:?} does not exist in namespace {ns}; waiting for it to be created",
+                                r.name
+                            ),
+                        });
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(ep) = endpoint else {
+                return Err(Error::InvalidSpec(vec!["spec.model: no endpoint".into()]));
+            };
+            let served = ep.spec.models.iter().any(|m| m.name == spec.name);
+            let state = if !served {
+                ModelState {
+                    ready: false,
+                    reason: REASON_MODEL_ENDPOINT_NOT_READY,
+                    message: format!("ModelEndpoint {:?} does not serve model {:?}", ep.name_any(), spec.name),
+                }
+            } else if ep.is_ready() {
+                ModelState {
+                    ready: true,
+                    reason: REASON_REPLICAS_READY,
+                    message: format!("ModelEndpoint {:?} serves {:?}", ep.name_any(), spec.name),
+                }
+            } else {
+                ModelState {
+                    ready: false,
+                    reason: REASON_MODEL_ENDPOINT_NOT_READY,
+                    message: format!("ModelEndpoint {:?} has no ready replica yet", ep.name_any()),
+                }
+            };
+            Ok(ModelResolution::Resolved {
+                url: Some(endpoint_url(&ep)?),
+                endpoint: Some((ep.name_any(), ep.spec.engine.port())),
+                state,
+            })
+        }
+        provider @ (ModelProvider::Openai | ModelProvider::Anthropic) => {
+            // Validation guarantees the reference and the key name.
+            let secret_name = ws.spec.keys_secret_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+            let key_name = provider.key_name().unwrap_or_default();
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+            let has_key = get_opt(&api, &secret_name)
+                .await?
+                .and_then(|s| s.data)
+                .is_some_and(|d| d.get(key_name).is_some_and(|v| !v.0.is_empty()));
+            if !has_key {
+                return Ok(ModelResolution::Missing {
+                    reason: REASON_SECRET_MISSING,
+                    message: format!(
+                        "Secret {secret_name:?} with key {key_name} does not exist in namespace {ns}; waiting for it"
+                    ),
+                });
+            }
+            Ok(ModelResolution::Resolved {
+                url: None,
+                endpoint: None,
+                state: ModelState {
+                    ready: true,
+                    reason: REASON_EXTERNAL_PROVIDER,
+                    message: format!("{} with the user's own key", provider.as_str()),
+                },
+            })
+        }
+    }
+}
+
+async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
+    let ns = ws.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = ws.name_any();
+    let now = Utc::now();
+    let policy = ctx.config.policy(ws.spec.plan);
+    let (activity, signal) = last_activity(ws);
+    let signal_time = signal.map(to_time);
+
+    // 1. Validate (pure). A bad spec waits for the next edit: no retry loop at all.
+    if let Err(errors) = ws.validate(&policy) {
+        let message = format!("invalid spec: {}", errors.join("; "));
+        let facts = Facts::Invalid { message: message.clone() };
+        if write_status(ws, &facts, signal_time, now, ctx).await? {
+            ctx.event(ws, EventType::Warning, REASON_INVALID_SPEC, "Validate", message).await;
+        }
+        return Ok(Action::await_change());
+    }
+
+    // 2. Resolve references.
+    let (model_url, model_endpoint, model_state) = match resolve_model(ws, &ns, ctx).await? {
+        ModelResolution::Resolved { url, endpoint, state } => (url, endpoint, state),
+        ModelResolution::Missing { reason, message } => {
+            let model = ModelState { ready: false, reason, message: message.clone() };
+            let facts = Facts::Missing { reason, message: message.clone(), model };
+            if write_status(ws, &facts, signal_time, now, ctx).await? {
+                ctx.event(ws, EventType::Warning, reason, "Resolve", message).await;
+            }
+            // A ModelEndpoint that appears triggers a reconcile through its watch; a Secret is
+            // looked at again with a growing delay.
+            return Ok(Action::requeue(backoff(ctx.failed(&format!("{}/missing", key(ws))))));
+        }
+    };
+
+    // 3. Build (pure).
+    let runtime = ws.effective_runtime(&policy);
+    let (sleep, wake_check) = hibernation(ws.spec.suspend, ws.idle_timeout(), activity, now);
+    let inputs = AgentInputs {
+        workspace: ws,
+        config: &ctx.config,
+        policy,
+        runtime,
+        model: agent::model_target(ws, &ctx.config, model_url),
+        model_endpoint,
+        awake: sleep == Sleep::Awake,
+    };
+    let config_map = match agent::build_config_map(&inputs) {
+        Ok(cm) => cm,
+        Err(Error::InvalidSpec(errors)) => {
+            let message = format!("invalid spec: {}", errors.join("; "));
+            if write_status(ws, &Facts::Invalid { message: message.clone() }, signal_time, now, ctx).await? {
+                ctx.event(ws, EventType::Warning, REASON_INVALID_SPEC, "RenderConfig", message).await;
+            }
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let token = get_opt(&secrets, &names::gateway_token_secret(&name))
+        .await?
+        .and_then(|s| s.data?.get(names::GATEWAY_TOKEN_KEY).map(|v| v.0.clone()))
+        .and_then(|v| String::from_utf8(v).ok())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(agent::generate_token);
+    let deployment = agent::build_deployment(&inputs, &agent::config_hash(&config_map))?;
+    let service_account = agent::build_service_account(ws)?;
+    let secret = agent::build_gateway_secret(ws, &token)?;
+    let pvc = agent::build_pvc(ws, true)?;
+    let service = agent::build_service(ws)?;
+    let network_policy = agent::build_network_policy(&inputs)?;
+
+    // 4. Apply. The children are independent; the workload goes last so that its volumes and
+    // config exist when its pod starts.
+    let c = &ctx.client;
+    futures::try_join!(
+        apply(c, &service_account),
+        apply(c, &config_map),
+        apply(c, &secret),
+        apply(c, &pvc),
+        apply(c, &service),
+        apply(c, &network_policy),
+    )?;
+    let applied: Deployment = apply(c, &deployment).await?;
+
+    // 5. Status.
+    let agent_ready = sleep == Sleep::Awake
+        && applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
+    let facts = Facts::Provisioned {
+        model: model_state,
+        sleep,
+        agent_ready,
+        url: names::agent_url(&name, &ns),
+        runtime,
+    };
+    let old_phase = ws.status.as_ref().map(|s| s.phase);
+    write_status(ws, &facts, signal_time, now, ctx).await?;
+    ctx.succeeded(&format!("{}/missing", key(ws)));
+    match (old_phase, sleep) {
+        (Some(p), Sleep::Idle | Sleep::Suspended) if p != Phase::Hibernated => {
+            info!("hibernated");
+            ctx.event(ws, EventType::Normal, "Hibernated", "Scale", "scaled the agent to zero".into()).await;
+        }
+        (Some(Phase::Hibernated), Sleep::Awake) => {
+            info!("woken");
+            ctx.event(ws, EventType::Normal, "Woken", "Scale", "scaled the agent back up".into()).await;
+        }
+        _ => {}
+    }
+    // Look again at the idle deadline; otherwise changes arrive through the watches, and an
+    // hourly pass catches anything missed.
+    Ok(Action::requeue(wake_check.unwrap_or(Duration::from_secs(3600)).min(Duration::from_secs(3600))))
+}
+
+/// Writes the status when it differs from the current one. Returns whether it changed, so that
+/// events are published once per change rather than once per reconcile.
+async fn write_status(
+    ws: &UserWorkspace,
+    facts: &Facts,
+    last_activity: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: DateTime<Utc>,
+    ctx: &Context,
+) -> Result<bool> {
+    let old = ws.status.as_ref();
+    let new = workspace_status(old, facts, ws.meta().generation, last_activity, now);
+    ctx.metrics.set_phase(&key(ws), Some(new.phase));
+    if old == Some(&new) {
+        return Ok(false);
+    }
+    let changed_meaning = old.is_none_or(|o| !same_meaning(o, &new));
+    let api: Api<UserWorkspace> =
+        Api::namespaced(ctx.client.clone(), &ws.namespace().ok_or(Error::MissingField("metadata.namespace"))?);
+    let patch = serde_json::json!({
+        "apiVersion": "clawdbot.io/v1alpha1",
+        "kind": "UserWorkspace",
+        "status": new,
+    });
+    api.patch_status(&ws.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(changed_meaning)
+}
+
+/// Whether two statuses say the same thing (ignoring times), so that events fire only when
+/// something a person would care about changed.
+fn same_meaning(a: &UserWorkspaceStatus, b: &UserWorkspaceStatus) -> bool {
+    a.phase == b.phase
+        && a.conditions.len() == b.conditions.len()
+        && a.conditions.iter().zip(&b.conditions).all(|(x, y)| {
+            x.type_ == y.type_ && x.status == y.status && x.reason == y.reason && x.message == y.message
+        })
+}
+
+/// Deletion: honour the volume's retention policy, then let garbage collection remove the
+/// owned children. Idempotent: a second run finds nothing left to do.
+async fn cleanup(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
+    let ns = ws.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let pvc_name = names::agent(&ws.name_any());
+    ctx.metrics.set_phase(&key(ws), None);
+    let Some(pvc) = get_opt(&pvcs, &pvc_name).await? else { return Ok(Action::await_change()) };
+    match ws.spec.storage.retention {
+        RetentionPolicy::Retain => {
+            let owned = pvc.owner_references().iter().any(|o| Some(&o.uid) == ws.meta().uid.as_ref());
+            if owned {
+                // Re-applying without the owner reference releases the volume from garbage
+                // collection; it keeps its labels so it can be found and restored.
+                apply(&ctx.client, &agent::build_pvc(ws, false)?).await?;
+                ctx.event(ws, EventType::Normal, "VolumeRetained", "Delete", format!(
+                    "kept PersistentVolumeClaim {pvc_name} (retention: Retain)"
+                ))
+                .await;
+            }
+        }
+        RetentionPolicy::Delete => {
+            if pvc.metadata.deletion_timestamp.is_none() {
+                pvcs.delete(&pvc_name, &DeleteParams::background()).await?;
+                ctx.event(ws, EventType::Normal, "VolumeDeleted", "Delete", format!(
+                    "deleted PersistentVolumeClaim {pvc_name} (retention: Delete)"
+                ))
+                .await;
+            }
+        }
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,245 @@
+//! Pure status computation: conditions, phase and the hibernation decision. The reconciler
+//! gathers facts; these functions turn them into the status to write.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clawdbot_api::conditions::*;
+use clawdbot_api::plan::Runtime;
+use clawdbot_api::workspace::{Phase, UserWorkspaceStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Converts a chrono time into the API's `Time`.
+pub fn to_time(t: DateTime<Utc>) -> Time {
+    let ts = Timestamp::from_second(t.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH);
+    Time(ts)
+}
+
+/// Converts the API's `Time` into chrono.
+pub fn from_time(t: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), 0).unwrap_or_default()
+}
+
+/// Sets a condition, keeping `lastTransitionTime` unless the status itself changed.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let message = message.into();
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = to_time(now);
+        }
+        c.status = status;
+        c.reason = reason.to_string();
+        c.message = message;
+        c.observed_generation = generation;
+    } else {
+        conditions.push(Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: to_time(now),
+        });
+    }
+}
+
+/// Whether an agent should sleep: it is suspended, or idle past its timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sleep {
+    Awake,
+    Suspended,
+    Idle,
+}
+
+/// Decides whether a workspace sleeps, and when to look again if it is awake.
+/// `last_activity` is the newest of the router's activity signal and the creation time.
+pub fn hibernation(
+    suspend: bool,
+    idle_timeout: Option<Duration>,
+    last_activity: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (Sleep, Option<Duration>) {
+    if suspend {
+        return (Sleep::Suspended, None);
+    }
+    let Some(timeout) = idle_timeout else { return (Sleep::Awake, None) };
+    let idle = (now - last_activity).to_std().unwrap_or_default();
+    if idle >= timeout {
+        (Sleep::Idle, None)
+    } else {
+        // Look again right after the deadline.
+        (Sleep::Awake, Some(timeout - idle + Duration::from_secs(1)))
+    }
+}
+
+/// The model's state as the reconciler found it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelState {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the reconciler found, in one place.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Facts {
+    /// The spec cannot be reconciled as written.
+    Invalid { message: String },
+    /// A referenced object does not exist (yet).
+    Missing { reason: &'static str, message: String, model: ModelState },
+    /// Every child was applied.
+    Provisioned {
+        model: ModelState,
+        sleep: Sleep,
+        agent_ready: bool,
+        url: String,
+        runtime: Runtime,
+    },
+}
+
+/// The status to write, from the old status, the facts and the time.
+pub fn workspace_status(
+    old: Option<&UserWorkspaceStatus>,
+    facts: &Facts,
+    generation: Option<i64>,
+    last_activity: Option<Time>,
+    now: DateTime<Utc>,
+) -> UserWorkspaceStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.last_activity_time = last_activity.or(status.last_activity_time);
+    let c = &mut status.conditions;
+    match facts {
+        Facts::Invalid { message } => {
+            status.phase = Phase::Failed;
+            set_condition(c, READY, false, REASON_INVALID_SPEC, message.clone(), generation, now);
+            set_condition(c, PROVISIONED, false, REASON_INVALID_SPEC, message.clone(), generation, now);
+        }
+        Facts::Missing { reason, message, model } => {
+            status.phase = Phase::Pending;
+            set_condition(c, READY, false, reason, message.clone(), generation, now);
+            set_condition(c, PROVISIONED, false, reason, message.clone(), generation, now);
+            set_condition(c, MODEL_READY, model.ready, model.reason, model.message.clone(), generation, now);
+        }
+        Facts::Provisioned { model, sleep, agent_ready, url, runtime } => {
+            status.url = Some(url.clone());
+            status.runtime = Some(*runtime);
+            set_condition(c, PROVISIONED, true, REASON_RECONCILED, "all tenant objects are applied", generation, now);
+            set_condition(c, MODEL_READY, model.ready, model.reason, model.message.clone(), generation, now);
+            match sleep {
+                Sleep::Awake => {
+                    status.hibernated_since = None;
+                    set_condition(c, HIBERNATED, false, REASON_AWAKE, "the agent is scaled up", generation, now);
+                    if *agent_ready {
+                        status.phase = Phase::Running;
+                        set_condition(c, READY, true, REASON_AGENT_READY, "the agent answers", generation, now);
+                    } else {
+                        status.phase = Phase::Provisioning;
+                        set_condition(c, READY, false, REASON_AGENT_STARTING, "waiting for the agent pod to become ready", generation, now);
+                    }
+                }
+                Sleep::Suspended | Sleep::Idle => {
+                    let (reason, message) = if *sleep == Sleep::Suspended {
+                        (REASON_SUSPENDED, "spec.suspend is true; the agent is scaled to zero")
+                    } else {
+                        (REASON_IDLE, "idle past spec.idleTimeout; the next message wakes it")
+                    };
+                    status.phase = Phase::Hibernated;
+                    if status.hibernated_since.is_none() {
+                        status.hibernated_since = Some(to_time(now));
+                    }
+                    set_condition(c, HIBERNATED, true, reason, message, generation, now);
+                    set_condition(c, READY, false, reason, message, generation, now);
+                }
+            }
+        }
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).single().unwrap()
+    }
+
+    fn model_ok() -> ModelState {
+        ModelState { ready: true, reason: REASON_REPLICAS_READY, message: "ok".into() }
+    }
+
+    fn provisioned(sleep: Sleep, agent_ready: bool) -> Facts {
+        Facts::Provisioned { model: model_ok(), sleep, agent_ready, url: "http://x".into(), runtime: Runtime::Lite }
+    }
+
+    #[test]
+    fn transition_time_changes_only_with_status() {
+        let mut c = vec![];
+        set_condition(&mut c, READY, false, "A", "m1", Some(1), t(0));
+        set_condition(&mut c, READY, false, "B", "m2", Some(2), t(10));
+        assert_eq!(c.len(), 1);
+        assert_eq!(from_time(&c[0].last_transition_time), t(0));
+        assert_eq!((c[0].reason.as_str(), c[0].observed_generation), ("B", Some(2)));
+        set_condition(&mut c, READY, true, "C", "m3", Some(2), t(20));
+        assert_eq!(from_time(&c[0].last_transition_time), t(20));
+    }
+
+    #[test]
+    fn hibernation_decisions() {
+        let timeout = Some(Duration::from_secs(60));
+        assert_eq!(hibernation(true, timeout, t(0), t(1)), (Sleep::Suspended, None));
+        assert_eq!(hibernation(false, None, t(0), t(1_000_000)), (Sleep::Awake, None));
+        assert_eq!(hibernation(false, timeout, t(0), t(59)), (Sleep::Awake, Some(Duration::from_secs(2))));
+        assert_eq!(hibernation(false, timeout, t(0), t(60)), (Sleep::Idle, None));
+        // Activity in the future (clock skew) counts as now.
+        assert_eq!(hibernation(false, timeout, t(100), t(50)).0, Sleep::Awake);
+    }
+
+    #[test]
+    fn phases_follow_facts() {
+        let s = workspace_status(None, &Facts::Invalid { message: "bad".into() }, Some(1), None, t(0));
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(s.observed_generation, Some(1));
+        let missing = Facts::Missing {
+            reason: REASON_MODEL_ENDPOINT_MISSING,
+            message: "no endpoint".into(),
+            model: ModelState { ready: false, reason: REASON_MODEL_ENDPOINT_MISSING, message: "no endpoint".into() },
+        };
+        let s = workspace_status(Some(&s), &missing, Some(2), None, t(1));
+        assert_eq!(s.phase, Phase::Pending);
+        let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REASON_MODEL_ENDPOINT_MISSING));
+        let s = workspace_status(Some(&s), &provisioned(Sleep::Awake, false), Some(2), None, t(2));
+        assert_eq!(s.phase, Phase::Provisioning);
+        let s = workspace_status(Some(&s), &provisioned(Sleep::Awake, true), Some(2), None, t(3));
+        assert_eq!(s.phase, Phase::Running);
+        assert_eq!(s.url.as_deref(), Some("http://x"));
+    }
+
+    #[test]
+    fn hibernation_sets_and_clears_since() {
+        let s = workspace_status(None, &provisioned(Sleep::Idle, false), Some(1), None, t(5));
+        assert_eq!(s.phase, Phase::Hibernated);
+        assert_eq!(s.hibernated_since.as_ref().map(from_time), Some(t(5)));
+        // A later reconcile while still asleep keeps the original time.
+        let s = workspace_status(Some(&s), &provisioned(Sleep::Idle, false), Some(1), None, t(9));
+        assert_eq!(s.hibernated_since.as_ref().map(from_time), Some(t(5)));
+        let hib = s.conditions.iter().find(|c| c.type_ == HIBERNATED).unwrap();
+        assert_eq!((hib.status.as_str(), hib.reason.as_str()), ("True", REASON_IDLE));
+        let s = workspace_status(Some(&s), &provisioned(Sleep::Awake, false), Some(1), None, t(10));
+        assert_eq!(s.hibernated_since, None);
+        assert_eq!(s.phase, Phase::Provisioning);
+    }
+}
