@@ -1,1 +1,215 @@
-fn main() {}
+//! Convergence benchmark: how long the operator takes to give N UserWorkspaces all their
+//! children and a status, against the time a plain client needs to create the same objects
+//! directly (the API server's own limit on this machine), and the operator's peak RSS.
+//!
+//! `cargo bench -p clawdbot-operator --bench convergence` (BENCH_TENANTS=1000,5000 by default).
+//! Runs against the local control plane of `hack/dev-env.sh`; the operator is the real binary
+//! in its own process, so its memory is its own.
+
+use std::time::{Duration, Instant};
+
+use clawdbot_api::workspace::UserWorkspace;
+use clawdbot_api::{ModelEndpoint, conditions, names};
+use clawdbot_operator::build::agent::{self, AgentInputs};
+use clawdbot_operator::config::OperatorConfig;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, Resource};
+
+const IN_FLIGHT: usize = 32;
+
+fn workspace(name: &str, ns: &str) -> UserWorkspace {
+    let mut ws = UserWorkspace::new(
+        name,
+        serde_yaml::from_str("ownerId: bench\nplan: free\nruntime: lite\nmodel: {name: smollm2, endpointRef: {name: shared}}\n")
+            .expect("spec"),
+    );
+    ws.metadata.namespace = Some(ns.to_string());
+    ws
+}
+
+/// Creates the 7 tenant objects of `n` tenants with a plain client, 32 requests in flight.
+async fn plain_client(client: &Client, ns: &str, n: usize) -> Duration {
+    let cfg = OperatorConfig::default();
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            let cfg = cfg.clone();
+            let ns = ns.to_string();
+            async move {
+                let mut ws = workspace(&format!("p{i}"), &ns);
+                ws.meta_mut().uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
+                let policy = cfg.policy(ws.spec.plan);
+                let inputs = AgentInputs {
+                    workspace: &ws,
+                    config: &cfg,
+                    runtime: ws.effective_runtime(&policy),
+                    policy,
+                    model: agent::model_target(&ws, &cfg, Some("http://mep-shared:8000/v1".into())),
+                    model_endpoint: Some(("shared".into(), 8000)),
+                    awake: true,
+                };
+                let pp = PostParams::default();
+                // Without owner references: the owner is not a real object here.
+                macro_rules! create {
+                    ($obj:expr) => {{
+                        let mut o = $obj.expect("build");
+                        o.meta_mut().owner_references = None;
+                        Api::namespaced(client.clone(), &ns)
+                            .create(&pp, &o)
+                            .await
+                            .map(|_| ())
+                    }};
+                }
+                let cm = agent::build_config_map(&inputs).expect("cm");
+                let hash = agent::config_hash(&cm);
+                create!(agent::build_service_account(&ws))?;
+                create!(Ok::<_, ()>(cm))?;
+                create!(agent::build_gateway_secret(&ws, &agent::generate_token()))?;
+                create!(agent::build_pvc(&ws, true))?;
+                create!(agent::build_service(&ws))?;
+                create!(agent::build_network_policy(&inputs))?;
+                create!(agent::build_deployment(&inputs, &hash))?;
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("plain client creates");
+    started.elapsed()
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Run {
+    plain: Duration,
+    operator: Duration,
+    peak_rss_mib: f64,
+}
+
+async fn run(client: &Client, n: usize) -> Run {
+    let plain_ns = clawdbot_testkit::kube::fresh_namespace(client, "bench-plain").await;
+    let plain = plain_client(client, &plain_ns, n).await;
+
+    let ns = clawdbot_testkit::kube::fresh_namespace(client, "bench-op").await;
+    let ep = ModelEndpoint::new(
+        "shared",
+        serde_yaml::from_str("engine: vllm\nmodels: [{name: smollm2}]\n").expect("ep"),
+    );
+    Api::<ModelEndpoint>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &ep)
+        .await
+        .expect("endpoint");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_operator"))
+        .env("KUBECONFIG", &clawdbot_testkit::env::get().kubeconfig)
+        .env("WATCH_NAMESPACE", &ns)
+        .env("POD_NAMESPACE", &ns)
+        .env("POD_NAME", "bench")
+        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start operator");
+    let pid = child.id();
+
+    let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let ns = ns.clone();
+            async move {
+                api.create(&PostParams::default(), &workspace(&format!("w{i}"), &ns))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create workspaces");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mut peak = 0;
+    loop {
+        peak = peak.max(rss_kib(pid, "VmHWM:"));
+        let list = api.list(&ListParams::default()).await.expect("list");
+        let done = list
+            .items
+            .iter()
+            .filter(|w| {
+                w.condition(conditions::PROVISIONED)
+                    .is_some_and(|c| c.status == "True")
+                    && w.status.as_ref().and_then(|s| s.observed_generation)
+                        == w.metadata.generation
+            })
+            .count();
+        if done == n {
+            let d = deployments
+                .list_metadata(&ListParams::default().labels(&format!(
+                    "app.kubernetes.io/managed-by={}",
+                    names::MANAGED_BY
+                )))
+                .await
+                .expect("deployments");
+            // Every workspace is provisioned only after its children were applied; count anyway.
+            assert!(
+                d.items.len() >= n,
+                "{} deployments for {n} workspaces",
+                d.items.len()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let operator = started.elapsed();
+    peak = peak.max(rss_kib(pid, "VmHWM:"));
+    let _ = child.kill();
+    let _ = child.wait();
+    Run {
+        plain,
+        operator,
+        peak_rss_mib: peak as f64 / 1024.0,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_TENANTS")
+        .unwrap_or_else(|_| "1000,5000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let client = clawdbot_testkit::kube::client().await;
+    clawdbot_testkit::kube::install_crds(&client).await;
+    println!(
+        "tenants | plain client (s) | operator converged (s) | ratio | operator peak RSS (MiB)"
+    );
+    for n in sizes {
+        let r = run(&client, n).await;
+        println!(
+            "{n:>7} | {:>16.1} | {:>22.1} | {:>5.2} | {:>23.1}",
+            r.plain.as_secs_f64(),
+            r.operator.as_secs_f64(),
+            r.operator.as_secs_f64() / r.plain.as_secs_f64(),
+            r.peak_rss_mib
+        );
+    }
+}

@@ -10,7 +10,10 @@ use clawdbot_api::{Plan, PlanPolicy};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "operator", about = "Clawdbot Cloud operator: UserWorkspace and ModelEndpoint controller")]
+#[command(
+    name = "operator",
+    about = "Clawdbot Cloud operator: UserWorkspace and ModelEndpoint controller"
+)]
 pub struct Cli {
     /// Watch only this namespace (all namespaces when unset).
     #[arg(long, env = "WATCH_NAMESPACE")]
@@ -34,10 +37,18 @@ pub struct Cli {
     #[arg(long, env = "CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
     /// Image of the lite agent.
-    #[arg(long, env = "LITE_IMAGE", default_value = "ghcr.io/clawdbot/agent-lite:0.1.0")]
+    #[arg(
+        long,
+        env = "LITE_IMAGE",
+        default_value = "ghcr.io/clawdbot/agent-lite:0.1.0"
+    )]
     pub lite_image: String,
     /// Image of the OpenClaw runtime.
-    #[arg(long, env = "OPENCLAW_IMAGE", default_value = "ghcr.io/clawdbot/agent-openclaw:2026.9.6")]
+    #[arg(
+        long,
+        env = "OPENCLAW_IMAGE",
+        default_value = "ghcr.io/clawdbot/agent-openclaw:2026.9.6"
+    )]
     pub openclaw_image: String,
     /// Image of vLLM model servers.
     #[arg(long, env = "VLLM_IMAGE", default_value = "vllm/vllm-openai:v0.11.0")]
@@ -52,10 +63,18 @@ pub struct Cli {
     #[arg(long, env = "WEB_SEARCH_URL")]
     pub web_search_url: Option<String>,
     /// OpenAI API base URL for tenants with their own key.
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
     pub openai_base_url: String,
     /// Anthropic API base URL for tenants with their own key.
-    #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = "https://api.anthropic.com")]
+    #[arg(
+        long,
+        env = "ANTHROPIC_BASE_URL",
+        default_value = "https://api.anthropic.com"
+    )]
     pub anthropic_base_url: String,
     /// YAML file mapping plan names to policy overrides (see `PlanPolicy`).
     #[arg(long, env = "PLANS_FILE")]
@@ -87,15 +106,20 @@ impl Default for OperatorConfig {
             web_search_url: None,
             openai_base_url: "https://api.openai.com/v1".into(),
             anthropic_base_url: "https://api.anthropic.com".into(),
-            plans: Plan::ALL.iter().map(|p| (*p, PlanPolicy::default_for(*p))).collect(),
+            plans: Plan::ALL
+                .iter()
+                .map(|p| (*p, PlanPolicy::default_for(*p)))
+                .collect(),
         }
     }
 }
 
 impl OperatorConfig {
     pub fn from_cli(cli: &Cli) -> Result<Self> {
-        let mut plans: BTreeMap<Plan, PlanPolicy> =
-            Plan::ALL.iter().map(|p| (*p, PlanPolicy::default_for(*p))).collect();
+        let mut plans: BTreeMap<Plan, PlanPolicy> = Plan::ALL
+            .iter()
+            .map(|p| (*p, PlanPolicy::default_for(*p)))
+            .collect();
         if let Some(path) = &cli.plans_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
@@ -116,7 +140,10 @@ impl OperatorConfig {
 
     /// The policy of a plan (every plan has one).
     pub fn policy(&self, plan: Plan) -> PlanPolicy {
-        self.plans.get(&plan).cloned().unwrap_or_else(|| PlanPolicy::default_for(plan))
+        self.plans
+            .get(&plan)
+            .cloned()
+            .unwrap_or_else(|| PlanPolicy::default_for(plan))
     }
 
     /// The image of a runtime.
@@ -145,6 +172,11 @@ mod tests {
         .unwrap();
         assert_eq!(plans[&Plan::Free].messages_per_day, 5);
         assert_eq!(plans[&Plan::Free].default_runtime, Runtime::Openclaw);
-        assert!(parse_plans("gold: {}").unwrap_err().to_string().contains("plans file"));
+        assert!(
+            parse_plans("gold: {}")
+                .unwrap_err()
+                .to_string()
+                .contains("plans file")
+        );
     }
 }

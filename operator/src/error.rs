@@ -15,7 +15,10 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("serializing {what}: {source}")]
-    Serialize { what: &'static str, source: serde_json::Error },
+    Serialize {
+        what: &'static str,
+        source: serde_json::Error,
+    },
     #[error("configuration: {0}")]
     Config(String),
     #[error("leader election: {0}")]

@@ -57,33 +57,80 @@ impl Metrics {
         let mut registry = Registry::default();
         let sub = registry.sub_registry_with_prefix("clawdbot_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
-        sub.register("reconciles", "Reconciles by controller and result", reconciles.clone());
+        sub.register(
+            "reconciles",
+            "Reconciles by controller and result",
+            reconciles.clone(),
+        );
         let errors = Family::<ErrorLabels, Counter>::default();
-        sub.register("reconcile_errors", "Reconcile errors by controller and category", errors.clone());
+        sub.register(
+            "reconcile_errors",
+            "Reconcile errors by controller and category",
+            errors.clone(),
+        );
         let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
         });
-        sub.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
+        sub.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            duration.clone(),
+        );
         let tenants = Family::<PhaseLabels, Gauge>::default();
         sub.register("tenants", "UserWorkspaces by phase", tenants.clone());
         let leader = Gauge::default();
-        sub.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        sub.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
         for phase in Phase::ALL {
-            tenants.get_or_create(&PhaseLabels { phase: phase.as_str() }).set(0);
+            tenants
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str(),
+                })
+                .set(0);
         }
-        Metrics { registry, reconciles, errors, duration, tenants, leader, phases: Mutex::default() }
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            tenants,
+            leader,
+            phases: Mutex::default(),
+        }
     }
 
-    pub fn reconciled(&self, controller: &'static str, took: Duration, result: Result<(), &'static str>) {
-        self.duration.get_or_create(&ControllerLabels { controller }).observe(took.as_secs_f64());
+    pub fn reconciled(
+        &self,
+        controller: &'static str,
+        took: Duration,
+        result: Result<(), &'static str>,
+    ) {
+        self.duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(took.as_secs_f64());
         let outcome = match result {
             Ok(()) => "success",
             Err(category) => {
-                self.errors.get_or_create(&ErrorLabels { controller, category }).inc();
+                self.errors
+                    .get_or_create(&ErrorLabels {
+                        controller,
+                        category,
+                    })
+                    .inc();
                 "error"
             }
         };
-        self.reconciles.get_or_create(&ResultLabels { controller, result: outcome }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                controller,
+                result: outcome,
+            })
+            .inc();
     }
 
     /// Records the phase of a workspace (`None`: it is gone).
@@ -97,10 +144,14 @@ impl Metrics {
             return;
         }
         if let Some(o) = old {
-            self.tenants.get_or_create(&PhaseLabels { phase: o.as_str() }).dec();
+            self.tenants
+                .get_or_create(&PhaseLabels { phase: o.as_str() })
+                .dec();
         }
         if let Some(p) = phase {
-            self.tenants.get_or_create(&PhaseLabels { phase: p.as_str() }).inc();
+            self.tenants
+                .get_or_create(&PhaseLabels { phase: p.as_str() })
+                .inc();
         }
     }
 
@@ -129,8 +180,14 @@ mod tests {
         m.set_phase("ns/b", None);
         m.reconciled("userworkspace", Duration::from_millis(3), Err("kube"));
         let text = m.encode();
-        assert!(text.contains(r#"clawdbot_operator_tenants{phase="Running"} 1"#), "{text}");
-        assert!(text.contains(r#"clawdbot_operator_tenants{phase="Provisioning"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"clawdbot_operator_tenants{phase="Running"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"clawdbot_operator_tenants{phase="Provisioning"} 0"#),
+            "{text}"
+        );
         assert!(text.contains(r#"clawdbot_operator_reconcile_errors_total{controller="userworkspace",category="kube"} 1"#), "{text}");
     }
 }

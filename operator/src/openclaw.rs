@@ -193,7 +193,7 @@ fn web_search_on(input: &RenderInput) -> bool {
 
 /// The `models.providers` entry of the tenant's one provider.
 fn provider_block(model: &ModelTarget) -> Value {
-    let entry = json!({
+    let mut entry = json!({
         "id": model.model,
         "name": model.model,
         "input": ["text"],
@@ -201,6 +201,12 @@ fn provider_block(model: &ModelTarget) -> Value {
         "contextWindow": model.context_window,
         "maxTokens": max_tokens(model),
     });
+    if model.provider == ModelProvider::Platform {
+        // OpenClaw sends the reply cap as `max_completion_tokens` by default; llama.cpp and
+        // Ollama ignore that field and generate until the context is full (measured: minutes
+        // per turn with SmolLM2). `max_tokens` is the field every OpenAI-compatible server reads.
+        entry["compat"] = json!({"maxTokensField": "max_tokens"});
+    }
     match model.provider {
         // An OpenAI-compatible server (vLLM, Ollama, llama.cpp) inside the cluster; no key.
         ModelProvider::Platform => json!({
@@ -352,12 +358,9 @@ pub fn container_env(input: &RenderInput) -> Vec<EnvVar> {
             format!("{}/{}", names::CONFIG_MOUNT, names::OPENCLAW_CONFIG_FILE),
         ),
         env("HOME", HOME_DIR),
+        // Also where OpenClaw's launcher keeps Node's compile cache. NODE_COMPILE_CACHE must stay
+        // unset: with it, the launcher re-executes itself into a second process.
         env("TMPDIR", TMP_DIR),
-        // Node's compile cache on the volume: a woken tenant starts from cached bytecode.
-        env(
-            "NODE_COMPILE_CACHE",
-            format!("{STATE_DIR}/.node-compile-cache"),
-        ),
         env("OPENCLAW_DISABLE_BONJOUR", "1"),
         env("OPENCLAW_NO_AUTO_UPDATE", "1"),
         env("DO_NOT_TRACK", "1"),
@@ -592,6 +595,7 @@ spec:
                 match provider.key_name() {
                     None => {
                         assert!(p.get("apiKey").is_none());
+                        assert_eq!(p["models"][0]["compat"]["maxTokensField"], "max_tokens");
                         assert!(
                             env_value(&env, "OPENAI_API_KEY").is_none()
                                 && env_value(&env, "ANTHROPIC_API_KEY").is_none()

@@ -1,9 +1,11 @@
 //! Start-up: the health/metrics server, leader election through a Lease, and the two
 //! controllers, which run only while this replica leads.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -14,11 +16,13 @@ use clawdbot_api::names;
 use clawdbot_api::workspace::UserWorkspace;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::net::TcpListener;
@@ -53,19 +57,35 @@ struct Health {
 /// this replica leads or stands by).
 fn health_app(h: Health) -> axum::Router {
     axum::Router::new()
-        .route("/metrics", get(|State(h): State<Health>| async move {
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                h.metrics.encode(),
-            )
-        }))
+        .route(
+            "/metrics",
+            get(|State(h): State<Health>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    h.metrics.encode(),
+                )
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|State(h): State<Health>| async move {
-            if !h.started.load(Ordering::Relaxed) {
-                return (StatusCode::SERVICE_UNAVAILABLE, "starting");
-            }
-            (StatusCode::OK, if h.leader.load(Ordering::Relaxed) { "leader" } else { "standby" })
-        }))
+        .route(
+            "/readyz",
+            get(|State(h): State<Health>| async move {
+                if !h.started.load(Ordering::Relaxed) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "starting");
+                }
+                (
+                    StatusCode::OK,
+                    if h.leader.load(Ordering::Relaxed) {
+                        "leader"
+                    } else {
+                        "standby"
+                    },
+                )
+            }),
+        )
         .with_state(h)
 }
 
@@ -78,7 +98,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let health = Health { metrics: metrics.clone(), started: Arc::default(), leader: Arc::default() };
+    let health = Health {
+        metrics: metrics.clone(),
+        started: Arc::default(),
+        leader: Arc::default(),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(
@@ -147,7 +171,12 @@ async fn run_leader(
     info!(identity = %settings.identity, "became leader; starting controllers");
     health.leader.store(true, Ordering::Relaxed);
     metrics.set_leader(true);
-    let ctx = Arc::new(Context::new(client.clone(), settings.config.clone(), metrics.clone(), &settings.identity));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings.config.clone(),
+        metrics.clone(),
+        &settings.identity,
+    ));
 
     // Both controllers stop when asked to, or when the lease is lost.
     let (halt_tx, halt_rx) = watch::channel(false);
@@ -196,11 +225,33 @@ async fn workspace_controller(
 ) {
     let (client, ns) = (&client, &settings.watch_namespace);
     // Only the operator's own children: a user's key Secrets never enter its caches.
-    let children = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", names::MANAGED_BY));
-    let controller = Controller::new(api::<UserWorkspace>(client, ns), watcher::Config::default().any_semantic());
-    let store = controller.store();
-    controller
-        .with_config(controller::Config::default().concurrency(settings.concurrency).debounce(Duration::from_millis(200)))
+    let children = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        names::MANAGED_BY
+    ));
+    // Our own status writes must not trigger another reconcile (at 10,000 tenants every one
+    // of them would cost ten requests for nothing): only the spec, the wake signal, the
+    // finalizers and deletion do.
+    let (store, writer) = reflector::store();
+    let workspaces = watcher::watcher(
+        api::<UserWorkspace>(client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(workspace_trigger, PredicateConfig::default());
+    // A ModelEndpoint matters to the workspaces that reference it only when it appears or its
+    // readiness or URL changes; fanning out on every event of a shared endpoint would
+    // reconcile every tenant each time its Deployment status moves.
+    let seen: Arc<Mutex<HashMap<EndpointKey, EndpointState>>> = Arc::default();
+    let mapper_store = store.clone();
+    Controller::for_stream(workspaces, store)
+        .with_config(
+            controller::Config::default()
+                .concurrency(settings.concurrency)
+                .debounce(Duration::from_millis(500)),
+        )
         .owns(api::<Deployment>(client, ns), children.clone())
         .owns(api::<Service>(client, ns), children.clone())
         .owns(api::<ConfigMap>(client, ns), children.clone())
@@ -208,28 +259,55 @@ async fn workspace_controller(
         .owns(api::<ServiceAccount>(client, ns), children.clone())
         .owns(api::<PersistentVolumeClaim>(client, ns), children.clone())
         .owns(api::<NetworkPolicy>(client, ns), children)
-        // A ModelEndpoint matters to the workspaces that reference it (waiting for it to exist
-        // or become ready) and to the workspace that owns it (dedicated).
-        .watches(api::<ModelEndpoint>(client, ns), watcher::Config::default(), move |ep| {
-            let ns = ep.namespace();
-            let name = ep.name_any();
-            let owners: Vec<ObjectRef<UserWorkspace>> = ep
-                .owner_references()
-                .iter()
-                .filter(|o| o.kind == "UserWorkspace")
-                .map(|o| ObjectRef::new(&o.name).within(ns.as_deref().unwrap_or_default()))
-                .collect();
-            let referencing: Vec<ObjectRef<UserWorkspace>> = store
-                .state()
-                .iter()
-                .filter(|ws| ws.namespace() == ns)
-                .filter(|ws| ws.spec.model.endpoint_ref.as_ref().is_some_and(|r| r.name == name))
-                .map(|ws| ObjectRef::from_obj(ws.as_ref()))
-                .collect();
-            owners.into_iter().chain(referencing)
-        })
+        .watches(
+            api::<ModelEndpoint>(client, ns),
+            watcher::Config::default(),
+            move |ep| {
+                let ns = ep.namespace();
+                let name = ep.name_any();
+                let state = (
+                    ep.is_ready(),
+                    ep.status.as_ref().and_then(|s| s.url.clone()),
+                );
+                let changed = {
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.insert(
+                        (ns.clone().unwrap_or_default(), name.clone()),
+                        state.clone(),
+                    ) != Some(state)
+                };
+                let owners: Vec<ObjectRef<UserWorkspace>> = ep
+                    .owner_references()
+                    .iter()
+                    .filter(|o| o.kind == "UserWorkspace")
+                    .map(|o| ObjectRef::new(&o.name).within(ns.as_deref().unwrap_or_default()))
+                    .collect();
+                let referencing: Vec<ObjectRef<UserWorkspace>> = if changed {
+                    mapper_store
+                        .state()
+                        .iter()
+                        .filter(|ws| ws.namespace() == ns)
+                        .filter(|ws| {
+                            ws.spec
+                                .model
+                                .endpoint_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == name)
+                        })
+                        .map(|ws| ObjectRef::from_obj(ws.as_ref()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                owners.into_iter().chain(referencing)
+            },
+        )
         .graceful_shutdown_on(halt)
-        .run(ctrl::workspace::reconcile, ctrl::workspace::error_policy, ctx)
+        .run(
+            ctrl::workspace::reconcile,
+            ctrl::workspace::error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "workspace controller event");
@@ -245,23 +323,52 @@ async fn endpoint_controller(
     halt: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (client, ns) = (&client, &settings.watch_namespace);
-    let children = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", names::MANAGED_BY));
-    Controller::new(api::<ModelEndpoint>(client, ns), watcher::Config::default().any_semantic())
-        .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .owns(api::<Deployment>(client, ns), children.clone())
-        .owns(api::<Service>(client, ns), children)
-        .graceful_shutdown_on(halt)
-        .run(ctrl::endpoint::reconcile, ctrl::endpoint::error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "endpoint controller event");
-            }
-        })
-        .await;
+    let children = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        names::MANAGED_BY
+    ));
+    Controller::new(
+        api::<ModelEndpoint>(client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(controller::Config::default().concurrency(settings.concurrency))
+    .owns(api::<Deployment>(client, ns), children.clone())
+    .owns(api::<Service>(client, ns), children)
+    .graceful_shutdown_on(halt)
+    .run(ctrl::endpoint::reconcile, ctrl::endpoint::error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "endpoint controller event");
+        }
+    })
+    .await;
 }
 
 /// Resolves once the channel holds `want` (or its sender is gone). Never holds a borrow of the
 /// channel across an await, so the futures around it stay `Send`.
 async fn until(rx: &mut watch::Receiver<bool>, want: bool) {
     let _ = rx.wait_for(|v| *v == want).await.map(|_| ());
+}
+
+/// Namespace and name of a ModelEndpoint.
+type EndpointKey = (String, String);
+/// What workspaces care about in a ModelEndpoint: readiness and URL.
+type EndpointState = (bool, Option<String>);
+
+/// What in a UserWorkspace asks for a reconcile: everything but the status.
+fn workspace_trigger(ws: &UserWorkspace) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ws.metadata.generation.hash(&mut h);
+    ws.annotations()
+        .get(clawdbot_api::annotations::LAST_ACTIVITY)
+        .hash(&mut h);
+    ws.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    ws.finalizers().hash(&mut h);
+    // A status someone else removed or replaced is rewritten.
+    ws.status.is_none().hash(&mut h);
+    Some(h.finish())
 }

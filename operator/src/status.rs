@@ -72,7 +72,9 @@ pub fn hibernation(
     if suspend {
         return (Sleep::Suspended, None);
     }
-    let Some(timeout) = idle_timeout else { return (Sleep::Awake, None) };
+    let Some(timeout) = idle_timeout else {
+        return (Sleep::Awake, None);
+    };
     let idle = (now - last_activity).to_std().unwrap_or_default();
     if idle >= timeout {
         (Sleep::Idle, None)
@@ -96,7 +98,11 @@ pub enum Facts {
     /// The spec cannot be reconciled as written.
     Invalid { message: String },
     /// A referenced object does not exist (yet).
-    Missing { reason: &'static str, message: String, model: ModelState },
+    Missing {
+        reason: &'static str,
+        message: String,
+        model: ModelState,
+    },
     /// Every child was applied.
     Provisioned {
         model: ModelState,
@@ -122,37 +128,125 @@ pub fn workspace_status(
     match facts {
         Facts::Invalid { message } => {
             status.phase = Phase::Failed;
-            set_condition(c, READY, false, REASON_INVALID_SPEC, message.clone(), generation, now);
-            set_condition(c, PROVISIONED, false, REASON_INVALID_SPEC, message.clone(), generation, now);
+            set_condition(
+                c,
+                READY,
+                false,
+                REASON_INVALID_SPEC,
+                message.clone(),
+                generation,
+                now,
+            );
+            set_condition(
+                c,
+                PROVISIONED,
+                false,
+                REASON_INVALID_SPEC,
+                message.clone(),
+                generation,
+                now,
+            );
         }
-        Facts::Missing { reason, message, model } => {
+        Facts::Missing {
+            reason,
+            message,
+            model,
+        } => {
             status.phase = Phase::Pending;
             set_condition(c, READY, false, reason, message.clone(), generation, now);
-            set_condition(c, PROVISIONED, false, reason, message.clone(), generation, now);
-            set_condition(c, MODEL_READY, model.ready, model.reason, model.message.clone(), generation, now);
+            set_condition(
+                c,
+                PROVISIONED,
+                false,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            );
+            set_condition(
+                c,
+                MODEL_READY,
+                model.ready,
+                model.reason,
+                model.message.clone(),
+                generation,
+                now,
+            );
         }
-        Facts::Provisioned { model, sleep, agent_ready, url, runtime } => {
+        Facts::Provisioned {
+            model,
+            sleep,
+            agent_ready,
+            url,
+            runtime,
+        } => {
             status.url = Some(url.clone());
             status.runtime = Some(*runtime);
-            set_condition(c, PROVISIONED, true, REASON_RECONCILED, "all tenant objects are applied", generation, now);
-            set_condition(c, MODEL_READY, model.ready, model.reason, model.message.clone(), generation, now);
+            set_condition(
+                c,
+                PROVISIONED,
+                true,
+                REASON_RECONCILED,
+                "all tenant objects are applied",
+                generation,
+                now,
+            );
+            set_condition(
+                c,
+                MODEL_READY,
+                model.ready,
+                model.reason,
+                model.message.clone(),
+                generation,
+                now,
+            );
             match sleep {
                 Sleep::Awake => {
                     status.hibernated_since = None;
-                    set_condition(c, HIBERNATED, false, REASON_AWAKE, "the agent is scaled up", generation, now);
+                    set_condition(
+                        c,
+                        HIBERNATED,
+                        false,
+                        REASON_AWAKE,
+                        "the agent is scaled up",
+                        generation,
+                        now,
+                    );
                     if *agent_ready {
                         status.phase = Phase::Running;
-                        set_condition(c, READY, true, REASON_AGENT_READY, "the agent answers", generation, now);
+                        set_condition(
+                            c,
+                            READY,
+                            true,
+                            REASON_AGENT_READY,
+                            "the agent answers",
+                            generation,
+                            now,
+                        );
                     } else {
                         status.phase = Phase::Provisioning;
-                        set_condition(c, READY, false, REASON_AGENT_STARTING, "waiting for the agent pod to become ready", generation, now);
+                        set_condition(
+                            c,
+                            READY,
+                            false,
+                            REASON_AGENT_STARTING,
+                            "waiting for the agent pod to become ready",
+                            generation,
+                            now,
+                        );
                     }
                 }
                 Sleep::Suspended | Sleep::Idle => {
                     let (reason, message) = if *sleep == Sleep::Suspended {
-                        (REASON_SUSPENDED, "spec.suspend is true; the agent is scaled to zero")
+                        (
+                            REASON_SUSPENDED,
+                            "spec.suspend is true; the agent is scaled to zero",
+                        )
                     } else {
-                        (REASON_IDLE, "idle past spec.idleTimeout; the next message wakes it")
+                        (
+                            REASON_IDLE,
+                            "idle past spec.idleTimeout; the next message wakes it",
+                        )
                     };
                     status.phase = Phase::Hibernated;
                     if status.hibernated_since.is_none() {
@@ -177,11 +271,21 @@ mod tests {
     }
 
     fn model_ok() -> ModelState {
-        ModelState { ready: true, reason: REASON_REPLICAS_READY, message: "ok".into() }
+        ModelState {
+            ready: true,
+            reason: REASON_REPLICAS_READY,
+            message: "ok".into(),
+        }
     }
 
     fn provisioned(sleep: Sleep, agent_ready: bool) -> Facts {
-        Facts::Provisioned { model: model_ok(), sleep, agent_ready, url: "http://x".into(), runtime: Runtime::Lite }
+        Facts::Provisioned {
+            model: model_ok(),
+            sleep,
+            agent_ready,
+            url: "http://x".into(),
+            runtime: Runtime::Lite,
+        }
     }
 
     #[test]
@@ -191,7 +295,10 @@ mod tests {
         set_condition(&mut c, READY, false, "B", "m2", Some(2), t(10));
         assert_eq!(c.len(), 1);
         assert_eq!(from_time(&c[0].last_transition_time), t(0));
-        assert_eq!((c[0].reason.as_str(), c[0].observed_generation), ("B", Some(2)));
+        assert_eq!(
+            (c[0].reason.as_str(), c[0].observed_generation),
+            ("B", Some(2))
+        );
         set_condition(&mut c, READY, true, "C", "m3", Some(2), t(20));
         assert_eq!(from_time(&c[0].last_transition_time), t(20));
     }
@@ -199,31 +306,70 @@ mod tests {
     #[test]
     fn hibernation_decisions() {
         let timeout = Some(Duration::from_secs(60));
-        assert_eq!(hibernation(true, timeout, t(0), t(1)), (Sleep::Suspended, None));
-        assert_eq!(hibernation(false, None, t(0), t(1_000_000)), (Sleep::Awake, None));
-        assert_eq!(hibernation(false, timeout, t(0), t(59)), (Sleep::Awake, Some(Duration::from_secs(2))));
-        assert_eq!(hibernation(false, timeout, t(0), t(60)), (Sleep::Idle, None));
+        assert_eq!(
+            hibernation(true, timeout, t(0), t(1)),
+            (Sleep::Suspended, None)
+        );
+        assert_eq!(
+            hibernation(false, None, t(0), t(1_000_000)),
+            (Sleep::Awake, None)
+        );
+        assert_eq!(
+            hibernation(false, timeout, t(0), t(59)),
+            (Sleep::Awake, Some(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            hibernation(false, timeout, t(0), t(60)),
+            (Sleep::Idle, None)
+        );
         // Activity in the future (clock skew) counts as now.
         assert_eq!(hibernation(false, timeout, t(100), t(50)).0, Sleep::Awake);
     }
 
     #[test]
     fn phases_follow_facts() {
-        let s = workspace_status(None, &Facts::Invalid { message: "bad".into() }, Some(1), None, t(0));
+        let s = workspace_status(
+            None,
+            &Facts::Invalid {
+                message: "bad".into(),
+            },
+            Some(1),
+            None,
+            t(0),
+        );
         assert_eq!(s.phase, Phase::Failed);
         assert_eq!(s.observed_generation, Some(1));
         let missing = Facts::Missing {
             reason: REASON_MODEL_ENDPOINT_MISSING,
             message: "no endpoint".into(),
-            model: ModelState { ready: false, reason: REASON_MODEL_ENDPOINT_MISSING, message: "no endpoint".into() },
+            model: ModelState {
+                ready: false,
+                reason: REASON_MODEL_ENDPOINT_MISSING,
+                message: "no endpoint".into(),
+            },
         };
         let s = workspace_status(Some(&s), &missing, Some(2), None, t(1));
         assert_eq!(s.phase, Phase::Pending);
         let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REASON_MODEL_ENDPOINT_MISSING));
-        let s = workspace_status(Some(&s), &provisioned(Sleep::Awake, false), Some(2), None, t(2));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", REASON_MODEL_ENDPOINT_MISSING)
+        );
+        let s = workspace_status(
+            Some(&s),
+            &provisioned(Sleep::Awake, false),
+            Some(2),
+            None,
+            t(2),
+        );
         assert_eq!(s.phase, Phase::Provisioning);
-        let s = workspace_status(Some(&s), &provisioned(Sleep::Awake, true), Some(2), None, t(3));
+        let s = workspace_status(
+            Some(&s),
+            &provisioned(Sleep::Awake, true),
+            Some(2),
+            None,
+            t(3),
+        );
         assert_eq!(s.phase, Phase::Running);
         assert_eq!(s.url.as_deref(), Some("http://x"));
     }
@@ -234,11 +380,26 @@ mod tests {
         assert_eq!(s.phase, Phase::Hibernated);
         assert_eq!(s.hibernated_since.as_ref().map(from_time), Some(t(5)));
         // A later reconcile while still asleep keeps the original time.
-        let s = workspace_status(Some(&s), &provisioned(Sleep::Idle, false), Some(1), None, t(9));
+        let s = workspace_status(
+            Some(&s),
+            &provisioned(Sleep::Idle, false),
+            Some(1),
+            None,
+            t(9),
+        );
         assert_eq!(s.hibernated_since.as_ref().map(from_time), Some(t(5)));
         let hib = s.conditions.iter().find(|c| c.type_ == HIBERNATED).unwrap();
-        assert_eq!((hib.status.as_str(), hib.reason.as_str()), ("True", REASON_IDLE));
-        let s = workspace_status(Some(&s), &provisioned(Sleep::Awake, false), Some(1), None, t(10));
+        assert_eq!(
+            (hib.status.as_str(), hib.reason.as_str()),
+            ("True", REASON_IDLE)
+        );
+        let s = workspace_status(
+            Some(&s),
+            &provisioned(Sleep::Awake, false),
+            Some(1),
+            None,
+            t(10),
+        );
         assert_eq!(s.hibernated_since, None);
         assert_eq!(s.phase, Phase::Provisioning);
     }

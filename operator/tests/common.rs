@@ -1,6 +1,9 @@
 //! Harness for the operator's integration tests: a real control plane, an operator replica
 //! running in-process against it, and the kubelet's one job we need (marking pods ready).
 
+// Test code: a panic with its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -39,11 +42,21 @@ impl Operator {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.metrics_url)).await.expect("metrics").text().await.expect("body")
+        reqwest::get(format!("{}/metrics", self.metrics_url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body")
     }
 
     pub async fn readyz(&self) -> String {
-        reqwest::get(format!("{}/readyz", self.metrics_url)).await.expect("readyz").text().await.expect("body")
+        reqwest::get(format!("{}/readyz", self.metrics_url))
+            .await
+            .expect("readyz")
+            .text()
+            .await
+            .expect("body")
     }
 }
 
@@ -60,8 +73,15 @@ pub async fn start_operator(client: &Client, ns: &str, identity: &str) -> Operat
     start_operator_with(client, ns, identity, OperatorConfig::default()).await
 }
 
-pub async fn start_operator_with(client: &Client, ns: &str, identity: &str, config: OperatorConfig) -> Operator {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+pub async fn start_operator_with(
+    client: &Client,
+    ns: &str,
+    identity: &str,
+    config: OperatorConfig,
+) -> Operator {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let metrics_url = format!("http://{}", listener.local_addr().expect("addr"));
     let settings = Settings {
         config,
@@ -76,7 +96,12 @@ pub async fn start_operator_with(client: &Client, ns: &str, identity: &str, conf
     let handle = tokio::spawn(run(client.clone(), settings, listener, async move {
         let _ = rx.await;
     }));
-    Operator { identity: identity.into(), metrics_url, stop: Some(tx), handle }
+    Operator {
+        identity: identity.into(),
+        metrics_url,
+        stop: Some(tx),
+        handle,
+    }
 }
 
 /// A workspace from YAML (the way a platform engineer writes it).
@@ -109,11 +134,17 @@ where
         + serde::Serialize
         + serde::de::DeserializeOwned,
 {
-    Api::<K>::namespaced(client.clone(), ns).create(&PostParams::default(), obj).await.expect("create")
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), obj)
+        .await
+        .expect("create")
 }
 
 pub async fn create_endpoint(client: &Client, ns: &str, name: &str) {
-    let ep = clawdbot_api::ModelEndpoint::new(name, serde_yaml::from_str(SHARED_ENDPOINT).expect("endpoint yaml"));
+    let ep = clawdbot_api::ModelEndpoint::new(
+        name,
+        serde_yaml::from_str(SHARED_ENDPOINT).expect("endpoint yaml"),
+    );
     create(client, ns, &ep).await;
 }
 
@@ -138,13 +169,20 @@ pub async fn wait_ws(
 /// ReplicaSet and Deployment controllers report ready replicas.
 pub async fn mark_pods_ready(client: &Client, ns: &str, selector: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = wait_for("pods to be created by the ReplicaSet controller", TIMEOUT, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods.list(&ListParams::default().labels(selector)).await.ok()?;
-            (!list.items.is_empty()).then_some(list)
-        }
-    })
+    let list = wait_for(
+        "pods to be created by the ReplicaSet controller",
+        TIMEOUT,
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels(selector))
+                    .await
+                    .ok()?;
+                (!list.items.is_empty()).then_some(list)
+            }
+        },
+    )
     .await;
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     for pod in list.items {
@@ -156,12 +194,23 @@ pub async fn mark_pods_ready(client: &Client, ns: &str, selector: &str) {
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}
             ]
         }});
-        pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .expect("patch pod status");
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("patch pod status");
     }
 }
 
-pub fn condition<'a>(ws: &'a UserWorkspace, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+pub fn condition<'a>(
+    ws: &'a UserWorkspace,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    ws.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }

@@ -48,7 +48,7 @@ const MAX_TOKENS: u32 = 48;
 const GATEWAY_TOKEN: &str = "e2e-token-0123456789abcdef";
 
 /// The pinned runtime, installed (or found in the cache) by the project's own script.
-fn install_openclaw() -> (PathBuf, PathBuf) {
+fn install_openclaw() -> PathBuf {
     let script = clawdbot_testkit::repo_root().join("hack/install-openclaw.sh");
     let out = std::process::Command::new("bash")
         .arg(&script)
@@ -60,10 +60,14 @@ fn install_openclaw() -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let root = model_server::cache_dir().join("openclaw-2026.9.6");
+    model_server::cache_dir().join("openclaw-2026.9.6")
+}
+
+/// The cached runtime's `node` and `openclaw.mjs`.
+fn node_and_entry(runtime: &Path) -> (PathBuf, PathBuf) {
     (
-        root.join("node/bin/node"),
-        root.join("app/node_modules/openclaw/openclaw.mjs"),
+        runtime.join("node/bin/node"),
+        runtime.join("app/node_modules/openclaw/openclaw.mjs"),
     )
 }
 
@@ -87,7 +91,7 @@ spec:
     endpointRef: {name: shared}
     temperature: 0.2
     maxTokens: 48
-    contextWindow: 4096
+    contextWindow: 8192
 "#;
 
 /// What the operator produces for a tenant: the config file and the container env.
@@ -141,9 +145,14 @@ struct PodFs {
 
 impl PodFs {
     fn new() -> Self {
-        PodFs {
+        let fs = PodFs {
             root: tempfile::tempdir().expect("temp dir"),
+        };
+        // The mount points exist; the volumes behind them start empty.
+        for mount in [names::DATA_MOUNT, openclaw::TMP_DIR] {
+            std::fs::create_dir_all(fs.path(mount)).expect("mount point");
         }
+        fs
     }
 
     /// Maps a container path to its place under the temp root (only the pod's mounts move).
@@ -186,10 +195,15 @@ impl PodFs {
         let mut perms = std::fs::metadata(&file).expect("metadata").permissions();
         perms.set_readonly(true);
         std::fs::set_permissions(&file, perms).expect("read-only config");
+        let previous = std::fs::read_link(dir.join("..data")).ok();
         let tmp_link = dir.join("..data_tmp");
         let _ = std::fs::remove_file(&tmp_link);
         std::os::unix::fs::symlink(&stamp, &tmp_link).expect("..data_tmp");
         std::fs::rename(&tmp_link, dir.join("..data")).expect("swap ..data");
+        // The kubelet then deletes the old version; that is the event OpenClaw's watcher sees.
+        if let Some(previous) = previous {
+            std::fs::remove_dir_all(dir.join(previous)).expect("removing the old config version");
+        }
         let link = dir.join(names::OPENCLAW_CONFIG_FILE);
         if std::fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink(format!("..data/{}", names::OPENCLAW_CONFIG_FILE), &link)
@@ -232,35 +246,33 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// Starts the gateway through the image's entrypoint (`agent-image/openclaw/entrypoint.sh`),
+    /// with the cached runtime in place of `/opt/openclaw`.
     async fn start(
-        node: &Path,
-        entry: &Path,
+        runtime: &Path,
         env: &[(String, String)],
         port: u16,
         log: PathBuf,
     ) -> (Gateway, Duration) {
-        // The directories the pod's volumes provide (the emptyDir and the PVC start empty).
-        for (k, v) in env {
-            if matches!(k.as_str(), "HOME" | "TMPDIR" | "OPENCLAW_STATE_DIR") {
-                std::fs::create_dir_all(v).expect("volume dir");
-            }
-        }
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("gateway log");
         let started = Instant::now();
-        let child = Command::new(node)
-            .arg(entry)
-            .args(["gateway", "run"])
+        let entrypoint = clawdbot_testkit::repo_root().join("agent-image/openclaw/entrypoint.sh");
+        let child = Command::new("sh")
+            .arg(entrypoint)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("OPENCLAW_RUNTIME", runtime)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log handle"))
             .stderr(log_file)
             .kill_on_drop(true)
+            // Its own process group, so that drop can take its workers down with it.
+            .process_group(0)
             .spawn()
             .expect("spawning the OpenClaw gateway");
         let mut gw = Gateway { child, port, log };
@@ -309,7 +321,8 @@ impl Gateway {
     }
 
     /// SIGTERM, as the kubelet sends, then waits for the exit.
-    async fn stop(mut self) {
+    async fn stop(mut self) -> Duration {
+        let started = Instant::now();
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -329,6 +342,7 @@ impl Gateway {
                 self.log()
             ),
         }
+        started.elapsed()
     }
 
     /// Resident memory of the gateway and its worker processes, in MiB.
@@ -339,6 +353,18 @@ impl Gateway {
         let main = rss_kib(pid);
         let children: u64 = child_pids(pid).into_iter().map(rss_kib).sum();
         (main / 1024, (main + children) / 1024)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // The gateway's worker processes share its process group; a failed test must not
+        // leave them running.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
     }
 }
 
@@ -521,10 +547,65 @@ async fn send(
         .timeout(TURN_TIMEOUT)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST /v1/chat/completions: {e}\n{}", gw.log()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "POST /v1/chat/completions ({session}): {e}\n{}\n{}",
+                gw.log(),
+                DIAG.lock().map(|d| d.clone()).unwrap_or_default()
+            )
+        });
     let status = response.status();
     let body = response.text().await.expect("response body");
     (status, body, started.elapsed())
+}
+
+/// What the model saw so far (requests through the relay, the model server's log tail), kept
+/// current by a background task so that a timed-out turn can say where the time went.
+static DIAG: Mutex<String> = Mutex::new(String::new());
+
+fn spawn_diagnostics(
+    relay: &RecordingRelay,
+    model: &model_server::ModelServer,
+) -> tokio::task::JoinHandle<()> {
+    let sent = relay.sent.clone();
+    let log = model.log_path();
+    tokio::spawn(async move {
+        loop {
+            let streams = sent.lock().map(|s| s.clone()).unwrap_or_default();
+            let mut text = String::from("model requests:\n");
+            for (path, body) in streams.iter().flat_map(|s| parse_requests(s)) {
+                text.push_str(&format!(
+                    "  {path} prompt {} bytes, max_tokens {}, stream {}\n",
+                    prompt_text(&body).len(),
+                    body.get("max_tokens")
+                        .or(body.get("max_completion_tokens"))
+                        .unwrap_or(&Value::Null),
+                    body["stream"]
+                ));
+            }
+            let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Ok(dir) = std::env::var("OPENCLAW_E2E_DUMP") {
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = std::fs::write(format!("{dir}/model.log"), &server_log);
+                for (i, (_, body)) in streams.iter().flat_map(|s| parse_requests(s)).enumerate() {
+                    let _ = std::fs::write(format!("{dir}/request-{i}.json"), body.to_string());
+                }
+            }
+            let tail: String = server_log
+                .lines()
+                .filter(|l| l.contains("perf_context") || l.contains("POST"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            text.push_str(&format!(
+                "model server:\n{}\n",
+                &tail[tail.len().saturating_sub(3000)..]
+            ));
+            if let Ok(mut d) = DIAG.lock() {
+                *d = text;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
 }
 
 /// A reply the router can forward: 200, OpenAI JSON, one non-empty assistant message.
@@ -559,11 +640,17 @@ async fn wait_for_log(gw: &Gateway, from: usize, needle: &str, timeout: Duration
 async fn openclaw_serves_the_router_with_the_rendered_config() {
     clawdbot_testkit::init_tracing();
     let test_started = Instant::now();
-    let (node, entry) = tokio::task::spawn_blocking(install_openclaw)
+    let runtime = tokio::task::spawn_blocking(install_openclaw)
         .await
         .expect("install task");
-    let model = model_server::start().await;
+    // SmolLM2 supports 8k; OpenClaw admits a full prompt only with room above its ~3k estimate.
+    let model = model_server::start_with(model_server::Options {
+        n_ctx: 8192,
+        ..Default::default()
+    })
+    .await;
     let relay = RecordingRelay::start(model.port()).await;
+    let diagnostics = spawn_diagnostics(&relay, &model);
 
     // The operator's rendering of a real UserWorkspace.
     let ws = workspace(TENANT);
@@ -587,7 +674,7 @@ async fn openclaw_serves_the_router_with_the_rendered_config() {
     let env = fs.env(&rendered.env, &secrets);
     let log = fs.root.path().join("gateway.log");
 
-    let (gw, startup) = Gateway::start(&node, &entry, &env, port, log.clone()).await;
+    let (gw, startup) = Gateway::start(&runtime, &env, port, log.clone()).await;
     let (idle_main, idle_total) = gw.rss_mib();
 
     // Only the router's token opens the gateway.
@@ -621,12 +708,10 @@ async fn openclaw_serves_the_router_with_the_rendered_config() {
     // The rendered sampling settings reach the model on the wire.
     assert_eq!(first["model"], "smollm2", "{first}");
     assert_eq!(first["temperature"], json!(0.2), "{first}");
-    let cap = first
-        .get("max_tokens")
-        .or(first.get("max_completion_tokens"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    assert_eq!(cap, json!(MAX_TOKENS), "{first}");
+    // The platform provider sends the cap as `max_tokens`, the field llama.cpp, vLLM and
+    // Ollama read (OpenClaw's default `max_completion_tokens` is ignored by llama.cpp).
+    assert_eq!(first["max_tokens"], json!(MAX_TOKENS), "{first}");
+    assert!(first.get("max_completion_tokens").is_none(), "{first}");
     let prompt1 = prompt_text(&first);
     assert!(prompt1.contains(marker));
 
@@ -656,14 +741,14 @@ async fn openclaw_serves_the_router_with_the_rendered_config() {
     wait_for_log(
         &gw,
         log_len,
-        "config change applied",
+        "config hot reload applied",
         Duration::from_secs(60),
     )
     .await;
 
     // Restart (a pod replaced or woken from hibernation): the session survives on the volume.
-    gw.stop().await;
-    let (gw, restart) = Gateway::start(&node, &entry, &env, port, log.clone()).await;
+    let stopped_in = gw.stop().await;
+    let (gw, restart) = Gateway::start(&runtime, &env, port, log.clone()).await;
     let (status, body, turn3) = send(&gw, GATEWAY_TOKEN, session, "Thanks. Say hi again.").await;
     assert_well_formed(status, &body, &gw);
     let third = relay
@@ -708,22 +793,24 @@ async fn openclaw_serves_the_router_with_the_rendered_config() {
     let tokens1 = count_tokens(&model, &prompt1).await.unwrap_or(0);
     let tokens3 = count_tokens(&model, &prompt3).await.unwrap_or(0);
     eprintln!(
-        "openclaw figures:\n  start-up to /readyz: first {startup:.1?}, restart {restart:.1?}\n  RSS idle: gateway {idle_main} MiB, with workers {idle_total} MiB\n  RSS after turns: gateway {busy_main} MiB, with workers {busy_total} MiB\n  prompt per turn: {} bytes, {tokens1} tokens (SmolLM2 tokenizer), {} estimated; after 3 turns {} bytes, {tokens3} tokens\n  reported usage: {usage:?}\n  turn times: first {turn1:.1?}, second {turn2:.1?}, after restart {turn3:.1?}; direct model call {direct_time:.1?}\n  whole test {:.1?}",
+        "openclaw figures:\n  start-up to /readyz: first {startup:.1?}, restart {restart:.1?}; SIGTERM to exit {stopped_in:.1?}\n  RSS idle: gateway {idle_main} MiB, with workers {idle_total} MiB\n  RSS after turns: gateway {busy_main} MiB, with workers {busy_total} MiB\n  prompt per turn: {} bytes, {tokens1} tokens (SmolLM2 tokenizer), {} estimated; after 3 turns {} bytes, {tokens3} tokens\n  reported usage: {usage:?}\n  turn times: first {turn1:.1?}, second {turn2:.1?}, after restart {turn3:.1?}; direct model call {direct_time:.1?}\n  whole test {:.1?}",
         prompt1.len(),
         estimate_tokens(&prompt1),
         prompt3.len(),
         test_started.elapsed(),
     );
     gw.stop().await;
+    diagnostics.abort();
 }
 
 /// Every plan x provider the operator can render is a config the real OpenClaw accepts
 /// (`openclaw config validate`), and the env it reads is complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rendered_config_passes_openclaw_validation() {
-    let (node, entry) = tokio::task::spawn_blocking(install_openclaw)
+    let runtime = tokio::task::spawn_blocking(install_openclaw)
         .await
         .expect("install task");
+    let (node, entry) = node_and_entry(&runtime);
     let fs = PodFs::new();
     let cfg = OperatorConfig::default();
     let mut checked = 0;
@@ -823,6 +910,11 @@ spec:
                     out.status.success(),
                     "{plan}/{provider}/web={web_search}: openclaw rejected the rendered config:\n{stdout}\n{}",
                     String::from_utf8_lossy(&out.stderr)
+                );
+                let verdict: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+                assert_eq!(
+                    verdict["valid"], true,
+                    "{plan}/{provider}/web={web_search}: {stdout}"
                 );
                 checked += 1;
             }

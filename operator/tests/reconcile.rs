@@ -1,5 +1,8 @@
 //! The operator against a real kube-apiserver, etcd and controller-manager.
 
+// Test code: a panic with its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -10,7 +13,9 @@ use clawdbot_api::workspace::{Phase, UserWorkspace};
 use clawdbot_testkit::wait_for;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -22,11 +27,17 @@ where
         + std::fmt::Debug
         + serde::de::DeserializeOwned,
 {
-    Api::<K>::namespaced(client.clone(), ns).get_opt(name).await.expect("get")
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get")
 }
 
 async fn replicas(client: &Client, ns: &str, ws: &str) -> i32 {
-    exists::<Deployment>(client, ns, &names::agent(ws)).await.and_then(|d| d.spec?.replicas).unwrap_or(-1)
+    exists::<Deployment>(client, ns, &names::agent(ws))
+        .await
+        .and_then(|d| d.spec?.replicas)
+        .unwrap_or(-1)
 }
 
 async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
@@ -38,7 +49,13 @@ async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<(String, Strin
         .items
         .into_iter()
         .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -50,35 +67,73 @@ async fn workspace_becomes_a_running_tenant() {
     create(&client, &ns, &workspace("alice", SIMPLE_SPEC)).await;
 
     let ws = wait_ws(&client, &ns, "alice", "status Provisioning", |w| {
-        w.status.as_ref().is_some_and(|s| s.phase == Phase::Provisioning)
+        w.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Provisioning)
     })
     .await;
     let status = ws.status.clone().unwrap();
     assert_eq!(status.observed_generation, ws.metadata.generation);
-    assert_eq!(status.url.as_deref(), Some(format!("http://claw-alice.{ns}.svc:18789").as_str()));
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("http://claw-alice.{ns}.svc:18789").as_str())
+    );
     assert_eq!(condition(&ws, PROVISIONED).unwrap().status, "True");
     assert_eq!(condition(&ws, READY).unwrap().reason, REASON_AGENT_STARTING);
     assert_eq!(condition(&ws, MODEL_READY).unwrap().status, "False");
-    assert!(ws.finalizers().contains(&names::WORKSPACE_FINALIZER.to_string()));
+    assert!(
+        ws.finalizers()
+            .contains(&names::WORKSPACE_FINALIZER.to_string())
+    );
 
     // Every child exists and is owned by the workspace.
     let uid = ws.uid().unwrap();
     let name = names::agent("alice");
     let owners = vec![
-        exists::<ServiceAccount>(&client, &ns, &name).await.unwrap().owner_references().to_vec(),
-        exists::<ConfigMap>(&client, &ns, &name).await.unwrap().owner_references().to_vec(),
-        exists::<Secret>(&client, &ns, &names::gateway_token_secret("alice")).await.unwrap().owner_references().to_vec(),
-        exists::<PersistentVolumeClaim>(&client, &ns, &name).await.unwrap().owner_references().to_vec(),
-        exists::<Deployment>(&client, &ns, &name).await.unwrap().owner_references().to_vec(),
-        exists::<Service>(&client, &ns, &name).await.unwrap().owner_references().to_vec(),
-        exists::<NetworkPolicy>(&client, &ns, &name).await.unwrap().owner_references().to_vec(),
+        exists::<ServiceAccount>(&client, &ns, &name)
+            .await
+            .unwrap()
+            .owner_references()
+            .to_vec(),
+        exists::<ConfigMap>(&client, &ns, &name)
+            .await
+            .unwrap()
+            .owner_references()
+            .to_vec(),
+        exists::<Secret>(&client, &ns, &names::gateway_token_secret("alice"))
+            .await
+            .unwrap()
+            .owner_references()
+            .to_vec(),
+        exists::<PersistentVolumeClaim>(&client, &ns, &name)
+            .await
+            .unwrap()
+            .owner_references()
+            .to_vec(),
+        exists::<Deployment>(&client, &ns, &name)
+            .await
+            .unwrap()
+            .owner_references()
+            .to_vec(),
+        exists::<Service>(&client, &ns, &name)
+            .await
+            .unwrap()
+            .owner_references()
+            .to_vec(),
+        exists::<NetworkPolicy>(&client, &ns, &name)
+            .await
+            .unwrap()
+            .owner_references()
+            .to_vec(),
     ];
     for o in owners {
         assert_eq!(o.len(), 1);
         assert_eq!(o[0].uid, uid);
         assert_eq!(o[0].controller, Some(true));
     }
-    let secret = exists::<Secret>(&client, &ns, &names::gateway_token_secret("alice")).await.unwrap();
+    let secret = exists::<Secret>(&client, &ns, &names::gateway_token_secret("alice"))
+        .await
+        .unwrap();
     let token = secret.data.unwrap()[names::GATEWAY_TOKEN_KEY].0.clone();
     assert_eq!(token.len(), 64, "a 32-byte hex token");
     assert_eq!(replicas(&client, &ns, "alice").await, 1);
@@ -95,14 +150,22 @@ async fn workspace_becomes_a_running_tenant() {
     let ep: clawdbot_api::ModelEndpoint = exists(&client, &ns, "shared").await.unwrap();
     let ep_status = ep.status.unwrap();
     assert_eq!(ep_status.ready_replicas, 1);
-    assert_eq!(ep_status.url.as_deref(), Some(format!("http://mep-shared.{ns}.svc:8000/v1").as_str()));
+    assert_eq!(
+        ep_status.url.as_deref(),
+        Some(format!("http://mep-shared.{ns}.svc:8000/v1").as_str())
+    );
 
     // The token survives reconciles: it is generated once.
-    let again = exists::<Secret>(&client, &ns, &names::gateway_token_secret("alice")).await.unwrap();
+    let again = exists::<Secret>(&client, &ns, &names::gateway_token_secret("alice"))
+        .await
+        .unwrap();
     assert_eq!(again.data.unwrap()[names::GATEWAY_TOKEN_KEY].0, token);
 
     let metrics = op.metrics().await;
-    assert!(metrics.contains(r#"clawdbot_operator_tenants{phase="Running"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"clawdbot_operator_tenants{phase="Running"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains("clawdbot_operator_leader 1"), "{metrics}");
     op.stop().await.unwrap();
 }
@@ -113,47 +176,86 @@ async fn spec_change_rolls_the_workload_and_drift_is_repaired() {
     let op = start_operator(&client, &ns, "op-a").await;
     create_endpoint(&client, &ns, "shared").await;
     create(&client, &ns, &workspace("bob", SIMPLE_SPEC)).await;
-    wait_ws(&client, &ns, "bob", "provisioned", |w| condition(w, PROVISIONED).is_some_and(|c| c.status == "True")).await;
+    wait_ws(&client, &ns, "bob", "provisioned", |w| {
+        condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
+    })
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let hash = |d: &Deployment| {
-        d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["clawdbot.io/config-hash"].clone()
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["clawdbot.io/config-hash"]
+            .clone()
     };
     let before = hash(&deployments.get(&names::agent("bob")).await.unwrap());
 
     let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);
-    api.patch("bob", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"model": {"temperature": 0.2}}})))
-        .await
-        .unwrap();
+    api.patch(
+        "bob",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"model": {"temperature": 0.2}}})),
+    )
+    .await
+    .unwrap();
     let ws = wait_ws(&client, &ns, "bob", "generation 2 observed", |w| {
         w.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
     })
     .await;
     assert_eq!(ws.metadata.generation, Some(2));
-    let cm = exists::<ConfigMap>(&client, &ns, &names::agent("bob")).await.unwrap();
+    let cm = exists::<ConfigMap>(&client, &ns, &names::agent("bob"))
+        .await
+        .unwrap();
     assert!(cm.data.unwrap()[names::LITE_CONFIG_FILE].contains("\"temperature\": 0.2"));
     let after = hash(&deployments.get(&names::agent("bob")).await.unwrap());
-    assert_ne!(before, after, "a config change must change the pod template");
+    assert_ne!(
+        before, after,
+        "a config change must change the pod template"
+    );
 
     // Someone deletes the Service and edits the ConfigMap by hand: both come back.
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let old_uid = services.get(&names::agent("bob")).await.unwrap().uid();
-    services.delete(&names::agent("bob"), &DeleteParams::default()).await.unwrap();
+    services
+        .delete(&names::agent("bob"), &DeleteParams::default())
+        .await
+        .unwrap();
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     configmaps
-        .patch(&names::agent("bob"), &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"agent.json": "{}"}})))
+        .patch(
+            &names::agent("bob"),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"agent.json": "{}"}})),
+        )
         .await
         .unwrap();
     wait_for("the Service to be recreated", TIMEOUT, || {
         let services = services.clone();
         let old_uid = old_uid.clone();
-        async move { services.get_opt(&names::agent("bob")).await.ok().flatten().filter(|s| s.uid() != old_uid) }
+        async move {
+            services
+                .get_opt(&names::agent("bob"))
+                .await
+                .ok()
+                .flatten()
+                .filter(|s| s.uid() != old_uid)
+        }
     })
     .await;
     wait_for("the ConfigMap to be restored", TIMEOUT, || {
         let configmaps = configmaps.clone();
         async move {
             let cm = configmaps.get(&names::agent("bob")).await.ok()?;
-            cm.data?.get("agent.json").filter(|v| v.contains("smollm2")).cloned()
+            cm.data?
+                .get("agent.json")
+                .filter(|v| v.contains("smollm2"))
+                .cloned()
         }
     })
     .await;
@@ -165,7 +267,12 @@ async fn delete_and_wait_gone(client: &Client, ns: &str, name: &str) {
     api.delete(name, &DeleteParams::default()).await.unwrap();
     wait_for("the workspace to be gone", TIMEOUT, || {
         let api = api.clone();
-        async move { api.get_opt(name).await.ok().and_then(|o| o.is_none().then_some(())) }
+        async move {
+            api.get_opt(name)
+                .await
+                .ok()
+                .and_then(|o| o.is_none().then_some(()))
+        }
     })
     .await;
 }
@@ -179,7 +286,10 @@ async fn deletion_honours_the_retention_policy() {
     let delete_spec = format!("{SIMPLE_SPEC}storage: {{size: 1Gi, retention: Delete}}\n");
     create(&client, &ns, &workspace("drop", &delete_spec)).await;
     for n in ["keep", "drop"] {
-        wait_ws(&client, &ns, n, "provisioned", |w| condition(w, PROVISIONED).is_some_and(|c| c.status == "True")).await;
+        wait_ws(&client, &ns, n, "provisioned", |w| {
+            condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
+        })
+        .await;
     }
 
     delete_and_wait_gone(&client, &ns, "keep").await;
@@ -190,15 +300,25 @@ async fn deletion_honours_the_retention_policy() {
     wait_for("garbage collection of the Deployments", TIMEOUT, || {
         let deployments = deployments.clone();
         async move {
-            let l = deployments.list(&ListParams::default().labels("app.kubernetes.io/name=clawdbot-agent")).await.ok()?;
+            let l = deployments
+                .list(&ListParams::default().labels("app.kubernetes.io/name=clawdbot-agent"))
+                .await
+                .ok()?;
             l.items.is_empty().then_some(())
         }
     })
     .await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     // Retain: the volume stays, released from its owner.
-    let kept = pvcs.get(&names::agent("keep")).await.expect("retained volume");
-    assert!(kept.owner_references().is_empty(), "{:?}", kept.owner_references());
+    let kept = pvcs
+        .get(&names::agent("keep"))
+        .await
+        .expect("retained volume");
+    assert!(
+        kept.owner_references().is_empty(),
+        "{:?}",
+        kept.owner_references()
+    );
     assert_eq!(kept.labels()["clawdbot.io/workspace"], "keep");
     // Delete: the volume goes (a PVC with the protection finalizer may linger as terminating).
     wait_for("the Delete volume to go", TIMEOUT, || {
@@ -211,10 +331,24 @@ async fn deletion_honours_the_retention_policy() {
         }
     })
     .await;
-    let reasons: Vec<String> = events_for(&client, &ns, "keep").await.into_iter().map(|e| e.1).collect();
-    assert!(reasons.contains(&"VolumeRetained".to_string()), "{reasons:?}");
-    let reasons: Vec<String> = events_for(&client, &ns, "drop").await.into_iter().map(|e| e.1).collect();
-    assert!(reasons.contains(&"VolumeDeleted".to_string()), "{reasons:?}");
+    let reasons: Vec<String> = events_for(&client, &ns, "keep")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(
+        reasons.contains(&"VolumeRetained".to_string()),
+        "{reasons:?}"
+    );
+    let reasons: Vec<String> = events_for(&client, &ns, "drop")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(
+        reasons.contains(&"VolumeDeleted".to_string()),
+        "{reasons:?}"
+    );
     op.stop().await.unwrap();
 }
 
@@ -223,15 +357,25 @@ async fn idle_workspace_hibernates_and_wakes_on_activity() {
     let (client, ns) = setup("hibernate").await;
     let op = start_operator(&client, &ns, "op-a").await;
     create_endpoint(&client, &ns, "shared").await;
-    create(&client, &ns, &workspace("sleepy", &format!("{SIMPLE_SPEC}idleTimeout: 3s\n"))).await;
+    create(
+        &client,
+        &ns,
+        &workspace("sleepy", &format!("{SIMPLE_SPEC}idleTimeout: 3s\n")),
+    )
+    .await;
 
     let ws = wait_ws(&client, &ns, "sleepy", "Hibernated after 3 s idle", |w| {
-        w.status.as_ref().is_some_and(|s| s.phase == Phase::Hibernated)
+        w.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Hibernated)
     })
     .await;
     assert_eq!(replicas(&client, &ns, "sleepy").await, 0);
     let hib = condition(&ws, HIBERNATED).unwrap();
-    assert_eq!((hib.status.as_str(), hib.reason.as_str()), ("True", REASON_IDLE));
+    assert_eq!(
+        (hib.status.as_str(), hib.reason.as_str()),
+        ("True", REASON_IDLE)
+    );
     assert!(ws.status.as_ref().unwrap().hibernated_since.is_some());
 
     // The router's wake signal: a fresh last-activity annotation.
@@ -245,20 +389,36 @@ async fn idle_workspace_hibernates_and_wakes_on_activity() {
     .await
     .unwrap();
     wait_ws(&client, &ns, "sleepy", "awake again", |w| {
-        w.status.as_ref().is_some_and(|s| s.phase == Phase::Provisioning && s.hibernated_since.is_none())
+        w.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Provisioning && s.hibernated_since.is_none())
     })
     .await;
     assert_eq!(replicas(&client, &ns, "sleepy").await, 1);
     mark_pods_ready(&client, &ns, "clawdbot.io/workspace=sleepy").await;
-    let ws = wait_ws(&client, &ns, "sleepy", "Running", |w| w.status.as_ref().is_some_and(|s| s.phase == Phase::Running)).await;
+    let ws = wait_ws(&client, &ns, "sleepy", "Running", |w| {
+        w.status.as_ref().is_some_and(|s| s.phase == Phase::Running)
+    })
+    .await;
     assert!(ws.status.unwrap().last_activity_time.is_some());
-    let reasons: Vec<String> = events_for(&client, &ns, "sleepy").await.into_iter().map(|e| e.1).collect();
-    assert!(reasons.contains(&"Hibernated".to_string()) && reasons.contains(&"Woken".to_string()), "{reasons:?}");
+    let reasons: Vec<String> = events_for(&client, &ns, "sleepy")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(
+        reasons.contains(&"Hibernated".to_string()) && reasons.contains(&"Woken".to_string()),
+        "{reasons:?}"
+    );
 
     // And suspend keeps it at zero whatever the activity.
-    api.patch("sleepy", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"suspend": true}})))
-        .await
-        .unwrap();
+    api.patch(
+        "sleepy",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
     let ws = wait_ws(&client, &ns, "sleepy", "suspended", |w| {
         condition(w, HIBERNATED).is_some_and(|c| c.reason == REASON_SUSPENDED)
     })
@@ -271,7 +431,9 @@ async fn idle_workspace_hibernates_and_wakes_on_activity() {
 fn reconcile_count(metrics: &str) -> u64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with("clawdbot_operator_reconciles_total{controller=\"userworkspace\""))
+        .filter(|l| {
+            l.starts_with("clawdbot_operator_reconciles_total{controller=\"userworkspace\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -283,29 +445,52 @@ async fn invalid_spec_is_reported_without_a_retry_loop_and_recovers() {
     // Own key on the free plan, and no Secret named: two problems, one clear message.
     let bad = "ownerId: u\nplan: free\nmodel: {provider: openai, name: gpt-4o-mini}\n";
     create(&client, &ns, &workspace("bad", bad)).await;
-    let ws = wait_ws(&client, &ns, "bad", "Failed", |w| w.status.as_ref().is_some_and(|s| s.phase == Phase::Failed)).await;
+    let ws = wait_ws(&client, &ns, "bad", "Failed", |w| {
+        w.status.as_ref().is_some_and(|s| s.phase == Phase::Failed)
+    })
+    .await;
     let ready = condition(&ws, READY).unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REASON_INVALID_SPEC));
-    assert!(ready.message.contains("not available on the free plan"), "{}", ready.message);
-    assert!(ready.message.contains("spec.keysSecretRef"), "{}", ready.message);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", REASON_INVALID_SPEC)
+    );
+    assert!(
+        ready.message.contains("not available on the free plan"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains("spec.keysSecretRef"),
+        "{}",
+        ready.message
+    );
     let events = wait_for("a Warning event", TIMEOUT, || {
         let client = client.clone();
         let ns = ns.clone();
         async move {
             let e = events_for(&client, &ns, "bad").await;
-            e.iter().any(|e| e.0 == "Warning" && e.1 == REASON_INVALID_SPEC).then_some(e)
+            e.iter()
+                .any(|e| e.0 == "Warning" && e.1 == REASON_INVALID_SPEC)
+                .then_some(e)
         }
     })
     .await;
     assert!(events.iter().any(|e| e.2.contains("free plan")));
     // Nothing was provisioned for it.
-    assert!(exists::<Deployment>(&client, &ns, &names::agent("bad")).await.is_none());
+    assert!(
+        exists::<Deployment>(&client, &ns, &names::agent("bad"))
+            .await
+            .is_none()
+    );
 
     // No hot loop: the count of reconciles stands still while nothing changes.
     let before = reconcile_count(&op.metrics().await);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = reconcile_count(&op.metrics().await);
-    assert!(after <= before + 1, "reconciles went from {before} to {after} with no change");
+    assert!(
+        after <= before + 1,
+        "reconciles went from {before} to {after} with no change"
+    );
 
     // Fixing the spec recovers it.
     let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);
@@ -317,7 +502,12 @@ async fn invalid_spec_is_reported_without_a_retry_loop_and_recovers() {
     )
     .await
     .unwrap();
-    wait_ws(&client, &ns, "bad", "Provisioning", |w| w.status.as_ref().is_some_and(|s| s.phase == Phase::Provisioning)).await;
+    wait_ws(&client, &ns, "bad", "Provisioning", |w| {
+        w.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Provisioning)
+    })
+    .await;
     op.stop().await.unwrap();
 }
 
@@ -329,11 +519,23 @@ async fn missing_references_wait_and_recover_by_themselves() {
     let own_key = "ownerId: u2\nplan: pro\nruntime: lite\nkeysSecretRef: {name: u2-keys}\nmodel: {provider: anthropic, name: claude-sonnet-4-5}\n";
     create(&client, &ns, &workspace("byok", own_key)).await;
 
-    let ws = wait_ws(&client, &ns, "early", "Pending", |w| w.status.as_ref().is_some_and(|s| s.phase == Phase::Pending)).await;
+    let ws = wait_ws(&client, &ns, "early", "Pending", |w| {
+        w.status.as_ref().is_some_and(|s| s.phase == Phase::Pending)
+    })
+    .await;
     let ready = condition(&ws, READY).unwrap();
     assert_eq!(ready.reason, REASON_MODEL_ENDPOINT_MISSING);
-    assert!(ready.message.contains("ModelEndpoint \"shared\" does not exist"), "{}", ready.message);
-    let ws = wait_ws(&client, &ns, "byok", "Pending", |w| w.status.as_ref().is_some_and(|s| s.phase == Phase::Pending)).await;
+    assert!(
+        ready
+            .message
+            .contains("ModelEndpoint \"shared\" does not exist"),
+        "{}",
+        ready.message
+    );
+    let ws = wait_ws(&client, &ns, "byok", "Pending", |w| {
+        w.status.as_ref().is_some_and(|s| s.phase == Phase::Pending)
+    })
+    .await;
     assert_eq!(condition(&ws, READY).unwrap().reason, REASON_SECRET_MISSING);
 
     create_endpoint(&client, &ns, "shared").await;
@@ -344,22 +546,37 @@ async fn missing_references_wait_and_recover_by_themselves() {
     .unwrap();
     create(&client, &ns, &secret).await;
     for n in ["early", "byok"] {
-        wait_ws(&client, &ns, n, "provisioned after the reference appeared", |w| {
-            condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
-        })
+        wait_ws(
+            &client,
+            &ns,
+            n,
+            "provisioned after the reference appeared",
+            |w| condition(w, PROVISIONED).is_some_and(|c| c.status == "True"),
+        )
         .await;
     }
     // The key reaches the pod as a mounted file, never through the ConfigMap.
-    let cm = exists::<ConfigMap>(&client, &ns, &names::agent("byok")).await.unwrap();
+    let cm = exists::<ConfigMap>(&client, &ns, &names::agent("byok"))
+        .await
+        .unwrap();
     let config = &cm.data.unwrap()[names::LITE_CONFIG_FILE];
     assert!(!config.contains("sk-ant-test"));
-    assert!(config.contains("/var/run/clawdbot/keys/ANTHROPIC_API_KEY"), "{config}");
+    assert!(
+        config.contains("/var/run/clawdbot/keys/ANTHROPIC_API_KEY"),
+        "{config}"
+    );
     op.stop().await.unwrap();
 }
 
 async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
-    leases.get_opt("clawdbot-operator").await.ok()??.spec?.holder_identity
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), ns);
+    leases
+        .get_opt("clawdbot-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +586,10 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     let b = start_operator(&client, &ns, "op-b").await;
     create_endpoint(&client, &ns, "shared").await;
     create(&client, &ns, &workspace("one", SIMPLE_SPEC)).await;
-    wait_ws(&client, &ns, "one", "provisioned", |w| condition(w, PROVISIONED).is_some_and(|c| c.status == "True")).await;
+    wait_ws(&client, &ns, "one", "provisioned", |w| {
+        condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
+    })
+    .await;
 
     let holder = wait_for("a lease holder", TIMEOUT, || {
         let client = client.clone();
@@ -380,8 +600,17 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     let (leader, follower) = if holder == "op-a" { (a, b) } else { (b, a) };
     assert_eq!(leader.readyz().await, "leader");
     assert_eq!(follower.readyz().await, "standby");
-    assert!(follower.metrics().await.contains("clawdbot_operator_leader 0"));
-    assert_eq!(reconcile_count(&follower.metrics().await), 0, "the standby must not reconcile");
+    assert!(
+        follower
+            .metrics()
+            .await
+            .contains("clawdbot_operator_leader 0")
+    );
+    assert_eq!(
+        reconcile_count(&follower.metrics().await),
+        0,
+        "the standby must not reconcile"
+    );
 
     // The leader crashes (no release): the follower takes over once the lease expires.
     leader.kill();
@@ -390,9 +619,18 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
         condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
     })
     .await;
-    assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some(follower.identity.as_str()));
+    assert_eq!(
+        lease_holder(&client, &ns).await.as_deref(),
+        Some(follower.identity.as_str())
+    );
     assert_eq!(follower.readyz().await, "leader");
+    // A clean stop hands the lease over at once instead of letting it expire.
     follower.stop().await.unwrap();
+    let holder = lease_holder(&client, &ns).await;
+    assert!(
+        holder.as_deref().is_none_or(str::is_empty),
+        "lease still held by {holder:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,24 +642,87 @@ async fn restart_midway_leaves_no_duplicates_or_orphans() {
         create(&client, &ns, &workspace(&format!("t{i}"), SIMPLE_SPEC)).await;
     }
     // Crash as soon as the first few are done.
-    wait_ws(&client, &ns, "t0", "first provisioned", |w| condition(w, PROVISIONED).is_some_and(|c| c.status == "True")).await;
+    wait_ws(&client, &ns, "t0", "first provisioned", |w| {
+        condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
+    })
+    .await;
     op.kill();
     let op = start_operator(&client, &ns, "op-b").await;
     for i in 0..20 {
-        wait_ws(&client, &ns, &format!("t{i}"), "provisioned after restart", |w| {
-            condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
-        })
+        wait_ws(
+            &client,
+            &ns,
+            &format!("t{i}"),
+            "provisioned after restart",
+            |w| condition(w, PROVISIONED).is_some_and(|c| c.status == "True"),
+        )
         .await;
     }
     let lp = ListParams::default().labels("app.kubernetes.io/name=clawdbot-agent");
     let count = |n: usize, kind: &str| assert_eq!(n, 20, "{kind}: one per tenant");
-    count(Api::<Deployment>::namespaced(client.clone(), &ns).list(&lp).await.unwrap().items.len(), "Deployment");
-    count(Api::<Service>::namespaced(client.clone(), &ns).list(&lp).await.unwrap().items.len(), "Service");
-    count(Api::<ConfigMap>::namespaced(client.clone(), &ns).list(&lp).await.unwrap().items.len(), "ConfigMap");
-    count(Api::<ServiceAccount>::namespaced(client.clone(), &ns).list(&lp).await.unwrap().items.len(), "ServiceAccount");
-    count(Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).list(&lp).await.unwrap().items.len(), "PVC");
-    count(Api::<NetworkPolicy>::namespaced(client.clone(), &ns).list(&lp).await.unwrap().items.len(), "NetworkPolicy");
-    count(Api::<Secret>::namespaced(client.clone(), &ns).list(&lp).await.unwrap().items.len(), "Secret");
+    count(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "Deployment",
+    );
+    count(
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "Service",
+    );
+    count(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "ConfigMap",
+    );
+    count(
+        Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "ServiceAccount",
+    );
+    count(
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "PVC",
+    );
+    count(
+        Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "NetworkPolicy",
+    );
+    count(
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        "Secret",
+    );
     // Each has exactly one ReplicaSet: the restart did not roll anything.
     let rs: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), &ns);
     assert_eq!(rs.list(&lp).await.unwrap().items.len(), 20);
@@ -446,8 +747,14 @@ model:
     tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
 "#;
     let ws = create(&client, &ns, &workspace("solo", spec)).await;
-    wait_ws(&client, &ns, "solo", "provisioned", |w| condition(w, PROVISIONED).is_some_and(|c| c.status == "True")).await;
-    let ep: clawdbot_api::ModelEndpoint = exists(&client, &ns, &names::dedicated_model_endpoint("solo")).await.unwrap();
+    wait_ws(&client, &ns, "solo", "provisioned", |w| {
+        condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let ep: clawdbot_api::ModelEndpoint =
+        exists(&client, &ns, &names::dedicated_model_endpoint("solo"))
+            .await
+            .unwrap();
     assert_eq!(ep.owner_references()[0].uid, ws.uid().unwrap());
     let server: Deployment = wait_for("the model server Deployment", TIMEOUT, || {
         let client = client.clone();
@@ -456,11 +763,22 @@ model:
     })
     .await;
     let pod = server.spec.unwrap().template.spec.unwrap();
-    let limits = pod.containers[0].resources.as_ref().unwrap().limits.clone().unwrap();
+    let limits = pod.containers[0]
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .clone()
+        .unwrap();
     assert_eq!(limits["nvidia.com/gpu"].0, "2");
     assert_eq!(pod.node_selector.unwrap()["pool"], "gpu");
     // The agent's config points at the dedicated server.
-    let cm = exists::<ConfigMap>(&client, &ns, &names::agent("solo")).await.unwrap();
-    assert!(cm.data.unwrap()[names::LITE_CONFIG_FILE].contains(&format!("http://mep-solo-model.{ns}.svc:11434/v1")));
+    let cm = exists::<ConfigMap>(&client, &ns, &names::agent("solo"))
+        .await
+        .unwrap();
+    assert!(
+        cm.data.unwrap()[names::LITE_CONFIG_FILE]
+            .contains(&format!("http://mep-solo-model.{ns}.svc:11434/v1"))
+    );
     op.stop().await.unwrap();
 }

@@ -35,7 +35,11 @@ pub fn get() -> &'static TestEnv {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let var = |k: &str| vars.get(k).cloned().unwrap_or_else(|| panic!("dev-env.sh did not print {k}"));
+        let var = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("dev-env.sh did not print {k}"))
+        };
         TestEnv {
             kubeconfig: var("CLAWDBOT_TEST_KUBECONFIG"),
             database_url: var("CLAWDBOT_TEST_DATABASE_URL"),

@@ -29,7 +29,10 @@ pub async fn fresh_namespace(client: &Client, prefix: &str) -> String {
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
     }))
     .expect("namespace");
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
     name
 }
 
@@ -58,9 +61,13 @@ pub async fn install_crds(client: &Client) {
                 }
                 let crd: CustomResourceDefinition = serde_json::from_value(value).expect("crd");
                 let name = crd.metadata.name.clone().expect("crd name");
-                api.patch(&name, &PatchParams::apply("clawdbot-testkit").force(), &Patch::Apply(&crd))
-                    .await
-                    .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
+                api.patch(
+                    &name,
+                    &PatchParams::apply("clawdbot-testkit").force(),
+                    &Patch::Apply(&crd),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
                 names.push(name);
             }
         }

@@ -86,7 +86,11 @@ fn default_data_dir() -> String {
     crate::names::DATA_MOUNT.to_string()
 }
 fn default_token_file() -> String {
-    format!("{}/{}", crate::names::TOKEN_MOUNT, crate::names::GATEWAY_TOKEN_KEY)
+    format!(
+        "{}/{}",
+        crate::names::TOKEN_MOUNT,
+        crate::names::GATEWAY_TOKEN_KEY
+    )
 }
 fn default_tool_loop_limit() -> u32 {
     4

@@ -182,8 +182,15 @@ impl ModelEndpointSpec {
             }
         }
         if !(0..=64).contains(&self.replicas) {
-            errors.push(format!("spec.replicas: {} is outside 0..=64", self.replicas));
+            errors.push(format!(
+                "spec.replicas: {} is outside 0..=64",
+                self.replicas
+            ));
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }

@@ -90,7 +90,10 @@ pub fn agent_selector(workspace: &str) -> BTreeMap<String, String> {
 /// The recommended labels for a ModelEndpoint's objects.
 pub fn model_endpoint_labels(endpoint: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "clawdbot-model-server".into()),
+        (
+            "app.kubernetes.io/name".into(),
+            "clawdbot-model-server".into(),
+        ),
         ("app.kubernetes.io/instance".into(), endpoint.to_string()),
         ("app.kubernetes.io/component".into(), "model-server".into()),
         ("app.kubernetes.io/part-of".into(), "clawdbot-cloud".into()),
@@ -102,7 +105,10 @@ pub fn model_endpoint_labels(endpoint: &str) -> BTreeMap<String, String> {
 /// Labels selecting a ModelEndpoint's server pods.
 pub fn model_endpoint_selector(endpoint: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "clawdbot-model-server".into()),
+        (
+            "app.kubernetes.io/name".into(),
+            "clawdbot-model-server".into(),
+        ),
         (LABEL_MODEL_ENDPOINT.into(), endpoint.to_string()),
     ])
 }

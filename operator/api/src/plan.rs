@@ -5,7 +5,20 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The commercial plan of a tenant.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {
     #[default]
@@ -39,7 +52,9 @@ impl std::str::FromStr for Plan {
             "free" => Ok(Plan::Free),
             "pro" => Ok(Plan::Pro),
             "team" => Ok(Plan::Team),
-            other => Err(format!("unknown plan {other:?} (expected free, pro or team)")),
+            other => Err(format!(
+                "unknown plan {other:?} (expected free, pro or team)"
+            )),
         }
     }
 }
@@ -130,7 +145,12 @@ mod tests {
         for plan in Plan::ALL {
             assert_eq!(plan.as_str().parse::<Plan>(), Ok(plan));
         }
-        assert!("gold".parse::<Plan>().unwrap_err().contains("free, pro or team"));
+        assert!(
+            "gold"
+                .parse::<Plan>()
+                .unwrap_err()
+                .contains("free, pro or team")
+        );
     }
 
     #[test]

@@ -129,7 +129,11 @@ pub struct StorageSpec {
 
 impl Default for StorageSpec {
     fn default() -> Self {
-        StorageSpec { size: default_storage_size(), storage_class_name: None, retention: RetentionPolicy::default() }
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+            retention: RetentionPolicy::default(),
+        }
     }
 }
 
@@ -247,8 +251,13 @@ impl Phase {
             Phase::Failed => "Failed",
         }
     }
-    pub const ALL: [Phase; 5] =
-        [Phase::Pending, Phase::Provisioning, Phase::Running, Phase::Hibernated, Phase::Failed];
+    pub const ALL: [Phase; 5] = [
+        Phase::Pending,
+        Phase::Provisioning,
+        Phase::Running,
+        Phase::Hibernated,
+        Phase::Failed,
+    ];
 }
 
 /// Observed state of a workspace. Written by the operator alone.
@@ -284,7 +293,10 @@ pub struct UserWorkspaceStatus {
 pub fn conditions_schema(generator: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema
 }
 
@@ -306,9 +318,17 @@ pub fn parse_idle_timeout(value: &str) -> Result<Option<Duration>, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("idleTimeout {value:?} must be a duration such as 30m, 2h or 1d")),
+        _ => {
+            return Err(format!(
+                "idleTimeout {value:?} must be a duration such as 30m, 2h or 1d"
+            ));
+        }
     };
-    Ok(if secs == 0 { None } else { Some(Duration::from_secs(secs)) })
+    Ok(if secs == 0 {
+        None
+    } else {
+        Some(Duration::from_secs(secs))
+    })
 }
 
 impl UserWorkspace {
@@ -319,17 +339,25 @@ impl UserWorkspace {
 
     /// The idle timeout, already validated (an invalid value counts as never).
     pub fn idle_timeout(&self) -> Option<Duration> {
-        self.spec.idle_timeout.as_deref().and_then(|v| parse_idle_timeout(v).ok().flatten())
+        self.spec
+            .idle_timeout
+            .as_deref()
+            .and_then(|v| parse_idle_timeout(v).ok().flatten())
     }
 
     /// The condition of the given type, if present.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
     }
 
     /// Whether the agent answers: what the router waits for after a wake.
     pub fn is_ready(&self) -> bool {
-        self.condition(crate::conditions::READY).is_some_and(|c| c.status == "True")
+        self.condition(crate::conditions::READY)
+            .is_some_and(|c| c.status == "True")
     }
 
     /// Checks that the API server cannot do (1.20 drops CEL) or that depend on the plan.
@@ -399,7 +427,10 @@ impl UserWorkspaceSpec {
             }
         }
         if self.features.web_search && !policy.allows_web_search {
-            errors.push(format!("spec.features.webSearch: not available on the {} plan", self.plan));
+            errors.push(format!(
+                "spec.features.webSearch: not available on the {} plan",
+                self.plan
+            ));
         }
         match quantity_bytes(&self.storage.size) {
             Some(bytes) if bytes > policy.max_storage_bytes => errors.push(format!(
@@ -407,16 +438,25 @@ impl UserWorkspaceSpec {
                 self.storage.size.0, self.plan, policy.max_storage_bytes
             )),
             Some(_) => {}
-            None => errors.push(format!("spec.storage.size: {:?} is not a size such as 1Gi", self.storage.size.0)),
+            None => errors.push(format!(
+                "spec.storage.size: {:?} is not a size such as 1Gi",
+                self.storage.size.0
+            )),
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
 /// Bytes of a storage quantity such as `1Gi`, `500M` or `1073741824`; `None` when malformed.
 pub fn quantity_bytes(q: &Quantity) -> Option<u64> {
     let s = q.0.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor: f64 = match suffix {
@@ -467,9 +507,18 @@ model:
         let mut s = spec();
         s.model.provider = ModelProvider::Openai;
         s.model.endpoint_ref = None;
-        let errs = s.validate(&PlanPolicy::default_for(Plan::Free)).unwrap_err();
-        assert!(errs.iter().any(|e| e.contains("not available on the free plan")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("OPENAI_API_KEY")), "{errs:?}");
+        let errs = s
+            .validate(&PlanPolicy::default_for(Plan::Free))
+            .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("not available on the free plan")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("OPENAI_API_KEY")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -478,7 +527,9 @@ model:
         s.plan = Plan::Pro;
         s.model.provider = ModelProvider::Anthropic;
         s.model.endpoint_ref = None;
-        s.keys_secret_ref = Some(LocalObjectRef { name: "keys".into() });
+        s.keys_secret_ref = Some(LocalObjectRef {
+            name: "keys".into(),
+        });
         assert_eq!(s.validate(&PlanPolicy::default_for(Plan::Pro)), Ok(()));
     }
 
@@ -486,34 +537,52 @@ model:
     fn platform_model_needs_exactly_one_source() {
         let mut s = spec();
         s.model.endpoint_ref = None;
-        let errs = s.validate(&PlanPolicy::default_for(Plan::Free)).unwrap_err();
+        let errs = s
+            .validate(&PlanPolicy::default_for(Plan::Free))
+            .unwrap_err();
         assert!(errs[0].contains("set endpointRef"));
         let mut s = spec();
-        s.model.dedicated = Some(
-            serde_yaml::from_str("engine: vllm\nmodels: [{name: a}, {name: b}]").unwrap(),
-        );
-        let errs = s.validate(&PlanPolicy::default_for(Plan::Free)).unwrap_err();
+        s.model.dedicated =
+            Some(serde_yaml::from_str("engine: vllm\nmodels: [{name: a}, {name: b}]").unwrap());
+        let errs = s
+            .validate(&PlanPolicy::default_for(Plan::Free))
+            .unwrap_err();
         assert!(errs.iter().any(|e| e.contains("exclusive")), "{errs:?}");
         s.model.endpoint_ref = None;
-        let errs = s.validate(&PlanPolicy::default_for(Plan::Free)).unwrap_err();
-        assert_eq!(errs, vec!["spec.model.dedicated.models: a vLLM server serves exactly one model"]);
+        let errs = s
+            .validate(&PlanPolicy::default_for(Plan::Free))
+            .unwrap_err();
+        assert_eq!(
+            errs,
+            vec!["spec.model.dedicated.models: a vLLM server serves exactly one model"]
+        );
     }
 
     #[test]
     fn storage_over_plan_limit_and_bad_sizes_are_refused() {
         let mut s = spec();
         s.storage.size = Quantity("5Gi".into());
-        let errs = s.validate(&PlanPolicy::default_for(Plan::Free)).unwrap_err();
+        let errs = s
+            .validate(&PlanPolicy::default_for(Plan::Free))
+            .unwrap_err();
         assert!(errs[0].contains("over the free plan's limit"));
         s.storage.size = Quantity("lots".into());
-        let errs = s.validate(&PlanPolicy::default_for(Plan::Free)).unwrap_err();
+        let errs = s
+            .validate(&PlanPolicy::default_for(Plan::Free))
+            .unwrap_err();
         assert!(errs[0].contains("not a size"));
     }
 
     #[test]
     fn idle_timeouts_parse() {
-        assert_eq!(parse_idle_timeout("30m"), Ok(Some(Duration::from_secs(1800))));
-        assert_eq!(parse_idle_timeout("2h"), Ok(Some(Duration::from_secs(7200))));
+        assert_eq!(
+            parse_idle_timeout("30m"),
+            Ok(Some(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            parse_idle_timeout("2h"),
+            Ok(Some(Duration::from_secs(7200)))
+        );
         assert_eq!(parse_idle_timeout("45"), Ok(Some(Duration::from_secs(45))));
         assert_eq!(parse_idle_timeout("0"), Ok(None));
         assert!(parse_idle_timeout("soon").is_err());

@@ -20,14 +20,23 @@ fn main() -> ExitCode {
             continue;
         }
         if check {
-            eprintln!("{} is stale: run `cargo run -p clawdbot-operator --bin crdgen`", path.display());
+            eprintln!(
+                "{} is stale: run `cargo run -p clawdbot-operator --bin crdgen`",
+                path.display()
+            );
             stale = true;
-        } else if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml)) {
+        } else if let Err(e) =
+            std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml))
+        {
             eprintln!("writing {}: {e}", path.display());
             return ExitCode::FAILURE;
         } else {
             println!("wrote {}", path.display());
         }
     }
-    if stale { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if stale {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -8,7 +8,8 @@ use clawdbot_operator::run::{Settings, run};
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .json()
         .init();
@@ -26,9 +27,10 @@ async fn start(cli: Cli) -> clawdbot_operator::Result<()> {
     let config = OperatorConfig::from_cli(&cli)?;
     let client = kube::Client::try_default().await?;
     let listener = tokio::net::TcpListener::bind(&cli.metrics_addr).await?;
-    let identity = cli.identity.clone().unwrap_or_else(|| {
-        format!("{}-{:08x}", hostname_or_default(), rand::random::<u32>())
-    });
+    let identity = cli
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{:08x}", hostname_or_default(), rand::random::<u32>()));
     let settings = Settings {
         config,
         watch_namespace: cli.watch_namespace.clone(),
@@ -42,7 +44,9 @@ async fn start(cli: Cli) -> clawdbot_operator::Result<()> {
 }
 
 fn hostname_or_default() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "operator".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "operator".into())
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.

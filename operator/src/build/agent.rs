@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use clawdbot_api::PlanPolicy;
 use clawdbot_api::lite::{LiteAgentConfig, LiteModelConfig, SessionScope, WebSearchConfig};
 use clawdbot_api::model_endpoint::ModelEndpoint;
 use clawdbot_api::names;
 use clawdbot_api::plan::Runtime;
 use clawdbot_api::workspace::{ComputeResources, ModelProvider, UserWorkspace, quantity_bytes};
-use clawdbot_api::PlanPolicy;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
@@ -24,7 +25,6 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::ByteString;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
@@ -54,12 +54,22 @@ fn key_file(key: &str) -> String {
 }
 
 /// Where the model of a workspace is, given the platform endpoint it references (if any).
-pub fn model_target(ws: &UserWorkspace, cfg: &OperatorConfig, endpoint_url: Option<String>) -> ModelTarget {
+pub fn model_target(
+    ws: &UserWorkspace,
+    cfg: &OperatorConfig,
+    endpoint_url: Option<String>,
+) -> ModelTarget {
     let m = &ws.spec.model;
     let (base_url, api_key_file) = match m.provider {
         ModelProvider::Platform => (endpoint_url.unwrap_or_default(), None),
-        ModelProvider::Openai => (cfg.openai_base_url.clone(), Some(key_file(names::OPENAI_API_KEY))),
-        ModelProvider::Anthropic => (cfg.anthropic_base_url.clone(), Some(key_file(names::ANTHROPIC_API_KEY))),
+        ModelProvider::Openai => (
+            cfg.openai_base_url.clone(),
+            Some(key_file(names::OPENAI_API_KEY)),
+        ),
+        ModelProvider::Anthropic => (
+            cfg.anthropic_base_url.clone(),
+            Some(key_file(names::ANTHROPIC_API_KEY)),
+        ),
     };
     ModelTarget {
         provider: m.provider,
@@ -118,7 +128,11 @@ pub fn lite_config(inputs: &AgentInputs<'_>) -> LiteAgentConfig {
 
 pub fn build_service_account(ws: &UserWorkspace) -> Result<ServiceAccount> {
     Ok(ServiceAccount {
-        metadata: child_meta(ws, names::agent(&ws.name_any()), names::workspace_labels(&ws.name_any(), "agent"))?,
+        metadata: child_meta(
+            ws,
+            names::agent(&ws.name_any()),
+            names::workspace_labels(&ws.name_any(), "agent"),
+        )?,
         // The agent never talks to the API server.
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
@@ -131,20 +145,31 @@ pub fn build_config_map(inputs: &AgentInputs<'_>) -> Result<ConfigMap> {
     let (file, body) = match inputs.runtime {
         Runtime::Lite => (
             names::LITE_CONFIG_FILE,
-            serde_json::to_string_pretty(&lite_config(inputs))
-                .map_err(|source| Error::Serialize { what: "lite agent config", source })?,
+            serde_json::to_string_pretty(&lite_config(inputs)).map_err(|source| {
+                Error::Serialize {
+                    what: "lite agent config",
+                    source,
+                }
+            })?,
         ),
         Runtime::Openclaw => {
-            let value = openclaw::render_config(&render_input(inputs)).map_err(|e| Error::InvalidSpec(vec![e]))?;
+            let value = openclaw::render_config(&render_input(inputs))
+                .map_err(|e| Error::InvalidSpec(vec![e]))?;
             (
                 names::OPENCLAW_CONFIG_FILE,
-                serde_json::to_string_pretty(&value)
-                    .map_err(|source| Error::Serialize { what: "openclaw config", source })?,
+                serde_json::to_string_pretty(&value).map_err(|source| Error::Serialize {
+                    what: "openclaw config",
+                    source,
+                })?,
             )
         }
     };
     Ok(ConfigMap {
-        metadata: child_meta(ws, names::agent(&ws.name_any()), names::workspace_labels(&ws.name_any(), "agent"))?,
+        metadata: child_meta(
+            ws,
+            names::agent(&ws.name_any()),
+            names::workspace_labels(&ws.name_any(), "agent"),
+        )?,
         data: Some(BTreeMap::from([(file.to_string(), body)])),
         ..ConfigMap::default()
     })
@@ -165,7 +190,10 @@ pub fn config_hash(cm: &ConfigMap) -> String {
 /// The Secret with the bearer token the router presents to this tenant's agent.
 pub fn build_gateway_secret(ws: &UserWorkspace, token: &str) -> Result<Secret> {
     let mut labels = names::workspace_labels(&ws.name_any(), "gateway-token");
-    labels.insert(names::LABEL_SECRET_KIND.into(), names::SECRET_KIND_GATEWAY_TOKEN.into());
+    labels.insert(
+        names::LABEL_SECRET_KIND.into(),
+        names::SECRET_KIND_GATEWAY_TOKEN.into(),
+    );
     Ok(Secret {
         metadata: child_meta(ws, names::gateway_token_secret(&ws.name_any()), labels)?,
         type_: Some("Opaque".into()),
@@ -184,7 +212,11 @@ pub fn generate_token() -> String {
 
 /// The tenant volume. `owned: false` drops the owner reference (retention on delete).
 pub fn build_pvc(ws: &UserWorkspace, owned: bool) -> Result<PersistentVolumeClaim> {
-    let mut metadata = child_meta(ws, names::agent(&ws.name_any()), names::workspace_labels(&ws.name_any(), "data"))?;
+    let mut metadata = child_meta(
+        ws,
+        names::agent(&ws.name_any()),
+        names::workspace_labels(&ws.name_any(), "data"),
+    )?;
     if !owned {
         metadata.owner_references = None;
     }
@@ -194,7 +226,10 @@ pub fn build_pvc(ws: &UserWorkspace, owned: bool) -> Result<PersistentVolumeClai
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: ws.spec.storage.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_string(), ws.spec.storage.size.clone())])),
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    ws.spec.storage.size.clone(),
+                )])),
                 limits: None,
             }),
             ..PersistentVolumeClaimSpec::default()
@@ -216,11 +251,18 @@ fn agent_resources(ws: &UserWorkspace, runtime: Runtime) -> ResourceRequirements
         if let Some(c) = r.cpu.or(cpu.map(|c| Quantity(c.into()))) {
             m.insert("cpu".to_string(), c);
         }
-        m.insert("memory".to_string(), r.memory.unwrap_or(Quantity(mem.into())));
+        m.insert(
+            "memory".to_string(),
+            r.memory.unwrap_or(Quantity(mem.into())),
+        );
         m
     };
     ResourceRequirements {
-        requests: Some(to_map(spec.requests.unwrap_or_default(), Some(cpu_req), mem_req)),
+        requests: Some(to_map(
+            spec.requests.unwrap_or_default(),
+            Some(cpu_req),
+            mem_req,
+        )),
         // No CPU limit by default: throttling a bursty chat agent hurts latency and buys nothing.
         limits: Some(to_map(spec.limits.unwrap_or_default(), None, mem_lim)),
         claims: None,
@@ -228,7 +270,12 @@ fn agent_resources(ws: &UserWorkspace, runtime: Runtime) -> ResourceRequirements
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..VolumeMount::default() }
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
 }
 
 /// The agent Deployment: one replica when awake, zero when suspended or hibernated.
@@ -253,7 +300,10 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
         },
         Volume {
             name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource { name: names::agent(&name), ..ConfigMapVolumeSource::default() }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::agent(&name),
+                ..ConfigMapVolumeSource::default()
+            }),
             ..Volume::default()
         },
         Volume {
@@ -268,7 +318,10 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
         Volume {
             // The root filesystem is read-only; runtimes still want a scratch /tmp.
             name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(Quantity("256Mi".into())) }),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(Quantity("256Mi".into())),
+            }),
             ..Volume::default()
         },
     ];
@@ -283,7 +336,11 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
             name: "provider-keys".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.clone()),
-                items: Some(vec![KeyToPath { key: key.into(), path: key.into(), mode: None }]),
+                items: Some(vec![KeyToPath {
+                    key: key.into(),
+                    path: key.into(),
+                    mode: None,
+                }]),
                 default_mode: Some(0o440),
                 optional: Some(false),
             }),
@@ -292,11 +349,25 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
         mounts.push(mount("provider-keys", names::KEYS_MOUNT, true));
     }
 
-    let (args, env, probe_action, startup_failures) = match inputs.runtime {
+    let (args, env, probe_action, live_action, startup_failures) = match inputs.runtime {
         Runtime::Lite => (
-            Some(vec!["--config".to_string(), format!("{}/{}", names::CONFIG_MOUNT, names::LITE_CONFIG_FILE)]),
-            vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), value_from: None }],
-            Probe { http_get: Some(http_get("/readyz")), ..Probe::default() },
+            Some(vec![
+                "--config".to_string(),
+                format!("{}/{}", names::CONFIG_MOUNT, names::LITE_CONFIG_FILE),
+            ]),
+            vec![EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("info".into()),
+                value_from: None,
+            }],
+            Probe {
+                http_get: Some(http_get("/readyz")),
+                ..Probe::default()
+            },
+            Probe {
+                http_get: Some(http_get("/healthz")),
+                ..Probe::default()
+            },
             // The lite agent serves within a second.
             15,
         ),
@@ -304,7 +375,17 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
             None,
             openclaw::container_env(&render_input(inputs)),
             Probe {
-                tcp_socket: Some(TCPSocketAction { port: IntOrString::String("http".into()), host: None }),
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::String("http".into()),
+                    host: None,
+                }),
+                ..Probe::default()
+            },
+            Probe {
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::String("http".into()),
+                    host: None,
+                }),
                 ..Probe::default()
             },
             // OpenClaw needs ~8 s to serve here, longer on a busy node.
@@ -332,8 +413,15 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
             failure_threshold: Some(startup_failures),
             ..probe_action.clone()
         }),
-        readiness_probe: Some(Probe { period_seconds: Some(5), ..probe_action.clone() }),
-        liveness_probe: Some(Probe { period_seconds: Some(20), failure_threshold: Some(3), ..probe_action }),
+        readiness_probe: Some(Probe {
+            period_seconds: Some(5),
+            ..probe_action.clone()
+        }),
+        liveness_probe: Some(Probe {
+            period_seconds: Some(20),
+            failure_threshold: Some(3),
+            ..live_action
+        }),
         ..Container::default()
     };
 
@@ -343,14 +431,23 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
         metadata: child_meta(ws, names::agent(&name), labels)?,
         spec: Some(DeploymentSpec {
             replicas: Some(i32::from(inputs.awake)),
-            selector: LabelSelector { match_labels: Some(names::agent_selector(&name)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(names::agent_selector(&name)),
+                match_expressions: None,
+            },
             // A ReadWriteOnce volume cannot be mounted by two pods: stop the old one first.
-            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            }),
             revision_history_limit: Some(2),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([("clawdbot.io/config-hash".to_string(), config_hash.to_string())])),
+                    annotations: Some(BTreeMap::from([(
+                        "clawdbot.io/config-hash".to_string(),
+                        config_hash.to_string(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -371,14 +468,22 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
 }
 
 fn http_get(path: &str) -> HTTPGetAction {
-    HTTPGetAction { path: Some(path.into()), port: IntOrString::String("http".into()), ..HTTPGetAction::default() }
+    HTTPGetAction {
+        path: Some(path.into()),
+        port: IntOrString::String("http".into()),
+        ..HTTPGetAction::default()
+    }
 }
 
 /// The Service the router calls.
 pub fn build_service(ws: &UserWorkspace) -> Result<Service> {
     let name = ws.name_any();
     Ok(Service {
-        metadata: child_meta(ws, names::agent(&name), names::workspace_labels(&name, "agent"))?,
+        metadata: child_meta(
+            ws,
+            names::agent(&name),
+            names::workspace_labels(&name, "agent"),
+        )?,
         spec: Some(ServiceSpec {
             selector: Some(names::agent_selector(&name)),
             ports: Some(vec![ServicePort {
@@ -396,12 +501,19 @@ pub fn build_service(ws: &UserWorkspace) -> Result<Service> {
 }
 
 fn port(p: u16, protocol: &str) -> NetworkPolicyPort {
-    NetworkPolicyPort { port: Some(IntOrString::Int(i32::from(p))), protocol: Some(protocol.into()), end_port: None }
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(i32::from(p))),
+        protocol: Some(protocol.into()),
+        end_port: None,
+    }
 }
 
 fn namespace_selector(ns: &str) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_string(), ns.to_string())])),
+        match_labels: Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            ns.to_string(),
+        )])),
         match_expressions: None,
     }
 }
@@ -414,7 +526,10 @@ pub fn build_network_policy(inputs: &AgentInputs<'_>) -> Result<NetworkPolicy> {
     let router = NetworkPolicyPeer {
         namespace_selector: Some(namespace_selector(&inputs.config.router_namespace)),
         pod_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(names::LABEL_ROUTER.to_string(), "true".to_string())])),
+            match_labels: Some(BTreeMap::from([(
+                names::LABEL_ROUTER.to_string(),
+                "true".to_string(),
+            )])),
             match_expressions: None,
         }),
         ip_block: None,
@@ -423,7 +538,10 @@ pub fn build_network_policy(inputs: &AgentInputs<'_>) -> Result<NetworkPolicy> {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector::default()),
             pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])),
+                match_labels: Some(BTreeMap::from([(
+                    "k8s-app".to_string(),
+                    "kube-dns".to_string(),
+                )])),
                 match_expressions: None,
             }),
             ip_block: None,
@@ -461,9 +579,16 @@ pub fn build_network_policy(inputs: &AgentInputs<'_>) -> Result<NetworkPolicy> {
         ports: None,
     });
     Ok(NetworkPolicy {
-        metadata: child_meta(ws, names::agent(&name), names::workspace_labels(&name, "agent"))?,
+        metadata: child_meta(
+            ws,
+            names::agent(&name),
+            names::workspace_labels(&name, "agent"),
+        )?,
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector { match_labels: Some(names::agent_selector(&name)), match_expressions: None }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(names::agent_selector(&name)),
+                match_expressions: None,
+            }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![router]),
@@ -476,9 +601,15 @@ pub fn build_network_policy(inputs: &AgentInputs<'_>) -> Result<NetworkPolicy> {
 
 /// The ModelEndpoint a workspace with `model.dedicated` owns.
 pub fn build_dedicated_endpoint(ws: &UserWorkspace) -> Result<Option<ModelEndpoint>> {
-    let Some(spec) = ws.spec.model.dedicated.clone() else { return Ok(None) };
+    let Some(spec) = ws.spec.model.dedicated.clone() else {
+        return Ok(None);
+    };
     let name = ws.name_any();
     let mut endpoint = ModelEndpoint::new(&names::dedicated_model_endpoint(&name), spec);
-    endpoint.metadata = child_meta(ws, names::dedicated_model_endpoint(&name), names::workspace_labels(&name, "model"))?;
+    endpoint.metadata = child_meta(
+        ws,
+        names::dedicated_model_endpoint(&name),
+        names::workspace_labels(&name, "model"),
+    )?;
     Ok(Some(endpoint))
 }

@@ -6,7 +6,9 @@ pub mod model;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, SeccompProfile, SecurityContext};
+use k8s_openapi::api::core::v1::{
+    Capabilities, PodSecurityContext, SeccompProfile, SecurityContext,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
@@ -20,7 +22,13 @@ pub(crate) fn child_meta<K: Resource<DynamicType = ()>>(
 ) -> Result<ObjectMeta> {
     Ok(ObjectMeta {
         name: Some(name),
-        namespace: Some(owner.meta().namespace.clone().ok_or(Error::MissingField("metadata.namespace"))?),
+        namespace: Some(
+            owner
+                .meta()
+                .namespace
+                .clone()
+                .ok_or(Error::MissingField("metadata.namespace"))?,
+        ),
         labels: Some(labels),
         owner_references: Some(vec![owner_ref(owner)?]),
         ..ObjectMeta::default()
@@ -28,7 +36,9 @@ pub(crate) fn child_meta<K: Resource<DynamicType = ()>>(
 }
 
 pub(crate) fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
-    owner.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))
+    owner
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))
 }
 
 /// Container security context of the `restricted` Pod Security Standard.
@@ -37,8 +47,14 @@ pub(crate) fn restricted_container() -> SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
         ..SecurityContext::default()
     }
 }
@@ -51,7 +67,10 @@ pub(crate) fn restricted_pod() -> PodSecurityContext {
         run_as_group: Some(10001),
         fs_group: Some(10001),
         fs_group_change_policy: Some("OnRootMismatch".into()),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
         ..PodSecurityContext::default()
     }
 }

@@ -26,8 +26,14 @@ pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
 /// In-cluster OpenAI-compatible base URL of an endpoint.
 pub fn endpoint_url(ep: &ModelEndpoint) -> Result<String> {
-    let ns = ep.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-    Ok(format!("http://{}.{ns}.svc:{}/v1", names::model_server(&ep.name_any()), ep.spec.engine.port()))
+    let ns = ep
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    Ok(format!(
+        "http://{}.{ns}.svc:{}/v1",
+        names::model_server(&ep.name_any()),
+        ep.spec.engine.port()
+    ))
 }
 
 fn cache_path(engine: Engine) -> &'static str {
@@ -45,7 +51,9 @@ fn server_command(ep: &ModelEndpoint) -> (Option<Vec<String>>, Vec<String>, Vec<
             let model = spec.models.first();
             let mut args = vec![
                 "--model".to_string(),
-                model.map(|m| m.source.clone().unwrap_or_else(|| m.name.clone())).unwrap_or_default(),
+                model
+                    .map(|m| m.source.clone().unwrap_or_else(|| m.name.clone()))
+                    .unwrap_or_default(),
                 "--served-model-name".to_string(),
                 model.map(|m| m.name.clone()).unwrap_or_default(),
                 "--host".to_string(),
@@ -61,7 +69,12 @@ fn server_command(ep: &ModelEndpoint) -> (Option<Vec<String>>, Vec<String>, Vec<
             let pulls: Vec<String> = spec
                 .models
                 .iter()
-                .map(|m| format!("ollama pull '{}'", m.source.as_deref().unwrap_or(&m.name).replace('\'', "")))
+                .map(|m| {
+                    format!(
+                        "ollama pull '{}'",
+                        m.source.as_deref().unwrap_or(&m.name).replace('\'', "")
+                    )
+                })
                 .collect();
             let script = format!(
                 "ollama serve & pid=$!; until ollama list >/dev/null 2>&1; do sleep 1; done; {}; wait $pid",
@@ -70,7 +83,11 @@ fn server_command(ep: &ModelEndpoint) -> (Option<Vec<String>>, Vec<String>, Vec<
             (
                 Some(vec!["/bin/sh".into(), "-c".into()]),
                 vec![script],
-                vec![EnvVar { name: "OLLAMA_HOST".into(), value: Some(format!("0.0.0.0:{}", Engine::Ollama.port())), value_from: None }],
+                vec![EnvVar {
+                    name: "OLLAMA_HOST".into(),
+                    value: Some(format!("0.0.0.0:{}", Engine::Ollama.port())),
+                    value_from: None,
+                }],
             )
         }
     }
@@ -113,7 +130,11 @@ pub fn build_server_deployment(ep: &ModelEndpoint, cfg: &OperatorConfig) -> Resu
             }),
             ..Volume::default()
         },
-        None => Volume { name: "model-cache".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        None => Volume {
+            name: "model-cache".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
     };
     let probe = |period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -133,13 +154,20 @@ pub fn build_server_deployment(ep: &ModelEndpoint, cfg: &OperatorConfig) -> Resu
         metadata: child_meta(ep, names::model_server(&name), labels.clone())?,
         spec: Some(DeploymentSpec {
             replicas: Some(spec.replicas),
-            selector: LabelSelector { match_labels: Some(names::model_endpoint_selector(&name)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(names::model_endpoint_selector(&name)),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+                    node_selector: (!spec.node_selector.is_empty())
+                        .then(|| spec.node_selector.clone()),
                     tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
                     containers: vec![Container {
                         name: "server".into(),
@@ -162,7 +190,10 @@ pub fn build_server_deployment(ep: &ModelEndpoint, cfg: &OperatorConfig) -> Resu
                         // extra privilege beyond that.
                         security_context: Some(SecurityContext {
                             allow_privilege_escalation: Some(false),
-                            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".into()]),
+                                add: None,
+                            }),
                             ..SecurityContext::default()
                         }),
                         volume_mounts: Some(vec![VolumeMount {
@@ -188,7 +219,11 @@ pub fn build_server_deployment(ep: &ModelEndpoint, cfg: &OperatorConfig) -> Resu
 pub fn build_server_service(ep: &ModelEndpoint) -> Result<Service> {
     let name = ep.name_any();
     Ok(Service {
-        metadata: child_meta(ep, names::model_server(&name), names::model_endpoint_labels(&name))?,
+        metadata: child_meta(
+            ep,
+            names::model_server(&name),
+            names::model_endpoint_labels(&name),
+        )?,
         spec: Some(ServiceSpec {
             selector: Some(names::model_endpoint_selector(&name)),
             ports: Some(vec![ServicePort {
@@ -210,16 +245,32 @@ fn cache_pvc_name(endpoint: &str) -> String {
 
 /// The weights cache, when the spec asks for a persistent one.
 pub fn build_cache_pvc(ep: &ModelEndpoint) -> Result<Option<PersistentVolumeClaim>> {
-    let Some(cache) = &ep.spec.model_cache else { return Ok(None) };
+    let Some(cache) = &ep.spec.model_cache else {
+        return Ok(None);
+    };
     let name = ep.name_any();
     Ok(Some(PersistentVolumeClaim {
-        metadata: child_meta(ep, cache_pvc_name(&name), names::model_endpoint_labels(&name))?,
+        metadata: child_meta(
+            ep,
+            cache_pvc_name(&name),
+            names::model_endpoint_labels(&name),
+        )?,
         spec: Some(PersistentVolumeClaimSpec {
             // Replicas share the weights read-mostly; one replica needs only RWO.
-            access_modes: Some(vec![if ep.spec.replicas > 1 { "ReadWriteMany" } else { "ReadWriteOnce" }.into()]),
+            access_modes: Some(vec![
+                if ep.spec.replicas > 1 {
+                    "ReadWriteMany"
+                } else {
+                    "ReadWriteOnce"
+                }
+                .into(),
+            ]),
             storage_class_name: cache.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_string(), cache.size.clone())])),
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    cache.size.clone(),
+                )])),
                 limits: None,
             }),
             ..PersistentVolumeClaimSpec::default()

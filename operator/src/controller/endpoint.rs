@@ -15,7 +15,9 @@ use kube::{Resource, ResourceExt};
 use tracing::{instrument, warn};
 
 use super::{Context, apply, key};
-use crate::build::model::{build_cache_pvc, build_server_deployment, build_server_service, endpoint_url};
+use crate::build::model::{
+    build_cache_pvc, build_server_deployment, build_server_service, endpoint_url,
+};
 use crate::error::{Error, Result, backoff};
 use crate::status::set_condition;
 
@@ -25,7 +27,11 @@ pub const CONTROLLER: &str = "modelendpoint";
 pub async fn reconcile(ep: Arc<ModelEndpoint>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = apply_endpoint(&ep, &ctx).await;
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed(), result.as_ref().map(|_| ()).map_err(Error::category));
+    ctx.metrics.reconciled(
+        CONTROLLER,
+        started.elapsed(),
+        result.as_ref().map(|_| ()).map_err(Error::category),
+    );
     if result.is_ok() {
         ctx.succeeded(&key(ep.as_ref()));
     }
@@ -46,9 +52,24 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
 
     if let Err(errors) = ep.validate() {
         let message = format!("invalid spec: {}", errors.join("; "));
-        set_condition(&mut status.conditions, READY, false, REASON_INVALID_SPEC, message.clone(), generation, now);
+        set_condition(
+            &mut status.conditions,
+            READY,
+            false,
+            REASON_INVALID_SPEC,
+            message.clone(),
+            generation,
+            now,
+        );
         if write_status(ep, status, ctx).await? {
-            ctx.event(ep, EventType::Warning, REASON_INVALID_SPEC, "Validate", message).await;
+            ctx.event(
+                ep,
+                EventType::Warning,
+                REASON_INVALID_SPEC,
+                "Validate",
+                message,
+            )
+            .await;
         }
         return Ok(Action::await_change());
     }
@@ -56,33 +77,69 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
     if let Some(pvc) = build_cache_pvc(ep)? {
         apply(&ctx.client, &pvc).await?;
     }
-    let (service, deployment) = (build_server_service(ep)?, build_server_deployment(ep, &ctx.config)?);
-    let (_, deployment) =
-        futures::try_join!(apply(&ctx.client, &service), apply::<Deployment>(&ctx.client, &deployment))?;
-    let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let (service, deployment) = (
+        build_server_service(ep)?,
+        build_server_deployment(ep, &ctx.config)?,
+    );
+    let (_, deployment) = futures::try_join!(
+        apply(&ctx.client, &service),
+        apply::<Deployment>(&ctx.client, &deployment)
+    )?;
+    let ready = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     status.ready_replicas = ready;
     status.url = Some(endpoint_url(ep)?);
     status.served_models = ep.spec.models.iter().map(|m| m.name.clone()).collect();
     if ready > 0 {
-        set_condition(&mut status.conditions, READY, true, REASON_REPLICAS_READY,
-            format!("{ready} of {} replicas ready", ep.spec.replicas), generation, now);
+        set_condition(
+            &mut status.conditions,
+            READY,
+            true,
+            REASON_REPLICAS_READY,
+            format!("{ready} of {} replicas ready", ep.spec.replicas),
+            generation,
+            now,
+        );
     } else {
-        set_condition(&mut status.conditions, READY, false, REASON_REPLICAS_NOT_READY,
-            format!("0 of {} replicas ready (loading weights or waiting for a GPU node)", ep.spec.replicas), generation, now);
+        set_condition(
+            &mut status.conditions,
+            READY,
+            false,
+            REASON_REPLICAS_NOT_READY,
+            format!(
+                "0 of {} replicas ready (loading weights or waiting for a GPU node)",
+                ep.spec.replicas
+            ),
+            generation,
+            now,
+        );
     }
     write_status(ep, status, ctx).await?;
     Ok(Action::requeue(Duration::from_secs(3600)))
 }
 
 /// Writes the status when it changed; returns whether it did.
-async fn write_status(ep: &ModelEndpoint, status: ModelEndpointStatus, ctx: &Context) -> Result<bool> {
+async fn write_status(
+    ep: &ModelEndpoint,
+    status: ModelEndpointStatus,
+    ctx: &Context,
+) -> Result<bool> {
     if ep.status.as_ref() == Some(&status) {
         return Ok(false);
     }
-    let ns = ep.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = ep
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<ModelEndpoint> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = serde_json::json!({"apiVersion": "clawdbot.io/v1alpha1", "kind": "ModelEndpoint", "status": status});
-    api.patch_status(&ep.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &ep.name_any(),
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(true)
 }

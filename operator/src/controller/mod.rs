@@ -31,8 +31,16 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>, identity: &str) -> Self {
-        let reporter = Reporter { controller: "clawdbot-operator".into(), instance: Some(identity.to_string()) };
+    pub fn new(
+        client: Client,
+        config: OperatorConfig,
+        metrics: Arc<Metrics>,
+        identity: &str,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "clawdbot-operator".into(),
+            instance: Some(identity.to_string()),
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -51,7 +59,10 @@ impl Context {
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// Publishes an event on `obj`. Event failures are logged, never fatal: the status
@@ -64,7 +75,13 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "publishing event failed");
         }
@@ -87,7 +104,13 @@ where
 {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
-    Ok(api.patch(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?)
+    Ok(api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
 }
 
 /// `Ok(None)` for a 404.

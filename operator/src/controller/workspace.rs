@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use clawdbot_api::annotations;
 use clawdbot_api::conditions::*;
 use clawdbot_api::model_endpoint::ModelEndpoint;
 use clawdbot_api::names;
-use clawdbot_api::workspace::{ModelProvider, Phase, RetentionPolicy, UserWorkspace, UserWorkspaceStatus};
-use clawdbot_api::annotations;
+use clawdbot_api::workspace::{
+    ModelProvider, Phase, RetentionPolicy, UserWorkspace, UserWorkspaceStatus,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -30,7 +32,9 @@ pub const CONTROLLER: &str = "userworkspace";
 #[instrument(skip_all, fields(tenant = %key(ws.as_ref())))]
 pub async fn reconcile(ws: Arc<UserWorkspace>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let ns = ws.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = ws
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<UserWorkspace> = Api::namespaced(ctx.client.clone(), &ns);
     let k = key(ws.as_ref());
     let result = finalizer(&api, names::WORKSPACE_FINALIZER, ws, |event| async {
@@ -41,13 +45,17 @@ pub async fn reconcile(ws: Arc<UserWorkspace>, ctx: Arc<Context>) -> Result<Acti
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        kube::runtime::finalizer::Error::AddFinalizer(e) | kube::runtime::finalizer::Error::RemoveFinalizer(e) => {
-            Error::Kube(e)
-        }
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::AddFinalizer(e)
+        | kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
         other => Error::Finalizer(other.to_string()),
     });
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed(), result.as_ref().map(|_| ()).map_err(Error::category));
+    ctx.metrics.reconciled(
+        CONTROLLER,
+        started.elapsed(),
+        result.as_ref().map(|_| ()).map_err(Error::category),
+    );
     if result.is_ok() {
         ctx.succeeded(&k);
     }
@@ -69,14 +77,26 @@ fn last_activity(ws: &UserWorkspace) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
         .get(annotations::LAST_ACTIVITY)
         .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
         .map(|t| t.with_timezone(&Utc));
-    let created = ws.meta().creation_timestamp.as_ref().map(from_time).unwrap_or_else(Utc::now);
+    let created = ws
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(from_time)
+        .unwrap_or_else(Utc::now);
     (signal.map_or(created, |s| s.max(created)), signal)
 }
 
 /// The workspace's model: its URL, readiness and the endpoint for the egress rule.
 enum ModelResolution {
-    Resolved { url: Option<String>, endpoint: Option<(String, u16)>, state: ModelState },
-    Missing { reason: &'static str, message: String },
+    Resolved {
+        url: Option<String>,
+        endpoint: Option<(String, u16)>,
+        state: ModelState,
+    },
+    Missing {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<ModelResolution> {
@@ -84,7 +104,8 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
     match spec.provider {
         ModelProvider::Platform => {
             let endpoint = if spec.dedicated.is_some() {
-                let desired = agent::build_dedicated_endpoint(ws)?.ok_or(Error::MissingField("spec.model.dedicated"))?;
+                let desired = agent::build_dedicated_endpoint(ws)?
+                    .ok_or(Error::MissingField("spec.model.dedicated"))?;
                 Some(apply(&ctx.client, &desired).await?)
             } else if let Some(r) = &spec.endpoint_ref {
                 let api: Api<ModelEndpoint> = Api::namespaced(ctx.client.clone(), ns);
@@ -111,7 +132,11 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
                 ModelState {
                     ready: false,
                     reason: REASON_MODEL_ENDPOINT_NOT_READY,
-                    message: format!("ModelEndpoint {:?} does not serve model {:?}", ep.name_any(), spec.name),
+                    message: format!(
+                        "ModelEndpoint {:?} does not serve model {:?}",
+                        ep.name_any(),
+                        spec.name
+                    ),
                 }
             } else if ep.is_ready() {
                 ModelState {
@@ -134,7 +159,12 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
         }
         provider @ (ModelProvider::Openai | ModelProvider::Anthropic) => {
             // Validation guarantees the reference and the key name.
-            let secret_name = ws.spec.keys_secret_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+            let secret_name = ws
+                .spec
+                .keys_secret_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
             let key_name = provider.key_name().unwrap_or_default();
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
             let has_key = get_opt(&api, &secret_name)
@@ -163,7 +193,9 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
 }
 
 async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
-    let ns = ws.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = ws
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = ws.name_any();
     let now = Utc::now();
     let policy = ctx.config.policy(ws.spec.plan);
@@ -173,25 +205,49 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     // 1. Validate (pure). A bad spec waits for the next edit: no retry loop at all.
     if let Err(errors) = ws.validate(&policy) {
         let message = format!("invalid spec: {}", errors.join("; "));
-        let facts = Facts::Invalid { message: message.clone() };
+        let facts = Facts::Invalid {
+            message: message.clone(),
+        };
         if write_status(ws, &facts, signal_time, now, ctx).await? {
-            ctx.event(ws, EventType::Warning, REASON_INVALID_SPEC, "Validate", message).await;
+            ctx.event(
+                ws,
+                EventType::Warning,
+                REASON_INVALID_SPEC,
+                "Validate",
+                message,
+            )
+            .await;
         }
         return Ok(Action::await_change());
     }
 
     // 2. Resolve references.
     let (model_url, model_endpoint, model_state) = match resolve_model(ws, &ns, ctx).await? {
-        ModelResolution::Resolved { url, endpoint, state } => (url, endpoint, state),
+        ModelResolution::Resolved {
+            url,
+            endpoint,
+            state,
+        } => (url, endpoint, state),
         ModelResolution::Missing { reason, message } => {
-            let model = ModelState { ready: false, reason, message: message.clone() };
-            let facts = Facts::Missing { reason, message: message.clone(), model };
+            let model = ModelState {
+                ready: false,
+                reason,
+                message: message.clone(),
+            };
+            let facts = Facts::Missing {
+                reason,
+                message: message.clone(),
+                model,
+            };
             if write_status(ws, &facts, signal_time, now, ctx).await? {
-                ctx.event(ws, EventType::Warning, reason, "Resolve", message).await;
+                ctx.event(ws, EventType::Warning, reason, "Resolve", message)
+                    .await;
             }
             // A ModelEndpoint that appears triggers a reconcile through its watch; a Secret is
             // looked at again with a growing delay.
-            return Ok(Action::requeue(backoff(ctx.failed(&format!("{}/missing", key(ws))))));
+            return Ok(Action::requeue(backoff(
+                ctx.failed(&format!("{}/missing", key(ws))),
+            )));
         }
     };
 
@@ -211,8 +267,25 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         Ok(cm) => cm,
         Err(Error::InvalidSpec(errors)) => {
             let message = format!("invalid spec: {}", errors.join("; "));
-            if write_status(ws, &Facts::Invalid { message: message.clone() }, signal_time, now, ctx).await? {
-                ctx.event(ws, EventType::Warning, REASON_INVALID_SPEC, "RenderConfig", message).await;
+            if write_status(
+                ws,
+                &Facts::Invalid {
+                    message: message.clone(),
+                },
+                signal_time,
+                now,
+                ctx,
+            )
+            .await?
+            {
+                ctx.event(
+                    ws,
+                    EventType::Warning,
+                    REASON_INVALID_SPEC,
+                    "RenderConfig",
+                    message,
+                )
+                .await;
             }
             return Ok(Action::await_change());
         }
@@ -247,7 +320,12 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
 
     // 5. Status.
     let agent_ready = sleep == Sleep::Awake
-        && applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
+        && applied
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+            >= 1;
     let facts = Facts::Provisioned {
         model: model_state,
         sleep,
@@ -261,17 +339,35 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     match (old_phase, sleep) {
         (Some(p), Sleep::Idle | Sleep::Suspended) if p != Phase::Hibernated => {
             info!("hibernated");
-            ctx.event(ws, EventType::Normal, "Hibernated", "Scale", "scaled the agent to zero".into()).await;
+            ctx.event(
+                ws,
+                EventType::Normal,
+                "Hibernated",
+                "Scale",
+                "scaled the agent to zero".into(),
+            )
+            .await;
         }
         (Some(Phase::Hibernated), Sleep::Awake) => {
             info!("woken");
-            ctx.event(ws, EventType::Normal, "Woken", "Scale", "scaled the agent back up".into()).await;
+            ctx.event(
+                ws,
+                EventType::Normal,
+                "Woken",
+                "Scale",
+                "scaled the agent back up".into(),
+            )
+            .await;
         }
         _ => {}
     }
     // Look again at the idle deadline; otherwise changes arrive through the watches, and an
     // hourly pass catches anything missed.
-    Ok(Action::requeue(wake_check.unwrap_or(Duration::from_secs(3600)).min(Duration::from_secs(3600))))
+    Ok(Action::requeue(
+        wake_check
+            .unwrap_or(Duration::from_secs(3600))
+            .min(Duration::from_secs(3600)),
+    ))
 }
 
 /// Writes the status when it differs from the current one. Returns whether it changed, so that
@@ -290,15 +386,22 @@ async fn write_status(
         return Ok(false);
     }
     let changed_meaning = old.is_none_or(|o| !same_meaning(o, &new));
-    let api: Api<UserWorkspace> =
-        Api::namespaced(ctx.client.clone(), &ws.namespace().ok_or(Error::MissingField("metadata.namespace"))?);
+    let api: Api<UserWorkspace> = Api::namespaced(
+        ctx.client.clone(),
+        &ws.namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?,
+    );
     let patch = serde_json::json!({
         "apiVersion": "clawdbot.io/v1alpha1",
         "kind": "UserWorkspace",
         "status": new,
     });
-    api.patch_status(&ws.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &ws.name_any(),
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(changed_meaning)
 }
 
@@ -308,37 +411,55 @@ fn same_meaning(a: &UserWorkspaceStatus, b: &UserWorkspaceStatus) -> bool {
     a.phase == b.phase
         && a.conditions.len() == b.conditions.len()
         && a.conditions.iter().zip(&b.conditions).all(|(x, y)| {
-            x.type_ == y.type_ && x.status == y.status && x.reason == y.reason && x.message == y.message
+            x.type_ == y.type_
+                && x.status == y.status
+                && x.reason == y.reason
+                && x.message == y.message
         })
 }
 
 /// Deletion: honour the volume's retention policy, then let garbage collection remove the
 /// owned children. Idempotent: a second run finds nothing left to do.
 async fn cleanup(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
-    let ns = ws.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = ws
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let pvc_name = names::agent(&ws.name_any());
     ctx.metrics.set_phase(&key(ws), None);
-    let Some(pvc) = get_opt(&pvcs, &pvc_name).await? else { return Ok(Action::await_change()) };
+    let Some(pvc) = get_opt(&pvcs, &pvc_name).await? else {
+        return Ok(Action::await_change());
+    };
     match ws.spec.storage.retention {
         RetentionPolicy::Retain => {
-            let owned = pvc.owner_references().iter().any(|o| Some(&o.uid) == ws.meta().uid.as_ref());
+            let owned = pvc
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == ws.meta().uid.as_ref());
             if owned {
                 // Re-applying without the owner reference releases the volume from garbage
                 // collection; it keeps its labels so it can be found and restored.
                 apply(&ctx.client, &agent::build_pvc(ws, false)?).await?;
-                ctx.event(ws, EventType::Normal, "VolumeRetained", "Delete", format!(
-                    "kept PersistentVolumeClaim {pvc_name} (retention: Retain)"
-                ))
+                ctx.event(
+                    ws,
+                    EventType::Normal,
+                    "VolumeRetained",
+                    "Delete",
+                    format!("kept PersistentVolumeClaim {pvc_name} (retention: Retain)"),
+                )
                 .await;
             }
         }
         RetentionPolicy::Delete => {
             if pvc.metadata.deletion_timestamp.is_none() {
                 pvcs.delete(&pvc_name, &DeleteParams::background()).await?;
-                ctx.event(ws, EventType::Normal, "VolumeDeleted", "Delete", format!(
-                    "deleted PersistentVolumeClaim {pvc_name} (retention: Delete)"
-                ))
+                ctx.event(
+                    ws,
+                    EventType::Normal,
+                    "VolumeDeleted",
+                    "Delete",
+                    format!("deleted PersistentVolumeClaim {pvc_name} (retention: Delete)"),
+                )
                 .await;
             }
         }
