@@ -350,3 +350,53 @@ fn examples_parse_and_validate() {
     }
     assert!(seen >= 4, "examples/ holds the CRD examples");
 }
+
+#[test]
+fn openclaw_tenant_gets_its_config_and_token_from_the_secret() {
+    let cfg = OperatorConfig::default();
+    let w = ws(&LITE.replace("runtime: lite", "runtime: openclaw"));
+    let i = inputs(&w, &cfg, true);
+    let cm = agent::build_config_map(&i).unwrap();
+    let data = cm.data.clone().unwrap();
+    assert!(
+        data.contains_key(names::OPENCLAW_CONFIG_FILE),
+        "{:?}",
+        data.keys()
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&data[names::OPENCLAW_CONFIG_FILE]).unwrap();
+    assert_eq!(config["gateway"]["port"], 18789);
+    let d = agent::build_deployment(&i, &agent::config_hash(&cm)).unwrap();
+    let template = d.spec.unwrap().template;
+    // Hot reload, not a roll, carries config changes to OpenClaw.
+    assert!(template.metadata.unwrap().annotations.is_none());
+    let pod = template.spec.unwrap();
+    let c = &pod.containers[0];
+    let token = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "OPENCLAW_GATEWAY_TOKEN")
+        .unwrap();
+    assert!(
+        token.value.is_none(),
+        "the token never appears in the pod spec"
+    );
+    let key_ref = token
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(key_ref.name, names::gateway_token_secret("alice"));
+    assert_eq!(key_ref.key, names::GATEWAY_TOKEN_KEY);
+    let startup = c.startup_probe.as_ref().unwrap();
+    assert_eq!(
+        startup.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/readyz")
+    );
+    assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 180);
+    assert_eq!(pod.termination_grace_period_seconds, Some(60));
+}

@@ -3,7 +3,6 @@
 
 // Test code: a panic with its message is the failure report.
 #![allow(clippy::unwrap_used)]
-
 #![allow(dead_code)]
 
 use std::time::Duration;

@@ -748,6 +748,9 @@ async fn openclaw_serves_the_router_with_the_rendered_config() {
 
     // Restart (a pod replaced or woken from hibernation): the session survives on the volume.
     let stopped_in = gw.stop().await;
+    // A new pod gets a fresh emptyDir for /tmp (logs, compile cache); the volume stays.
+    std::fs::remove_dir_all(fs.path(openclaw::TMP_DIR)).expect("clearing /tmp");
+    std::fs::create_dir_all(fs.path(openclaw::TMP_DIR)).expect("fresh /tmp");
     let (gw, restart) = Gateway::start(&runtime, &env, port, log.clone()).await;
     let (status, body, turn3) = send(&gw, GATEWAY_TOKEN, session, "Thanks. Say hi again.").await;
     assert_well_formed(status, &body, &gw);

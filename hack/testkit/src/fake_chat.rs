@@ -50,10 +50,12 @@ impl Log {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        self.requests
-            .lock()
-            .expect("log lock")
-            .push(Recorded { path, authorization, body, at: Instant::now() });
+        self.requests.lock().expect("log lock").push(Recorded {
+            path,
+            authorization,
+            body,
+            at: Instant::now(),
+        });
         self.changed.notify_waiters();
     }
 
@@ -62,7 +64,12 @@ impl Log {
     }
 
     /// Waits until `pick` finds something in the log (no fixed sleeps: woken on each request).
-    async fn wait<T>(&self, what: &str, timeout: Duration, pick: impl Fn(&[Recorded]) -> Option<T>) -> T {
+    async fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pick: impl Fn(&[Recorded]) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
@@ -90,12 +97,17 @@ impl Drop for Served {
 }
 
 async fn serve(router: axum::Router) -> Served {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake server");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind fake server");
     let addr = listener.local_addr().expect("local addr");
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    Served { base_url: format!("http://{addr}"), task }
+    Served {
+        base_url: format!("http://{addr}"),
+        task,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,7 +146,10 @@ impl FakeTelegram {
         let router = axum::Router::new()
             .route("/{bot}/{method}", post(telegram_method))
             .with_state(state.clone());
-        FakeTelegram { state, served: serve(router).await }
+        FakeTelegram {
+            state,
+            served: serve(router).await,
+        }
     }
 
     /// Base URL to configure as the Bot API base (the bot token path is appended).
@@ -158,13 +173,22 @@ impl FakeTelegram {
     }
 
     /// Waits until at least `n` messages were accepted for `chat_id`, and returns them all.
-    pub async fn wait_for_messages(&self, chat_id: i64, n: usize, timeout: Duration) -> Vec<TelegramSent> {
+    pub async fn wait_for_messages(
+        &self,
+        chat_id: i64,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<TelegramSent> {
         self.state
             .log
-            .wait(&format!("{n} telegram messages to chat {chat_id}"), timeout, |log| {
-                let sent = sent_messages(log, chat_id, true);
-                (sent.len() >= n).then_some(sent)
-            })
+            .wait(
+                &format!("{n} telegram messages to chat {chat_id}"),
+                timeout,
+                |log| {
+                    let sent = sent_messages(log, chat_id, true);
+                    (sent.len() >= n).then_some(sent)
+                },
+            )
             .await
     }
 
@@ -172,12 +196,17 @@ impl FakeTelegram {
     pub async fn wait_for_chat_action(&self, chat_id: i64, timeout: Duration) -> String {
         self.state
             .log
-            .wait(&format!("a chat action to chat {chat_id}"), timeout, |log| {
-                log.iter().find_map(|r| {
-                    (r.path.ends_with("/sendChatAction") && r.body["chat_id"].as_i64() == Some(chat_id))
+            .wait(
+                &format!("a chat action to chat {chat_id}"),
+                timeout,
+                |log| {
+                    log.iter().find_map(|r| {
+                        (r.path.ends_with("/sendChatAction")
+                            && r.body["chat_id"].as_i64() == Some(chat_id))
                         .then(|| r.body["action"].as_str().unwrap_or_default().to_string())
-                })
-            })
+                    })
+                },
+            )
             .await
     }
 }
@@ -186,7 +215,10 @@ fn sent_messages(log: &[Recorded], chat_id: i64, accepted_only: bool) -> Vec<Tel
     log.iter()
         .filter(|r| r.path.ends_with("/sendMessage") && r.body["chat_id"].as_i64() == Some(chat_id))
         .filter(|r| !accepted_only || r.body.get("_refused").is_none())
-        .map(|r| TelegramSent { chat_id, text: r.body["text"].as_str().unwrap_or_default().to_string() })
+        .map(|r| TelegramSent {
+            chat_id,
+            text: r.body["text"].as_str().unwrap_or_default().to_string(),
+        })
         .collect()
 }
 
@@ -198,25 +230,38 @@ async fn telegram_method(
 ) -> Response {
     let path = format!("/{bot}/{method}");
     if bot.strip_prefix("bot") != Some(state.token.as_str()) {
-        state.log.push(path, &headers, json!({"_refused": "bad token"}));
-        return (StatusCode::UNAUTHORIZED, Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})))
+        state
+            .log
+            .push(path, &headers, json!({"_refused": "bad token"}));
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})),
+        )
             .into_response();
     }
     let mut body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error_code": 400, "description": e.to_string()})))
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"ok": false, "error_code": 400, "description": e.to_string()})),
+            )
                 .into_response();
         }
     };
     match method.as_str() {
         "sendMessage" => {
             let text = body["text"].as_str().unwrap_or_default();
-            if body["chat_id"].as_i64().is_none() || text.is_empty() || text.chars().count() > 4096 {
-                let description = "Bad Request: message text is empty or too long, or chat_id is missing";
+            if body["chat_id"].as_i64().is_none() || text.is_empty() || text.chars().count() > 4096
+            {
+                let description =
+                    "Bad Request: message text is empty or too long, or chat_id is missing";
                 body["_refused"] = json!(description);
                 state.log.push(path, &headers, body);
-                return (StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error_code": 400, "description": description})))
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"ok": false, "error_code": 400, "description": description})),
+                )
                     .into_response();
             }
             let throttled = {
@@ -295,11 +340,20 @@ pub struct FakeWhatsApp {
 impl FakeWhatsApp {
     /// Starts a Graph API server that accepts only `Bearer <access_token>`.
     pub async fn start(access_token: &str) -> Self {
-        let state = Arc::new(WhatsAppState { access_token: access_token.to_string(), log: Log::default() });
+        let state = Arc::new(WhatsAppState {
+            access_token: access_token.to_string(),
+            log: Log::default(),
+        });
         let router = axum::Router::new()
-            .route("/{version}/{phone_number_id}/messages", post(whatsapp_messages))
+            .route(
+                "/{version}/{phone_number_id}/messages",
+                post(whatsapp_messages),
+            )
             .with_state(state.clone());
-        FakeWhatsApp { state, served: serve(router).await }
+        FakeWhatsApp {
+            state,
+            served: serve(router).await,
+        }
     }
 
     /// Base URL, to which the router appends `/<version>/<phone-number-id>/messages`.
@@ -340,11 +394,18 @@ async fn whatsapp_messages(
             .into_response();
     }
     if body["messaging_product"] != "whatsapp" {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"message": "messaging_product must be whatsapp", "code": 100}})))
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": "messaging_product must be whatsapp", "code": 100}})),
+        )
             .into_response();
     }
     let to = body["to"].as_str().unwrap_or_default().to_string();
-    state.log.push(format!("/{version}/{phone_number_id}/messages"), &headers, body);
+    state.log.push(
+        format!("/{version}/{phone_number_id}/messages"),
+        &headers,
+        body,
+    );
     Json(json!({
         "messaging_product": "whatsapp",
         "contacts": [{"input": to, "wa_id": to}],
@@ -355,13 +416,20 @@ async fn whatsapp_messages(
 
 /// The `X-Hub-Signature-256` header value Meta sends with `body`: `sha256=<hex HMAC>`.
 pub fn whatsapp_signature(app_secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("hmac takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("hmac takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// A WhatsApp Cloud API webhook body carrying one text message.
-pub fn whatsapp_text_webhook(phone_number_id: &str, from: &str, message_id: &str, timestamp: i64, text: &str) -> Value {
+pub fn whatsapp_text_webhook(
+    phone_number_id: &str,
+    from: &str,
+    message_id: &str,
+    timestamp: i64,
+    text: &str,
+) -> Value {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{
@@ -397,12 +465,20 @@ pub struct FakeDiscord {
 
 impl FakeDiscord {
     pub async fn start() -> Self {
-        let state = Arc::new(DiscordState { log: Log::default() });
+        let state = Arc::new(DiscordState {
+            log: Log::default(),
+        });
         let router = axum::Router::new()
-            .route("/webhooks/{app}/{token}/messages/@original", patch(discord_webhook_edit))
+            .route(
+                "/webhooks/{app}/{token}/messages/@original",
+                patch(discord_webhook_edit),
+            )
             .route("/webhooks/{app}/{token}", post(discord_webhook_post))
             .with_state(state.clone());
-        FakeDiscord { state, served: serve(router).await }
+        FakeDiscord {
+            state,
+            served: serve(router).await,
+        }
     }
 
     /// Base URL standing for `https://discord.com/api/v10`.
@@ -416,18 +492,27 @@ impl FakeDiscord {
 
     /// Waits until `n` follow-up contents were posted for the interaction `token`
     /// (the edit of the original response first, then any further follow-ups).
-    pub async fn wait_for_followups(&self, token: &str, n: usize, timeout: Duration) -> Vec<String> {
+    pub async fn wait_for_followups(
+        &self,
+        token: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<String> {
         let needle = format!("/{token}");
         self.state
             .log
-            .wait(&format!("{n} discord follow-ups for {token}"), timeout, |log| {
-                let sent: Vec<String> = log
-                    .iter()
-                    .filter(|r| r.path.contains(&needle))
-                    .map(|r| r.body["content"].as_str().unwrap_or_default().to_string())
-                    .collect();
-                (sent.len() >= n).then_some(sent)
-            })
+            .wait(
+                &format!("{n} discord follow-ups for {token}"),
+                timeout,
+                |log| {
+                    let sent: Vec<String> = log
+                        .iter()
+                        .filter(|r| r.path.contains(&needle))
+                        .map(|r| r.body["content"].as_str().unwrap_or_default().to_string())
+                        .collect();
+                    (sent.len() >= n).then_some(sent)
+                },
+            )
             .await
     }
 }
@@ -438,7 +523,12 @@ async fn discord_webhook_edit(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    discord_record(&state, format!("/webhooks/{app}/{token}/messages/@original"), &headers, body)
+    discord_record(
+        &state,
+        format!("/webhooks/{app}/{token}/messages/@original"),
+        &headers,
+        body,
+    )
 }
 
 async fn discord_webhook_post(
@@ -450,14 +540,24 @@ async fn discord_webhook_post(
     discord_record(&state, format!("/webhooks/{app}/{token}"), &headers, body)
 }
 
-fn discord_record(state: &DiscordState, path: String, headers: &HeaderMap, body: Value) -> Response {
+fn discord_record(
+    state: &DiscordState,
+    path: String,
+    headers: &HeaderMap,
+    body: Value,
+) -> Response {
     let content = body["content"].as_str().unwrap_or_default();
     if content.is_empty() || content.chars().count() > 2000 {
-        return (StatusCode::BAD_REQUEST, Json(json!({"code": 50035, "message": "Invalid Form Body"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": 50035, "message": "Invalid Form Body"})),
+        )
+            .into_response();
     }
     let content = content.to_string();
     state.log.push(path, headers, body);
-    Json(json!({"id": format!("{}", rand::random::<u32>()), "type": 0, "content": content})).into_response()
+    Json(json!({"id": format!("{}", rand::random::<u32>()), "type": 0, "content": content}))
+        .into_response()
 }
 
 /// Signs interaction requests as Discord does: Ed25519 over `timestamp + body`.
@@ -474,7 +574,9 @@ impl Default for DiscordSigner {
 impl DiscordSigner {
     /// A fresh random application key pair.
     pub fn new() -> Self {
-        DiscordSigner { key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()) }
+        DiscordSigner {
+            key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+        }
     }
 
     /// The application's public key, hex-encoded (as the Developer Portal shows it).
@@ -486,12 +588,21 @@ impl DiscordSigner {
     pub fn sign(&self, timestamp: &str, body: &[u8]) -> (String, String) {
         let mut message = timestamp.as_bytes().to_vec();
         message.extend_from_slice(body);
-        (hex::encode(self.key.sign(&message).to_bytes()), timestamp.to_string())
+        (
+            hex::encode(self.key.sign(&message).to_bytes()),
+            timestamp.to_string(),
+        )
     }
 }
 
 /// An `APPLICATION_COMMAND` interaction for `/ask question:<text>` from a user in a guild.
-pub fn discord_ask_interaction(interaction_id: &str, application_id: &str, token: &str, user_id: &str, text: &str) -> Value {
+pub fn discord_ask_interaction(
+    interaction_id: &str,
+    application_id: &str,
+    token: &str,
+    user_id: &str,
+    text: &str,
+) -> Value {
     json!({
         "id": interaction_id,
         "application_id": application_id,

@@ -90,9 +90,15 @@ impl Gate {
 #[derive(Clone, Debug)]
 enum ReplyKind {
     Text(String),
-    Tools { text: Option<String>, calls: Vec<(String, Value)> },
+    Tools {
+        text: Option<String>,
+        calls: Vec<(String, Value)>,
+    },
     Error(FakeError),
-    Raw { status: u16, body: String },
+    Raw {
+        status: u16,
+        body: String,
+    },
 }
 
 /// One scripted answer of the model.
@@ -105,7 +111,11 @@ pub struct Reply {
 
 impl Reply {
     fn of(kind: ReplyKind) -> Self {
-        Reply { kind, usage: None, gate: None }
+        Reply {
+            kind,
+            usage: None,
+            gate: None,
+        }
     }
     /// A plain text answer.
     pub fn text(t: impl Into<String>) -> Self {
@@ -125,7 +135,10 @@ impl Reply {
     }
     /// Any status and body, verbatim.
     pub fn raw(status: u16, body: impl Into<String>) -> Self {
-        Self::of(ReplyKind::Raw { status, body: body.into() })
+        Self::of(ReplyKind::Raw {
+            status,
+            body: body.into(),
+        })
     }
     /// Text sent alongside tool calls (Anthropic's "let me look that up").
     pub fn with_text(mut self, t: impl Into<String>) -> Self {
@@ -159,7 +172,9 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -207,13 +222,19 @@ impl FakeLlm {
             .route("/v1/models", get(models))
             .route("/v1/{*rest}", any(handle))
             .with_state((flavor, shared.clone()));
-        let listener =
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake model server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake model server");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeLlm { flavor, addr, shared, task }
+        FakeLlm {
+            flavor,
+            addr,
+            shared,
+            task,
+        }
     }
 
     pub fn flavor(&self) -> Flavor {
@@ -300,7 +321,10 @@ fn openai_error(status: u16, message: &str, type_: &str, code: Option<&str>) -> 
 }
 
 fn anthropic_error(status: u16, type_: &str, message: &str) -> Response {
-    json_response(status, json!({"type": "error", "error": {"type": type_, "message": message}}))
+    json_response(
+        status,
+        json!({"type": "error", "error": {"type": type_, "message": message}}),
+    )
 }
 
 async fn handle(
@@ -316,7 +340,12 @@ async fn handle(
         path: uri.path().to_string(),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: parsed.clone().unwrap_or(Value::Null),
     };
@@ -350,8 +379,17 @@ async fn handle(
     }
     let Some(req) = parsed else {
         return match flavor {
-            Flavor::OpenAi => openai_error(400, "We could not parse the JSON body of your request.", "invalid_request_error", None),
-            Flavor::Anthropic => anthropic_error(400, "invalid_request_error", "request body is not valid JSON"),
+            Flavor::OpenAi => openai_error(
+                400,
+                "We could not parse the JSON body of your request.",
+                "invalid_request_error",
+                None,
+            ),
+            Flavor::Anthropic => anthropic_error(
+                400,
+                "invalid_request_error",
+                "request body is not valid JSON",
+            ),
         };
     };
     if let Err(message) = validate(flavor, &headers, &req) {
@@ -367,7 +405,10 @@ async fn handle(
     }
 
     let reply = lock(&shared.script).pop_front().unwrap_or_else(|| {
-        Reply::text(format!("echo: {}", last_user_text(flavor, &req).unwrap_or_default()))
+        Reply::text(format!(
+            "echo: {}",
+            last_user_text(&req).unwrap_or_default()
+        ))
     });
     if let Some(gate) = &reply.gate {
         gate.wait().await;
@@ -392,11 +433,19 @@ async fn handle(
         (kind, Flavor::OpenAi) => {
             let (text, calls) = split(kind);
             if stream {
-                let include_usage = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+                let include_usage = req["stream_options"]["include_usage"]
+                    .as_bool()
+                    .unwrap_or(false);
                 openai_stream(n, &model, text, &calls, (prompt, completion), include_usage)
             } else {
-                axum::Json(openai_completion(n, &model, text, &calls, (prompt, completion)))
-                    .into_response()
+                axum::Json(openai_completion(
+                    n,
+                    &model,
+                    text,
+                    &calls,
+                    (prompt, completion),
+                ))
+                .into_response()
             }
         }
         (kind, Flavor::Anthropic) => {
@@ -404,8 +453,14 @@ async fn handle(
             if stream {
                 anthropic_stream(n, &model, text, &calls, (prompt, completion))
             } else {
-                axum::Json(anthropic_message(n, &model, text, &calls, (prompt, completion)))
-                    .into_response()
+                axum::Json(anthropic_message(
+                    n,
+                    &model,
+                    text,
+                    &calls,
+                    (prompt, completion),
+                ))
+                .into_response()
             }
         }
     }
@@ -440,7 +495,8 @@ fn error_response(flavor: Flavor, e: FakeError) -> Response {
                 "requests",
                 Some("rate_limit_exceeded"),
             );
-            r.headers_mut().insert("retry-after", retry_after_secs.into());
+            r.headers_mut()
+                .insert("retry-after", retry_after_secs.into());
             r
         }
         (Flavor::OpenAi, FakeError::ModelNotFound) => openai_error(
@@ -470,8 +526,13 @@ fn error_response(flavor: Flavor, e: FakeError) -> Response {
             "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
         ),
         (Flavor::Anthropic, FakeError::RateLimited { retry_after_secs }) => {
-            let mut r = anthropic_error(429, "rate_limit_error", "Number of requests has exceeded your rate limit.");
-            r.headers_mut().insert("retry-after", retry_after_secs.into());
+            let mut r = anthropic_error(
+                429,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit.",
+            );
+            r.headers_mut()
+                .insert("retry-after", retry_after_secs.into());
             r
         }
         (Flavor::Anthropic, FakeError::ModelNotFound) => {
@@ -491,7 +552,9 @@ fn validate(flavor: Flavor, headers: &HeaderMap, req: &Value) -> Result<(), Stri
     if !req["model"].is_string() {
         return Err("model: field required".into());
     }
-    let messages = req["messages"].as_array().ok_or("messages: field required")?;
+    let messages = req["messages"]
+        .as_array()
+        .ok_or("messages: field required")?;
     if messages.is_empty() {
         return Err("messages: at least one message is required".into());
     }
@@ -504,21 +567,30 @@ fn validate(flavor: Flavor, headers: &HeaderMap, req: &Value) -> Result<(), Stri
                     Some("assistant") => {
                         open_calls = m["tool_calls"]
                             .as_array()
-                            .map(|c| c.iter().filter_map(|c| c["id"].as_str().map(String::from)).collect())
+                            .map(|c| {
+                                c.iter()
+                                    .filter_map(|c| c["id"].as_str().map(String::from))
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         if let Some(calls) = m["tool_calls"].as_array() {
-                            for c in calls {
-                                let args = c["function"]["arguments"].as_str().ok_or(format!(
+                            // OpenAI refuses arguments sent as an object: they are a JSON string.
+                            if calls
+                                .iter()
+                                .any(|c| !c["function"]["arguments"].is_string())
+                            {
+                                return Err(format!(
                                     "messages[{i}].tool_calls: function.arguments must be a string"
-                                ))?;
-                                let _ = args;
+                                ));
                             }
                         }
                     }
                     Some("tool") => {
                         let id = m["tool_call_id"].as_str().unwrap_or_default();
                         if !open_calls.iter().any(|c| c == id) {
-                            return Err(format!("messages[{i}]: messages with role 'tool' must be a response to a preceding message with 'tool_calls'"));
+                            return Err(format!(
+                                "messages[{i}]: messages with role 'tool' must be a response to a preceding message with 'tool_calls'"
+                            ));
                         }
                     }
                     other => return Err(format!("messages[{i}].role: invalid value {other:?}")),
@@ -526,10 +598,13 @@ fn validate(flavor: Flavor, headers: &HeaderMap, req: &Value) -> Result<(), Stri
             }
             if let Some(tools) = req.get("tools") {
                 let ok = tools.as_array().is_some_and(|t| {
-                    t.iter().all(|t| t["type"] == "function" && t["function"]["name"].is_string())
+                    t.iter()
+                        .all(|t| t["type"] == "function" && t["function"]["name"].is_string())
                 });
                 if !ok {
-                    return Err("tools: each tool must be {type: function, function: {name, ...}}".into());
+                    return Err(
+                        "tools: each tool must be {type: function, function: {name, ...}}".into(),
+                    );
                 }
             }
         }
@@ -550,7 +625,9 @@ fn validate(flavor: Flavor, headers: &HeaderMap, req: &Value) -> Result<(), Stri
                             for b in blocks.iter().filter(|b| b["type"] == "tool_result") {
                                 let id = b["tool_use_id"].as_str().unwrap_or_default();
                                 if !open_tool_uses.iter().any(|u| u == id) {
-                                    return Err(format!("messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: {id}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."));
+                                    return Err(format!(
+                                        "messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: {id}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                                    ));
                                 }
                             }
                         }
@@ -567,13 +644,21 @@ fn validate(flavor: Flavor, headers: &HeaderMap, req: &Value) -> Result<(), Stri
                             })
                             .unwrap_or_default();
                         if blocks.is_some_and(|b| b.is_empty()) {
-                            return Err(format!("messages.{i}: all messages must have non-empty content except for the optional final assistant message"));
+                            return Err(format!(
+                                "messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+                            ));
                         }
                     }
                     ("user" | "assistant", _) => {
-                        return Err(format!("messages.{i}: roles must alternate between \"user\" and \"assistant\""));
+                        return Err(format!(
+                            "messages.{i}: roles must alternate between \"user\" and \"assistant\""
+                        ));
                     }
-                    _ => return Err(format!("messages.{i}.role: Input should be 'user' or 'assistant'")),
+                    _ => {
+                        return Err(format!(
+                            "messages.{i}.role: Input should be 'user' or 'assistant'"
+                        ));
+                    }
                 }
                 expect_user = !expect_user;
             }
@@ -582,7 +667,8 @@ fn validate(flavor: Flavor, headers: &HeaderMap, req: &Value) -> Result<(), Stri
             }
             if let Some(tools) = req.get("tools") {
                 let ok = tools.as_array().is_some_and(|t| {
-                    t.iter().all(|t| t["name"].is_string() && t["input_schema"].is_object())
+                    t.iter()
+                        .all(|t| t["name"].is_string() && t["input_schema"].is_object())
                 });
                 if !ok {
                     return Err("tools: each tool needs name and input_schema".into());
@@ -593,13 +679,20 @@ fn validate(flavor: Flavor, headers: &HeaderMap, req: &Value) -> Result<(), Stri
     Ok(())
 }
 
-fn last_user_text(flavor: Flavor, req: &Value) -> Option<String> {
-    let m = req["messages"].as_array()?.iter().rev().find(|m| m["role"] == "user")?;
-    let _ = flavor;
+fn last_user_text(req: &Value) -> Option<String> {
+    let m = req["messages"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")?;
     match &m["content"] {
         Value::String(s) => Some(s.clone()),
         Value::Array(parts) => Some(
-            parts.iter().filter_map(|p| p["text"].as_str().or(p["content"].as_str())).collect::<Vec<_>>().join(" "),
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str().or(p["content"].as_str()))
+                .collect::<Vec<_>>()
+                .join(" "),
         ),
         _ => None,
     }
@@ -640,7 +733,11 @@ fn openai_completion(
 }
 
 fn sse(events: Vec<String>) -> Response {
-    let stream = futures::stream::iter(events.into_iter().map(|e| Ok::<_, Infallible>(Bytes::from(e))));
+    let stream = futures::stream::iter(
+        events
+            .into_iter()
+            .map(|e| Ok::<_, Infallible>(Bytes::from(e))),
+    );
     Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
@@ -681,24 +778,40 @@ fn openai_stream(
         }
         format!("data: {v}\n\n")
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for piece in pieces(text.unwrap_or_default()) {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
     for (i, call) in openai_tool_calls(n, calls).into_iter().enumerate() {
-        let args = call["function"]["arguments"].as_str().unwrap_or("{}").to_string();
+        let args = call["function"]["arguments"]
+            .as_str()
+            .unwrap_or("{}")
+            .to_string();
         events.push(chunk(
             json!({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                    "function": {"name": call["function"]["name"], "arguments": ""}}]}),
             Value::Null,
         ));
         let mid = args.len() / 2;
-        let mid = (0..=mid).rev().find(|m| args.is_char_boundary(*m)).unwrap_or(0);
+        let mid = (0..=mid)
+            .rev()
+            .find(|m| args.is_char_boundary(*m))
+            .unwrap_or(0);
         for part in [&args[..mid], &args[mid..]] {
-            events.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}), Value::Null));
+            events.push(chunk(
+                json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}),
+                Value::Null,
+            ));
         }
     }
-    let finish = if calls.is_empty() { "stop" } else { "tool_calls" };
+    let finish = if calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
     events.push(chunk(json!({}), json!(finish)));
     if include_usage {
         let v = json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000 + n,
@@ -756,23 +869,42 @@ fn anthropic_stream(
     )];
     for (index, block) in anthropic_blocks(n, text, calls).into_iter().enumerate() {
         if block["type"] == "text" {
-            events.push(ev("content_block_start", json!({"type": "content_block_start", "index": index,
-                "content_block": {"type": "text", "text": ""}})));
+            events.push(ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "text", "text": ""}}),
+            ));
             for piece in pieces(block["text"].as_str().unwrap_or_default()) {
-                events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "text_delta", "text": piece}})));
+                events.push(ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "text_delta", "text": piece}}),
+                ));
             }
         } else {
             events.push(ev("content_block_start", json!({"type": "content_block_start", "index": index,
                 "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}})));
-            events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "input_json_delta", "partial_json": block["input"].to_string()}})));
+            events.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": block["input"].to_string()}}),
+            ));
         }
-        events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+        events.push(ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
     }
-    let stop = if calls.is_empty() { "end_turn" } else { "tool_use" };
-    events.push(ev("message_delta", json!({"type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": c}})));
+    let stop = if calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
+    events.push(ev(
+        "message_delta",
+        json!({"type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": c}}),
+    ));
     events.push(ev("message_stop", json!({"type": "message_stop"})));
     sse(events)
 }
@@ -787,7 +919,11 @@ pub struct SearchResult {
 
 impl SearchResult {
     pub fn new(title: &str, url: &str, content: &str) -> Self {
-        SearchResult { title: title.into(), url: url.into(), content: content.into() }
+        SearchResult {
+            title: title.into(),
+            url: url.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -814,8 +950,12 @@ impl Drop for FakeSearxng {
 impl FakeSearxng {
     pub async fn start() -> Self {
         let shared = Arc::new(SearxShared::default());
-        let app = Router::new().route("/search", get(searx_search)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake searxng");
+        let app = Router::new()
+            .route("/search", get(searx_search))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake searxng");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -858,7 +998,9 @@ async fn searx_search(
         return (StatusCode::FORBIDDEN, "403 Forbidden").into_response();
     }
     if let Some(status) = *lock(&shared.fail_status) {
-        return StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response();
+        return StatusCode::from_u16(status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response();
     }
     if q.trim().is_empty() {
         return (StatusCode::BAD_REQUEST, "No query").into_response();

@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
@@ -374,22 +374,17 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
         Runtime::Openclaw => (
             None,
             openclaw::container_env(&render_input(inputs)),
+            // The port opens seconds before the gateway is ready: probe HTTP, not TCP.
             Probe {
-                tcp_socket: Some(TCPSocketAction {
-                    port: IntOrString::String("http".into()),
-                    host: None,
-                }),
+                http_get: Some(http_get("/readyz")),
                 ..Probe::default()
             },
             Probe {
-                tcp_socket: Some(TCPSocketAction {
-                    port: IntOrString::String("http".into()),
-                    host: None,
-                }),
+                http_get: Some(http_get("/healthz")),
                 ..Probe::default()
             },
-            // OpenClaw needs ~8 s to serve here, longer on a busy node.
-            60,
+            // OpenClaw measured 8-50 s to serve here depending on load: allow 180 s.
+            90,
         ),
     };
 
@@ -457,7 +452,12 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
                     security_context: Some(restricted_pod()),
                     containers: vec![container],
                     volumes: Some(volumes),
-                    termination_grace_period_seconds: Some(30),
+                    // OpenClaw drains in-flight turns on SIGTERM; the lite agent finishes its
+                    // replies within its model timeout.
+                    termination_grace_period_seconds: Some(match inputs.runtime {
+                        Runtime::Lite => 30,
+                        Runtime::Openclaw => 60,
+                    }),
                     ..PodSpec::default()
                 }),
             },

@@ -1,0 +1,116 @@
+//! The call to a tenant's agent: OpenClaw's gateway protocol (OpenAI-compatible chat
+//! completions, bearer token, `x-openclaw-session-key`). Identical for both runtimes.
+
+use std::time::Duration;
+
+use clawdbot_api::gateway::{
+    CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatCompletionResponse, SESSION_KEY_HEADER,
+    SessionKey, Usage,
+};
+
+/// Why an agent call failed (bounded, for metrics and logs).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("agent unreachable: {0}")]
+    Unreachable(String),
+    #[error("agent answered HTTP {0}")]
+    Status(u16),
+    #[error("agent answered something that is not a chat completion: {0}")]
+    Malformed(String),
+    #[error("agent answered with no text")]
+    Empty,
+}
+
+impl AgentError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            AgentError::Timeout(_) => "agent_timeout",
+            AgentError::Unreachable(_) => "agent_unreachable",
+            AgentError::Status(_) => "agent_error",
+            AgentError::Malformed(_) | AgentError::Empty => "agent_malformed",
+        }
+    }
+}
+
+/// An answer of the agent.
+#[derive(Clone, Debug)]
+pub struct AgentReply {
+    pub text: String,
+    pub usage: Option<Usage>,
+}
+
+/// One HTTP client for all agents (connection pool per agent host).
+#[derive(Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+}
+
+impl Default for AgentClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentClient {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        AgentClient { http }
+    }
+
+    pub async fn chat(
+        &self,
+        base_url: &str,
+        token: &str,
+        session: &SessionKey,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<AgentReply, AgentError> {
+        let url = format!(
+            "{}{}",
+            base_url.trim_end_matches('/'),
+            CHAT_COMPLETIONS_PATH
+        );
+        let request = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .header(SESSION_KEY_HEADER, session.to_string())
+            .json(&ChatCompletionRequest::user_message(text))
+            .timeout(timeout);
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                AgentError::Timeout(timeout)
+            } else {
+                AgentError::Unreachable(e.without_url().to_string())
+            }
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(AgentError::Status(status.as_u16()));
+        }
+        let body: ChatCompletionResponse = response.json().await.map_err(|e| {
+            if e.is_timeout() {
+                AgentError::Timeout(timeout)
+            } else {
+                AgentError::Malformed(e.without_url().to_string())
+            }
+        })?;
+        let text = body
+            .reply_text()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AgentError::Empty)?
+            .to_string();
+        Ok(AgentReply {
+            text,
+            usage: body.usage,
+        })
+    }
+}

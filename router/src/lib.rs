@@ -1,0 +1,171 @@
+//! The router: the shared bots' webhooks in, the right tenant's agent, the reply back out.
+//!
+//! - [`channels`]: Telegram, WhatsApp, Discord interactions and web chat, one module each.
+//! - [`pipeline`]: record, resolve, onboard, limit, wake, forward, reply, account.
+//! - [`directory`]: tenants from UserWorkspace and gateway-Secret watches.
+//! - [`store`] (Postgres) and [`limits`] (Redis).
+//!
+//! [`app`] builds the HTTP surface; [`launch`] serves it until a shutdown signal.
+
+pub mod admin;
+pub mod agent;
+pub mod api;
+pub mod channels;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod inbound;
+pub mod limits;
+pub mod metrics;
+pub mod pipeline;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+
+pub use config::{Config, Secret};
+pub use pipeline::Core;
+
+use crate::channels::Channel;
+use crate::directory::Directory;
+use crate::metrics::Metrics;
+
+/// The running parts, built from a config.
+pub struct Router {
+    pub core: Arc<Core>,
+    pub channels: Vec<Arc<dyn Channel>>,
+}
+
+impl Router {
+    /// Connects to Postgres (migrating it), Redis and the API server; starts nothing yet.
+    pub async fn connect(config: Config, kube: kube::Client) -> anyhow::Result<Self> {
+        let db = store::connect(
+            config.database_url.expose(),
+            config.database_max_connections,
+        )
+        .await?;
+        let limits =
+            limits::Limits::connect(config.redis_url.expose(), &config.redis_prefix).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()?;
+        let channels = channels::build(&config, &http);
+        let metrics = Arc::new(Metrics::new());
+        let directory = Directory::new(kube);
+        let core = Core::new(config, db, limits, directory, metrics, &channels);
+        Ok(Router { core, channels })
+    }
+}
+
+/// The whole HTTP surface (without `/metrics`, which has its own port).
+pub fn app(router: &Router) -> axum::Router {
+    let core = router.core.clone();
+    let mut app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(core.clone())
+        .merge(api::routes(core.clone()));
+    for channel in &router.channels {
+        app = app.merge(channel.clone().routes(core.clone()));
+    }
+    app.layer(RequestBodyLimitLayer::new(core.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            core.metrics.clone(),
+            metrics::track,
+        ))
+}
+
+/// `/metrics` alone.
+pub fn metrics_app(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }),
+        )
+        .with_state(metrics)
+}
+
+/// Ready when the tenant view is complete and both stores answer.
+async fn readyz(State(core): State<Arc<Core>>) -> (StatusCode, &'static str) {
+    if !core.directory.synced() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tenant directory not synced",
+        );
+    }
+    let db = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&core.db),
+    )
+    .await;
+    if !matches!(db, Ok(Ok(_))) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "postgres unavailable");
+    }
+    let redis = tokio::time::timeout(Duration::from_secs(2), core.limits.ping()).await;
+    if !matches!(redis, Ok(Ok(()))) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable");
+    }
+    (StatusCode::OK, "ready")
+}
+
+/// Serves the router on `listener` (and metrics on `metrics_listener`, if given) until
+/// `shutdown` completes; then stops taking requests, finishes the in-flight ones, and leaves
+/// unfinished messages to the other replicas.
+pub async fn launch(
+    router: Router,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let core = router.core.clone();
+    let stop = CancellationToken::new();
+    let watch_ns = core.config.watch_namespace.clone();
+    let directory = tokio::spawn(core.directory.clone().run(watch_ns));
+    let sweeper = tokio::spawn(core.clone().sweep_loop(stop.clone()));
+    let listen = tokio::spawn(core.clone().listen_connection_changes(stop.clone()));
+    let metrics_server = metrics_listener.map(|l| {
+        let app = metrics_app(core.metrics.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        })
+    });
+    let app = app(&router);
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping.cancel();
+    });
+    tracing::info!(addr = ?listener.local_addr().ok(), "router listening");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+    stop.cancel();
+    core.drain(Duration::from_secs(20)).await;
+    directory.abort();
+    let _ = tokio::join!(sweeper, listen);
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
+    served?;
+    Ok(())
+}

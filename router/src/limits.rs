@@ -1,0 +1,193 @@
+//! Redis: webhook dedupe across replicas, per-user rate limit and daily plan quota, code
+//! attempt counters, and the cross-replica gate on activity annotations.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use uuid::Uuid;
+
+/// How long a dedupe key is kept once the message is safely recorded: past the platforms'
+/// retry horizon (Telegram and Meta retry for up to about a day).
+const DEDUPE_TTL_SECS: u64 = 48 * 3600;
+/// How long a dedupe key lives while the message is being recorded: if this replica dies
+/// before recording it, the platform's next retry gets through.
+const DEDUPE_PENDING_SECS: u64 = 30;
+
+/// Outcome of the rate and quota check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    /// Too many messages this minute; try again in this many seconds.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The day's plan quota is used up; it resets at this time (UTC midnight).
+    QuotaExceeded {
+        resets_at: DateTime<Utc>,
+    },
+}
+
+/// Rate limit first (a burst does not eat the day's quota), then the quota, atomically.
+const ADMIT_SCRIPT: &str = r"
+local r = redis.call('INCR', KEYS[1])
+if r == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+if r > tonumber(ARGV[1]) then return 1 end
+local q = redis.call('INCR', KEYS[2])
+if q == 1 then redis.call('EXPIRE', KEYS[2], 172800) end
+if q > tonumber(ARGV[2]) then return 2 end
+return 0
+";
+
+#[derive(Clone)]
+pub struct Limits {
+    conn: ConnectionManager,
+    prefix: String,
+    admit: redis::Script,
+}
+
+impl Limits {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Limits {
+            conn,
+            prefix: prefix.to_string(),
+            admit: redis::Script::new(ADMIT_SCRIPT),
+        })
+    }
+
+    fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
+        format!("{}{}", self.prefix, parts)
+    }
+
+    /// Claims a message id; false if another delivery of it was seen.
+    pub async fn dedupe_begin(&self, channel: &str, id: &str) -> Result<bool, redis::RedisError> {
+        let key = self.key(format_args!("dedupe:{channel}:{id}"));
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(DEDUPE_PENDING_SECS)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// The message is recorded: keep its key past the retry horizon.
+    pub async fn dedupe_confirm(&self, channel: &str, id: &str) -> Result<(), redis::RedisError> {
+        let key = self.key(format_args!("dedupe:{channel}:{id}"));
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(2)
+            .arg("EX")
+            .arg(DEDUPE_TTL_SECS)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    /// Recording failed: let the platform's retry through.
+    pub async fn dedupe_abort(&self, channel: &str, id: &str) -> Result<(), redis::RedisError> {
+        let key = self.key(format_args!("dedupe:{channel}:{id}"));
+        redis::cmd("DEL")
+            .arg(&key)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    /// Counts one message of `user` against the per-minute limit and the daily quota.
+    pub async fn admit(
+        &self,
+        user: Uuid,
+        per_minute: u32,
+        per_day: u32,
+    ) -> Result<Admission, redis::RedisError> {
+        let now = Utc::now();
+        let minute = now.timestamp() / 60;
+        let day = now.format("%Y%m%d");
+        let rate_key = self.key(format_args!("rate:{user}:{minute}"));
+        let quota_key = self.key(format_args!("quota:{user}:{day}"));
+        let verdict: i64 = self
+            .admit
+            .key(rate_key)
+            .key(quota_key)
+            .arg(per_minute)
+            .arg(per_day)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match verdict {
+            1 => Admission::RateLimited {
+                retry_after_secs: (60 - now.timestamp() % 60) as u64,
+            },
+            2 => Admission::QuotaExceeded {
+                resets_at: next_utc_midnight(now),
+            },
+            _ => Admission::Allowed,
+        })
+    }
+
+    /// Counts a code attempt of a sender; returns the number of attempts in the window.
+    pub async fn code_attempt(
+        &self,
+        channel: &str,
+        sender: &str,
+        window: Duration,
+    ) -> Result<u64, redis::RedisError> {
+        let key = self.key(format_args!("code-attempts:{channel}:{sender}"));
+        let (n,): (u64,) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(window.as_secs())
+            .arg("NX")
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n)
+    }
+
+    /// True for the first caller per `name` per `window`, across replicas.
+    pub async fn gate(&self, name: &str, window: Duration) -> Result<bool, redis::RedisError> {
+        let key = self.key(format_args!("gate:{name}"));
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(window.as_millis().max(1) as u64)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+    }
+}
+
+fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    let tomorrow = now.date_naive().succ_opt().unwrap_or(now.date_naive());
+    tomorrow
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_resets_at_the_next_utc_midnight() {
+        let now: DateTime<Utc> = "2026-11-25T17:30:00Z".parse().unwrap();
+        assert_eq!(
+            next_utc_midnight(now).to_rfc3339(),
+            "2026-11-26T00:00:00+00:00"
+        );
+    }
+}

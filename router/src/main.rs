@@ -1,0 +1,41 @@
+//! `clawdbot-router`: see the library.
+
+use clap::Parser;
+use clawdbot_router::{Config, Router, launch};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let config = Config::parse();
+    tracing::info!(?config, "starting");
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let metrics = tokio::net::TcpListener::bind(config.metrics_listen).await?;
+    let kube = kube::Client::try_default().await?;
+    let router = Router::connect(config, kube).await?;
+    launch(router, listener, Some(metrics), shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal: draining");
+}

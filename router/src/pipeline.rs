@@ -1,0 +1,603 @@
+//! The pipeline every channel feeds: record -> resolve sender -> onboarding or tenant ->
+//! rate and quota -> wake if needed -> agent -> reply -> usage. A message is written to
+//! Postgres before its webhook is acknowledged, so any replica can finish it (the sweeper).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use clawdbot_api::PlanPolicy;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::agent::AgentClient;
+use crate::channels::{Channel, ReplyKind};
+use crate::config::Config;
+use crate::directory::{Directory, Tenant};
+use crate::error::ApiError;
+use crate::inbound::{Inbound, estimate_tokens, split_message};
+use crate::limits::{Admission, Limits};
+use crate::metrics::Metrics;
+use crate::store::{self, UsageEntry, UsageRow};
+
+/// Code attempts are counted per sender over this window.
+const CODE_ATTEMPT_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// A fast agent answer needs no typing indicator; a slower one gets it after this.
+const TYPING_AFTER: Duration = Duration::from_millis(800);
+/// Cached sender lookups are dropped after this even without a change notification.
+const SENDER_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// What became of an accepted webhook message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Recorded; processing has started.
+    New(i64),
+    /// Seen before (a platform retry): nothing more happens.
+    Duplicate,
+}
+
+/// (channel, sender) -> (user if connected, when looked up).
+type SenderMap = HashMap<(String, String), (Option<Uuid>, Instant)>;
+
+/// (channel, sender) -> user, invalidated by Postgres notifications from any replica.
+#[derive(Default)]
+struct SenderCache {
+    map: RwLock<SenderMap>,
+}
+
+impl SenderCache {
+    fn get(&self, channel: &str, sender: &str) -> Option<Option<Uuid>> {
+        let map = self.map.read().expect("sender cache lock");
+        map.get(&(channel.to_string(), sender.to_string()))
+            .filter(|(_, at)| at.elapsed() < SENDER_CACHE_TTL)
+            .map(|(u, _)| *u)
+    }
+    fn put(&self, channel: &str, sender: &str, user: Option<Uuid>) {
+        let mut map = self.map.write().expect("sender cache lock");
+        if map.len() > 200_000 {
+            map.retain(|_, (_, at)| at.elapsed() < SENDER_CACHE_TTL);
+        }
+        map.insert(
+            (channel.to_string(), sender.to_string()),
+            (user, Instant::now()),
+        );
+    }
+    fn evict(&self, channel: &str, sender: &str) {
+        self.map
+            .write()
+            .expect("sender cache lock")
+            .remove(&(channel.to_string(), sender.to_string()));
+    }
+    fn clear(&self) {
+        self.map.write().expect("sender cache lock").clear();
+    }
+}
+
+/// Everything the pipeline needs; shared by the handlers of every channel.
+pub struct Core {
+    pub config: Config,
+    pub db: PgPool,
+    pub limits: Limits,
+    pub directory: Arc<Directory>,
+    pub agent: AgentClient,
+    pub metrics: Arc<Metrics>,
+    senders: SenderCache,
+    channels: HashMap<&'static str, Arc<dyn Channel>>,
+    tasks: TaskTracker,
+}
+
+impl Core {
+    pub fn new(
+        config: Config,
+        db: PgPool,
+        limits: Limits,
+        directory: Arc<Directory>,
+        metrics: Arc<Metrics>,
+        channels: &[Arc<dyn Channel>],
+    ) -> Arc<Self> {
+        Arc::new(Core {
+            config,
+            db,
+            limits,
+            directory,
+            agent: AgentClient::new(),
+            metrics,
+            senders: SenderCache::default(),
+            channels: channels.iter().map(|c| (c.name(), c.clone())).collect(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Records a message and starts processing it. Returns once the message is durable, so
+    /// the webhook may be acknowledged; errors mean the platform should retry.
+    pub async fn accept(self: &Arc<Self>, msg: Inbound) -> Result<Accepted, ApiError> {
+        let fresh = match self
+            .limits
+            .dedupe_begin(&msg.channel, &msg.external_id)
+            .await
+        {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // Postgres's unique key still catches duplicates.
+                tracing::warn!(error = %e, "redis dedupe unavailable");
+                true
+            }
+        };
+        if !fresh {
+            self.metrics.message(&msg.channel, "duplicate");
+            return Ok(Accepted::Duplicate);
+        }
+        let claim = self.config.agent_timeout + self.config.wake_hold + Duration::from_secs(30);
+        match store::record_inbound(&self.db, &msg, claim).await {
+            Ok(Some(id)) => {
+                let limits = self.limits.clone();
+                let (channel, external_id) = (msg.channel.clone(), msg.external_id.clone());
+                self.tasks.spawn(async move {
+                    if let Err(e) = limits.dedupe_confirm(&channel, &external_id).await {
+                        tracing::warn!(error = %e, "could not extend dedupe key");
+                    }
+                });
+                let span = tracing::info_span!("message", id, channel = %msg.channel);
+                self.tasks
+                    .spawn(self.clone().process(id, msg).instrument(span));
+                Ok(Accepted::New(id))
+            }
+            Ok(None) => {
+                self.metrics.message(&msg.channel, "duplicate");
+                Ok(Accepted::Duplicate)
+            }
+            Err(e) => {
+                if let Err(e) = self
+                    .limits
+                    .dedupe_abort(&msg.channel, &msg.external_id)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not release dedupe key");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn process(self: Arc<Self>, id: i64, msg: Inbound) {
+        let outcome = match self.handle(id, &msg).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Left in `received`: the sweeper retries it after its claim runs out.
+                tracing::error!(error = %e, category = e.category(), "processing a message failed");
+                "error"
+            }
+        };
+        self.metrics.message(&msg.channel, outcome);
+    }
+
+    async fn resolve_sender(
+        &self,
+        channel: &str,
+        sender: &str,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        if let Some(user) = self.senders.get(channel, sender) {
+            return Ok(user);
+        }
+        let user = store::lookup_connection(&self.db, channel, sender).await?;
+        self.senders.put(channel, sender, user);
+        Ok(user)
+    }
+
+    async fn handle(self: &Arc<Self>, id: i64, msg: &Inbound) -> Result<&'static str, ApiError> {
+        let user = self.resolve_sender(&msg.channel, &msg.sender_id).await?;
+        let text = msg.text.trim();
+        let start_arg = text
+            .strip_prefix("/start")
+            .filter(|r| r.is_empty() || r.starts_with(' '))
+            .map(str::trim);
+        let code = match start_arg {
+            Some(arg) if !arg.is_empty() => Some(arg),
+            Some(_) => None,
+            None if user.is_none() && store::looks_like_code(text) => Some(text),
+            None => None,
+        };
+        if let Some(code) = code {
+            return self.redeem(id, msg, code).await;
+        }
+        let Some(user) = user else {
+            let note = format!(
+                "Hi! I'm Clawdbot, your personal AI assistant. To talk to me here, create your account at {} \
+                 and send me the connection code shown there.",
+                self.config.registration_url
+            );
+            self.reply(msg, &note, ReplyKind::Final).await;
+            store::finish(&self.db, id, "done", "onboarding", None).await?;
+            return Ok("onboarding");
+        };
+        if start_arg.is_some() {
+            self.reply(msg, "You're connected. Just write to me.", ReplyKind::Final)
+                .await;
+            store::finish(&self.db, id, "done", "start", None).await?;
+            return Ok("start");
+        }
+        let Some(tenant) = self.directory.tenant_of(&user.to_string()) else {
+            self.reply(
+                msg,
+                "Your assistant is not set up yet. Please try again in a few minutes.",
+                ReplyKind::Final,
+            )
+            .await;
+            store::finish(&self.db, id, "done", "no_workspace", None).await?;
+            return Ok("no_workspace");
+        };
+        let per_day = PlanPolicy::default_for(tenant.plan).messages_per_day;
+        let admission = match self
+            .limits
+            .admit(user, self.config.rate_limit_per_minute, per_day)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                // Availability over exact counting: a Redis outage does not stop conversations.
+                tracing::warn!(error = %e, "rate limit check unavailable; admitting");
+                Admission::Allowed
+            }
+        };
+        match admission {
+            Admission::Allowed => {}
+            Admission::RateLimited { retry_after_secs } => {
+                let note = format!(
+                    "You're sending messages faster than I can keep up with. Please wait {retry_after_secs} seconds and try again."
+                );
+                self.reply(msg, &note, ReplyKind::Final).await;
+                store::finish(&self.db, id, "done", "rate_limited", None).await?;
+                return Ok("rate_limited");
+            }
+            Admission::QuotaExceeded { resets_at } => {
+                let note = format!(
+                    "You've used all {per_day} messages of your {} plan for today. Your quota resets at {} UTC \
+                     (in about {} hours).",
+                    tenant.plan,
+                    resets_at.format("%H:%M"),
+                    ((resets_at - chrono::Utc::now()).num_minutes() + 59) / 60
+                );
+                self.reply(msg, &note, ReplyKind::Final).await;
+                store::finish(&self.db, id, "done", "quota_exceeded", None).await?;
+                return Ok("quota_exceeded");
+            }
+        }
+        self.forward(id, msg, user, tenant, true).await
+    }
+
+    async fn redeem(&self, id: i64, msg: &Inbound, code: &str) -> Result<&'static str, ApiError> {
+        let attempts = self
+            .limits
+            .code_attempt(&msg.channel, &msg.sender_id, CODE_ATTEMPT_WINDOW)
+            .await?;
+        if attempts > u64::from(self.config.code_attempts) {
+            self.reply(
+                msg,
+                "Too many connection attempts. Please wait 10 minutes and try again.",
+                ReplyKind::Final,
+            )
+            .await;
+            store::finish(&self.db, id, "done", "code_attempts_exceeded", None).await?;
+            return Ok("code_attempts_exceeded");
+        }
+        match store::redeem_code(&self.db, code, &msg.channel, &msg.sender_id).await? {
+            Some(user) => {
+                // This replica at once; the others through the notification.
+                self.senders.evict(&msg.channel, &msg.sender_id);
+                tracing::info!(%user, channel = %msg.channel, "chat account connected");
+                self.reply(
+                    msg,
+                    "Connected! Your assistant will answer your messages here from now on.",
+                    ReplyKind::Final,
+                )
+                .await;
+                store::finish(&self.db, id, "done", "connected", None).await?;
+                Ok("connected")
+            }
+            None => {
+                let note = format!(
+                    "That code is not valid or has expired. Get a new one at {}.",
+                    self.config.registration_url
+                );
+                self.reply(msg, &note, ReplyKind::Final).await;
+                store::finish(&self.db, id, "done", "code_invalid", None).await?;
+                Ok("code_invalid")
+            }
+        }
+    }
+
+    fn spawn_activity(self: &Arc<Self>, tenant: &Tenant) {
+        let core = self.clone();
+        let tenant = tenant.clone();
+        self.tasks.spawn(async move {
+            core.directory
+                .note_activity(&tenant, core.config.activity_window, &core.limits)
+                .await;
+        });
+    }
+
+    /// Waits for the tenant's agent if needed, calls it, relays the answer, records usage.
+    async fn forward(
+        self: &Arc<Self>,
+        id: i64,
+        msg: &Inbound,
+        user: Uuid,
+        tenant: Tenant,
+        first_attempt: bool,
+    ) -> Result<&'static str, ApiError> {
+        let channel = self.channel(&msg.channel)?;
+        let usable = |t: &Tenant| t.ready && t.url.is_some() && t.token.is_some();
+        let tenant = if usable(&tenant) {
+            self.spawn_activity(&tenant);
+            tenant
+        } else {
+            let started = Instant::now();
+            if first_attempt {
+                channel.typing(msg).await;
+            }
+            // The annotation is the wake signal; the operator scales the agent back up.
+            self.directory
+                .note_activity(&tenant, self.config.activity_window, &self.limits)
+                .await;
+            match self
+                .directory
+                .wait_ready(&user.to_string(), self.config.wake_hold)
+                .await
+            {
+                Some(t) => {
+                    self.metrics
+                        .wake_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    t
+                }
+                None => {
+                    store::hold(&self.db, id, user, self.config.sweep_interval).await?;
+                    if first_attempt {
+                        self.reply(
+                            msg,
+                            "Your assistant is waking up. I'll send the answer as soon as it is ready.",
+                            ReplyKind::Note,
+                        )
+                        .await;
+                    }
+                    tracing::info!(tenant = %tenant.key(), "tenant not ready; message held");
+                    return Ok("held");
+                }
+            }
+        };
+        if !first_attempt {
+            let waited = (chrono::Utc::now() - msg.sent_at)
+                .to_std()
+                .unwrap_or_default();
+            self.metrics.wake_seconds.observe(waited.as_secs_f64());
+        }
+        let (Some(url), Some(token)) = (tenant.url.as_deref(), tenant.token.as_ref()) else {
+            return Err(ApiError::Internal("tenant became unusable".into()));
+        };
+        let started = Instant::now();
+        let session = msg.session_key();
+        let call = self.agent.chat(
+            url,
+            token.expose(),
+            &session,
+            &msg.text,
+            self.config.agent_timeout,
+        );
+        let typing = async {
+            tokio::time::sleep(TYPING_AFTER).await;
+            loop {
+                channel.typing(msg).await;
+                match channel.typing_refresh() {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = call => r,
+            _ = typing => unreachable_typing(),
+        };
+        self.metrics
+            .agent_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(reply) => {
+                for part in split_message(&reply.text, channel.max_message_chars()) {
+                    self.reply_part(&*channel, msg, &part, ReplyKind::Final)
+                        .await;
+                }
+                let usage = match reply.usage.filter(|u| u.is_reported()) {
+                    Some(u) => UsageRow {
+                        prompt_tokens: u.prompt_tokens,
+                        completion_tokens: u.completion_tokens,
+                        estimated: false,
+                    },
+                    None => UsageRow {
+                        prompt_tokens: estimate_tokens(&msg.text),
+                        completion_tokens: estimate_tokens(&reply.text),
+                        estimated: true,
+                    },
+                };
+                let workspace = tenant.key();
+                let entry = UsageEntry {
+                    user,
+                    workspace: &workspace,
+                    channel: &msg.channel,
+                    usage,
+                };
+                store::finish(&self.db, id, "done", "replied", Some(entry)).await?;
+                Ok("replied")
+            }
+            Err(e) => {
+                tracing::error!(tenant = %tenant.key(), error = %e, category = e.category(), "agent call failed");
+                self.reply(
+                    msg,
+                    "Sorry, your assistant could not answer just now. Please try again in a moment.",
+                    ReplyKind::Final,
+                )
+                .await;
+                store::finish(&self.db, id, "failed", e.category(), None).await?;
+                Ok(e.category())
+            }
+        }
+    }
+
+    fn channel(&self, name: &str) -> Result<Arc<dyn Channel>, ApiError> {
+        self.channels
+            .get(name)
+            .cloned()
+            .ok_or(ApiError::ChannelDisabled)
+    }
+
+    /// Sends a (possibly long) message; delivery problems are logged, not raised: the user's
+    /// message has been handled either way.
+    async fn reply(&self, msg: &Inbound, text: &str, kind: ReplyKind) {
+        let Ok(channel) = self.channel(&msg.channel) else {
+            tracing::error!(channel = %msg.channel, "reply for a channel that is not enabled");
+            return;
+        };
+        for part in split_message(text, channel.max_message_chars()) {
+            self.reply_part(&*channel, msg, &part, kind).await;
+        }
+    }
+
+    async fn reply_part(&self, channel: &dyn Channel, msg: &Inbound, text: &str, kind: ReplyKind) {
+        if let Err(e) = channel.send(msg, text, kind).await {
+            tracing::warn!(channel = %msg.channel, error = %e, "could not deliver a reply");
+        }
+    }
+
+    /// Finishes held messages once their tenant is ready, and messages a stopped replica left.
+    pub async fn sweep_once(self: &Arc<Self>) -> Result<usize, ApiError> {
+        let claim = self.config.agent_timeout + self.config.wake_hold + Duration::from_secs(30);
+        let rows = store::claim_due(&self.db, 200, claim).await?;
+        let n = rows.len();
+        for row in rows {
+            let msg: Inbound = match serde_json::from_value(row.payload) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(id = row.id, error = %e, "unreadable inbound record; marking failed");
+                    store::finish(&self.db, row.id, "failed", "unreadable", None).await?;
+                    continue;
+                }
+            };
+            let core = self.clone();
+            match (row.state.as_str(), row.user_id) {
+                ("held", Some(user)) => match self.directory.tenant_of(&user.to_string()) {
+                    Some(t) if t.ready && t.url.is_some() && t.token.is_some() => {
+                        self.tasks.spawn(async move {
+                            let outcome = match core.forward(row.id, &msg, user, t, false).await {
+                                Ok(o) => o,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "delivering a held message failed");
+                                    "error"
+                                }
+                            };
+                            core.metrics.message(&msg.channel, outcome);
+                        });
+                    }
+                    Some(t) => {
+                        // Still asleep: ask again (gated) and look again later.
+                        self.directory
+                            .note_activity(&t, self.config.activity_window, &self.limits)
+                            .await;
+                        store::release(&self.db, row.id, self.config.sweep_interval).await?;
+                    }
+                    None => {
+                        self.reply(&msg, "Your assistant no longer exists, so this message could not be answered.", ReplyKind::Final)
+                            .await;
+                        store::finish(&self.db, row.id, "failed", "no_workspace", None).await?;
+                    }
+                },
+                _ => {
+                    tracing::info!(id = row.id, "taking over an unfinished message");
+                    self.tasks.spawn(core.process(row.id, msg));
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs the sweeper until `shutdown`: every `sweep_interval`, and soon after any tenant
+    /// changes (a woken tenant's held messages go out without waiting for the tick).
+    pub async fn sweep_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut changes = self.directory.changes();
+        let mut last_prune = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.sweep_interval) => {}
+                r = changes.changed() => {
+                    if r.is_err() { return; }
+                    // Debounce bursts of watch events.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    changes.borrow_and_update();
+                }
+            }
+            if let Err(e) = self.sweep_once().await {
+                tracing::warn!(error = %e, "sweep failed");
+            }
+            if last_prune.elapsed() > Duration::from_secs(600) {
+                last_prune = Instant::now();
+                if let Err(e) = store::prune(&self.db, Duration::from_secs(48 * 3600)).await {
+                    tracing::warn!(error = %e, "pruning old message records failed");
+                }
+            }
+        }
+    }
+
+    /// Listens for connection changes from every replica and drops stale cache entries.
+    pub async fn listen_connection_changes(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&self.db).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for connection changes; retrying");
+                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(2)) => continue }
+                }
+            };
+            if let Err(e) = listener.listen("clawdbot_connections").await {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                continue;
+            }
+            // Anything cached before listening may have missed a change.
+            self.senders.clear();
+            loop {
+                let next =
+                    tokio::select! { _ = shutdown.cancelled() => return, n = listener.recv() => n };
+                match next {
+                    Ok(n) => {
+                        if let Some((channel, sender)) = n.payload().split_once(':') {
+                            self.senders.evict(channel, sender);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "connection change listener lost; cache cleared");
+                        self.senders.clear();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for in-flight messages (bounded); whatever is unfinished stays in Postgres and
+    /// another replica's sweeper finishes it.
+    pub async fn drain(&self, timeout: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: messages still in flight are left to other replicas");
+        }
+    }
+}
+
+fn unreachable_typing() -> Result<crate::agent::AgentReply, crate::agent::AgentError> {
+    // The typing loop never ends on its own.
+    Err(crate::agent::AgentError::Empty)
+}

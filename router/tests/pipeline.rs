@@ -1,0 +1,475 @@
+//! The pipeline's promises: no double replies, quotas, waking hibernated tenants, never
+//! dropping a held message, bad input refused, agent failures answered politely, several
+//! replicas at once.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clawdbot_api::{Plan, annotations};
+use clawdbot_testkit::fake_chat::telegram_text_update;
+use support::{TELEGRAM_SECRET, TestAgent, World};
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_webhooks_across_two_replicas_get_one_reply() {
+    let w = World::new().await;
+    let a = w.start_router(w.config()).await;
+    let b = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    let chat = 5_100_001;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+
+    // The platform retries the same update, to both replicas at once, several times.
+    let update = telegram_text_update(77, chat, "only once please");
+    let sends = (0..6).map(|i| {
+        let (w, update) = (&w, &update);
+        let replica = if i % 2 == 0 { &a } else { &b };
+        async move { w.telegram_update(replica, update).await.status().as_u16() }
+    });
+    let statuses = futures::future::join_all(sends).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    w.telegram.wait_for_messages(chat, 1, T).await;
+    // A later, distinct message proves the pipeline has drained; the duplicate made no call.
+    w.telegram_update(&b, &telegram_text_update(78, chat, "second"))
+        .await;
+    let sent = w.telegram.wait_for_messages(chat, 2, T).await;
+    assert_eq!(
+        sent.iter().map(|s| s.text.as_str()).collect::<Vec<_>>(),
+        vec!["echo #1: only once please", "echo #2: second"]
+    );
+    assert_eq!(agent.calls().len(), 2);
+    assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_made_on_one_replica_is_seen_by_the_other() {
+    let w = World::new().await;
+    let a = w.start_router(w.config()).await;
+    let b = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    let chat = 5_200_001;
+    // B learns (and caches) that this sender is unknown.
+    w.telegram_update(&b, &telegram_text_update(1, chat, "hi"))
+        .await;
+    w.telegram.wait_for_messages(chat, 1, T).await;
+    // The code is redeemed through A.
+    let (code, _) = clawdbot_router::admin::generate_code(&w.db, tenant.user)
+        .await
+        .unwrap();
+    w.telegram_update(
+        &a,
+        &telegram_text_update(2, chat, &format!("/start {code}")),
+    )
+    .await;
+    w.telegram.wait_for_messages(chat, 2, T).await;
+    // B routes the next message to the agent: its cache entry was invalidated.
+    w.telegram_update(&b, &telegram_text_update(3, chat, "am I in?"))
+        .await;
+    let sent = w.telegram.wait_for_messages(chat, 3, T).await;
+    assert_eq!(sent[2].text, "echo #1: am I in?");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_exceeded_gets_a_friendly_reply_and_no_agent_call() {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    let chat = 5_300_001;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    // The user has already sent the free plan's 100 messages today.
+    let redis = redis::Client::open(clawdbot_testkit::env::get().redis_url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let key = format!(
+        "{}quota:{}:{}",
+        w.redis_prefix,
+        tenant.user,
+        chrono::Utc::now().format("%Y%m%d")
+    );
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(100)
+        .arg("EX")
+        .arg(3600)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    w.telegram_update(&r, &telegram_text_update(1, chat, "one more?"))
+        .await;
+    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
+    assert!(
+        sent[0].text.contains("all 100 messages of your free plan"),
+        "{}",
+        sent[0].text
+    );
+    assert!(
+        sent[0].text.contains("resets at 00:00 UTC"),
+        "{}",
+        sent[0].text
+    );
+    assert!(agent.calls().is_empty());
+    let outcome: String = clawdbot_testkit::wait_for("outcome recorded", T, || async {
+        sqlx::query_scalar("SELECT outcome FROM inbound_messages")
+            .fetch_one(&w.db)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(outcome, "quota_exceeded");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hibernated_tenant_is_woken_and_answers() {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    w.mark_hibernated(&tenant.name).await;
+    let chat = 5_400_001;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    // Wait until the router's view has the workspace asleep.
+    clawdbot_testkit::wait_for("router sees hibernation", T, || async {
+        r.core
+            .directory
+            .tenant_of(&tenant.user.to_string())
+            .filter(|t| t.hibernated)
+            .map(|_| ())
+    })
+    .await;
+
+    w.telegram_update(&r, &telegram_text_update(1, chat, "wake up"))
+        .await;
+    // The user sees typing while the tenant wakes.
+    assert_eq!(w.telegram.wait_for_chat_action(chat, T).await, "typing");
+    // Playing the operator: the router's wake signal is the last-activity annotation.
+    clawdbot_testkit::wait_for("last-activity annotation", T, || async {
+        let ws = w.workspace(&tenant.name).await;
+        ws.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(annotations::LAST_ACTIVITY).cloned())
+    })
+    .await;
+    assert!(
+        agent.calls().is_empty(),
+        "no call before the agent is ready"
+    );
+    w.mark_ready(&tenant.name, &agent.base_url).await;
+    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
+    assert_eq!(sent[0].text, "echo #1: wake up");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_message_survives_its_replica_and_is_delivered_by_another() {
+    let w = World::new().await;
+    let mut config = w.config();
+    config.wake_hold = Duration::from_millis(300);
+    let a = w.start_router(config.clone()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    w.mark_hibernated(&tenant.name).await;
+    let chat = 5_500_001;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    clawdbot_testkit::wait_for("router sees hibernation", T, || async {
+        a.core
+            .directory
+            .tenant_of(&tenant.user.to_string())
+            .filter(|t| t.hibernated)
+            .map(|_| ())
+    })
+    .await;
+
+    w.telegram_update(&a, &telegram_text_update(1, chat, "are you there?"))
+        .await;
+    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
+    assert!(sent[0].text.contains("waking up"), "{sent:?}");
+    clawdbot_testkit::wait_for("message held", T, || async {
+        (w.count("SELECT count(*) FROM inbound_messages WHERE state = 'held'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    // The replica that took the message goes away; the tenant wakes later.
+    a.shutdown().await;
+    let b = w.start_router(config).await;
+    w.mark_ready(&tenant.name, &agent.base_url).await;
+    let sent = w.telegram.wait_for_messages(chat, 2, T).await;
+    assert_eq!(sent[1].text, "echo #1: are you there?");
+    clawdbot_testkit::wait_for("message done", T, || async {
+        (w.count(
+            "SELECT count(*) FROM inbound_messages WHERE state = 'done' AND outcome = 'replied'",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.count("SELECT count(*) FROM inbound_messages WHERE state <> 'done'")
+            .await,
+        0
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_without_side_effects() {
+    let w = World::new().await;
+    let mut config = w.config();
+    config.max_body_bytes = 16 * 1024;
+    let r = w.start_router(config).await;
+    let hook = format!("{}/webhooks/telegram", r.base);
+    let post = |secret: Option<&str>, body: Vec<u8>| {
+        let mut req = w
+            .http
+            .post(&hook)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = secret {
+            req = req.header("x-telegram-bot-api-secret-token", s);
+        }
+        req.send()
+    };
+    let good = serde_json::to_vec(&telegram_text_update(1, 1, "hi")).unwrap();
+    assert_eq!(post(None, good.clone()).await.unwrap().status(), 401);
+    assert_eq!(
+        post(Some("wrong"), good.clone()).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        post(Some(TELEGRAM_SECRET), b"{not json".to_vec())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(Some(TELEGRAM_SECRET), b"{\"update_id\": \"x\"}".to_vec())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let huge = serde_json::to_vec(&telegram_text_update(2, 1, &"x".repeat(20_000))).unwrap();
+    assert_eq!(
+        post(Some(TELEGRAM_SECRET), huge).await.unwrap().status(),
+        413
+    );
+    // Update kinds the bot does not handle are acknowledged (so Telegram stops retrying) and ignored.
+    let callback = serde_json::json!({"update_id": 3, "callback_query": {"id": "1", "from": {"id": 1, "is_bot": false, "first_name": "A"}, "chat_instance": "1", "data": "x"}});
+    assert_eq!(
+        post(
+            Some(TELEGRAM_SECRET),
+            serde_json::to_vec(&callback).unwrap()
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    let sticker = serde_json::json!({"update_id": 4, "message": {"message_id": 4, "date": 1, "chat": {"id": 1, "type": "private"},
+        "from": {"id": 1, "is_bot": false, "first_name": "A"}, "sticker": {"file_id": "f", "file_unique_id": "u", "type": "regular", "width": 1, "height": 1, "is_animated": false, "is_video": false}}});
+    assert_eq!(
+        post(Some(TELEGRAM_SECRET), serde_json::to_vec(&sticker).unwrap())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 0);
+    assert!(w.telegram.requests().is_empty());
+    // The router is still up and counted all of it.
+    let metrics = w
+        .http
+        .get(&r.metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"http_requests_total{method="POST",route="/webhooks/telegram",status="401"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_failure_yields_a_polite_reply_and_throttling_is_honoured() {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    let chat = 5_600_001;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+
+    agent.state.fail.store(true, Ordering::Relaxed);
+    w.telegram_update(&r, &telegram_text_update(1, chat, "hello"))
+        .await;
+    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
+    assert!(sent[0].text.starts_with("Sorry"), "{sent:?}");
+    clawdbot_testkit::wait_for("failure recorded", T, || async {
+        (w.count("SELECT count(*) FROM inbound_messages WHERE state = 'failed' AND outcome = 'agent_error'").await == 1).then_some(())
+    })
+    .await;
+
+    // Telegram answers 429 retry_after=1: the reply waits and is sent again, not lost. A
+    // 5,000-character answer arrives as two messages, in order.
+    agent.state.fail.store(false, Ordering::Relaxed);
+    agent.state.reply_chars.store(5000, Ordering::Relaxed);
+    w.telegram.throttle_next(1, 1);
+    w.telegram_update(&r, &telegram_text_update(2, chat, "long one"))
+        .await;
+    let sent = w.telegram.wait_for_messages(chat, 3, T).await;
+    assert!(sent[1].text.chars().count() <= 4096 && sent[2].text.chars().count() <= 4096);
+    assert_eq!(
+        sent[1].text.chars().count() + sent[2].text.chars().count() + 1,
+        5000
+    );
+    let reqs = w.telegram.requests();
+    let refused = reqs
+        .iter()
+        .find(|r| r.body.get("_refused").is_some_and(|v| v == "429"))
+        .expect("a refused send");
+    let retried = reqs
+        .iter()
+        .filter(|r| r.path.ends_with("/sendMessage") && r.body.get("_refused").is_none())
+        .nth(1)
+        .expect("the retry");
+    assert!(
+        retried.at.duration_since(refused.at) >= Duration::from_secs(1),
+        "retry_after honoured"
+    );
+    let metrics = clawdbot_testkit::wait_for("outcome metrics", T, || async {
+        let m = w
+            .http
+            .get(&r.metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains(r#"router_messages_total{channel="telegram",outcome="replied"} 1"#)
+            .then_some(m)
+    })
+    .await;
+    assert!(
+        metrics.contains(r#"router_messages_total{channel="telegram",outcome="agent_error"} 1"#),
+        "{metrics}"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_minute_rate_limit_answers_with_the_wait() {
+    let w = World::new().await;
+    let mut config = w.config();
+    config.rate_limit_per_minute = 1;
+    let r = w.start_router(config).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    let chat = 5_700_001;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    // One message a minute: of three sent at once at most two fall in different minutes.
+    for i in 1..=3 {
+        w.telegram_update(&r, &telegram_text_update(i, chat, &format!("m{i}")))
+            .await;
+        let sent = w.telegram.wait_for_messages(chat, i as usize, T).await;
+        if sent
+            .iter()
+            .any(|s| s.text.contains("faster than I can keep up"))
+        {
+            let limited = sent.iter().find(|s| s.text.contains("faster")).unwrap();
+            assert!(
+                limited.text.contains("Please wait") && limited.text.contains("seconds"),
+                "{}",
+                limited.text
+            );
+            assert!(
+                agent.calls().len() < i as usize,
+                "no agent call for the limited message"
+            );
+            r.shutdown().await;
+            return;
+        }
+    }
+    panic!("three messages in a row were never rate limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_creates_users_workspaces_and_codes() {
+    let w = World::new().await;
+    let env = clawdbot_testkit::env::get();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawdbot-admin"))
+            .args(args)
+            .env("DATABASE_URL", &w.database_url)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .output()
+            .expect("run clawdbot-admin");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    };
+    let user = cli(&["create-user", "--email", "ada@example.com", "--plan", "pro"]);
+    let user: uuid::Uuid = user.parse().expect("prints the user id");
+    let plan: String = sqlx::query_scalar("SELECT plan FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&w.db)
+        .await
+        .unwrap();
+    assert_eq!(plan, "pro");
+    let out = cli(&[
+        "create-workspace",
+        "--user",
+        &user.to_string(),
+        "--name",
+        "ada",
+        "--namespace",
+        &w.namespace,
+        "--plan",
+        "pro",
+        "--model",
+        "qwen2.5-7b-instruct",
+        "--endpoint",
+        "shared",
+    ]);
+    assert!(out.contains("applied"), "{out}");
+    let ws = w.workspace("ada").await;
+    assert_eq!(ws.spec.owner_id, user.to_string());
+    assert_eq!(ws.spec.plan, Plan::Pro);
+    let code = cli(&["generate-code", "--user", &user.to_string()]);
+    let code = code.split_whitespace().next().unwrap();
+    assert!(clawdbot_router::store::looks_like_code(code), "{code}");
+    let redeemed = clawdbot_router::store::redeem_code(&w.db, code, "telegram", "42")
+        .await
+        .unwrap();
+    assert_eq!(redeemed, Some(user));
+}
