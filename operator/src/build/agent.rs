@@ -439,10 +439,15 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        "clawdbot.io/config-hash".to_string(),
-                        config_hash.to_string(),
-                    )])),
+                    // The lite agent reads its config once: a change rolls the pod. OpenClaw
+                    // reloads its mounted config in about a second (a restart costs 30-50 s),
+                    // so its pods are not rolled for a config change.
+                    annotations: (inputs.runtime == Runtime::Lite).then(|| {
+                        BTreeMap::from([(
+                            "clawdbot.io/config-hash".to_string(),
+                            config_hash.to_string(),
+                        )])
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
