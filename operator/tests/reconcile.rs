@@ -723,9 +723,39 @@ async fn restart_midway_leaves_no_duplicates_or_orphans() {
             .len(),
         "Secret",
     );
-    // Each has exactly one ReplicaSet: the restart did not roll anything.
+    // Each has exactly one ReplicaSet: the restart did not roll anything. The deployment
+    // controller creates them on its own schedule: wait for all 20 first, then make sure
+    // every Deployment settled on its first revision.
     let rs: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), &ns);
-    assert_eq!(rs.list(&lp).await.unwrap().items.len(), 20);
+    let sets = wait_for("a ReplicaSet per Deployment", TIMEOUT, || {
+        let rs = rs.clone();
+        let lp = lp.clone();
+        async move {
+            let items = rs.list(&lp).await.ok()?.items;
+            (items.len() >= 20).then_some(items)
+        }
+    })
+    .await;
+    assert_eq!(sets.len(), 20);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let revisions = wait_for("a revision on every Deployment", TIMEOUT, || {
+        let deployments = deployments.clone();
+        let lp = lp.clone();
+        async move {
+            let items = deployments.list(&lp).await.ok()?.items;
+            let revisions: Vec<String> = items
+                .iter()
+                .filter_map(|d| {
+                    d.annotations()
+                        .get("deployment.kubernetes.io/revision")
+                        .cloned()
+                })
+                .collect();
+            (revisions.len() == 20).then_some(revisions)
+        }
+    })
+    .await;
+    assert!(revisions.iter().all(|r| r == "1"), "rolled: {revisions:?}");
     op.stop().await.unwrap();
 }
 
