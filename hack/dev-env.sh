@@ -3,7 +3,7 @@
 #   etcd + kube-apiserver + kube-controller-manager v1.20.2  (https://127.0.0.1:16443)
 #   PostgreSQL 15                                              (127.0.0.1:15432)
 #   Redis 7                                                    (127.0.0.1:16379)
-# Usage: hack/dev-env.sh up|down|env. `up` is idempotent and safe to call from several test
+# Usage: hack/dev-env.sh up|down|reset|env. `up` is idempotent and safe to call from several test
 # processes at once (it takes a lock); it prints shell exports, also written to $STATE/env.
 set -euo pipefail
 STATE=${CLAWDBOT_DEV_STATE:-/tmp/clawdbot-dev}
@@ -113,8 +113,17 @@ start_redis() {
 }
 
 stop_all() {
+  local pids=()
   for f in "$STATE"/kube/*.pid "$STATE/redis.pid"; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    [ -f "$f" ] && pids+=("$(cat "$f")")
+  done
+  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
+  # Wait for them to go, so the ports are free for the next `up`.
+  for _ in $(seq 1 100); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
   done
   [ -d "$STATE/pg/data" ] && runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$STATE/pg/data" -m fast stop >/dev/null 2>&1 || true
 }
@@ -125,6 +134,8 @@ case "${1:-up}" in
     start_postgres; start_redis; start_kube
     env_lines > "$STATE/env"; cat "$STATE/env" ;;
   down) stop_all ;;
+  # A fresh cluster and databases: CI starts from one, and a developer can after heavy benches.
+  reset) stop_all; rm -rf "$STATE" ;;
   env) env_lines ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|reset|env" >&2; exit 2 ;;
 esac
