@@ -112,11 +112,3 @@ where
         )
         .await?)
 }
-
-/// `Ok(None)` for a 404.
-pub async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
-where
-    K: Resource + Clone + Debug + DeserializeOwned,
-{
-    Ok(api.get_opt(name).await?)
-}

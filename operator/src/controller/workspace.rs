@@ -20,7 +20,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::{Context, apply, get_opt, key};
+use super::{Context, apply, key};
 use crate::build::agent::{self, AgentInputs};
 use crate::build::model::endpoint_url;
 use crate::error::{Error, Result, backoff};
@@ -109,7 +109,7 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
                 Some(apply(&ctx.client, &desired).await?)
             } else if let Some(r) = &spec.endpoint_ref {
                 let api: Api<ModelEndpoint> = Api::namespaced(ctx.client.clone(), ns);
-                match get_opt(&api, &r.name).await? {
+                match api.get_opt(&r.name).await? {
                     Some(ep) => Some(ep),
                     None => {
                         return Ok(ModelResolution::Missing {
@@ -167,7 +167,8 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
                 .unwrap_or_default();
             let key_name = provider.key_name().unwrap_or_default();
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-            let has_key = get_opt(&api, &secret_name)
+            let has_key = api
+                .get_opt(&secret_name)
                 .await?
                 .and_then(|s| s.data)
                 .is_some_and(|d| d.get(key_name).is_some_and(|v| !v.0.is_empty()));
@@ -204,21 +205,7 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
 
     // 1. Validate (pure). A bad spec waits for the next edit: no retry loop at all.
     if let Err(errors) = ws.validate(&policy) {
-        let message = format!("invalid spec: {}", errors.join("; "));
-        let facts = Facts::Invalid {
-            message: message.clone(),
-        };
-        if write_status(ws, &facts, signal_time, now, ctx).await? {
-            ctx.event(
-                ws,
-                EventType::Warning,
-                REASON_INVALID_SPEC,
-                "Validate",
-                message,
-            )
-            .await;
-        }
-        return Ok(Action::await_change());
+        return report_invalid(ws, &errors, "Validate", signal_time, now, ctx).await;
     }
 
     // 2. Resolve references.
@@ -266,33 +253,13 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     let config_map = match agent::build_config_map(&inputs) {
         Ok(cm) => cm,
         Err(Error::InvalidSpec(errors)) => {
-            let message = format!("invalid spec: {}", errors.join("; "));
-            if write_status(
-                ws,
-                &Facts::Invalid {
-                    message: message.clone(),
-                },
-                signal_time,
-                now,
-                ctx,
-            )
-            .await?
-            {
-                ctx.event(
-                    ws,
-                    EventType::Warning,
-                    REASON_INVALID_SPEC,
-                    "RenderConfig",
-                    message,
-                )
-                .await;
-            }
-            return Ok(Action::await_change());
+            return report_invalid(ws, &errors, "RenderConfig", signal_time, now, ctx).await;
         }
         Err(e) => return Err(e),
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let token = get_opt(&secrets, &names::gateway_token_secret(&name))
+    let token = secrets
+        .get_opt(&names::gateway_token_secret(&name))
         .await?
         .and_then(|s| s.data?.get(names::GATEWAY_TOKEN_KEY).map(|v| v.0.clone()))
         .and_then(|v| String::from_utf8(v).ok())
@@ -370,6 +337,27 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     ))
 }
 
+/// A spec that cannot be reconciled as written: a Failed status naming every problem and one
+/// Warning event per change of it. It waits for the next edit: no retry loop at all.
+async fn report_invalid(
+    ws: &UserWorkspace,
+    errors: &[String],
+    action: &str,
+    last_activity: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: DateTime<Utc>,
+    ctx: &Context,
+) -> Result<Action> {
+    let message = format!("invalid spec: {}", errors.join("; "));
+    let facts = Facts::Invalid {
+        message: message.clone(),
+    };
+    if write_status(ws, &facts, last_activity, now, ctx).await? {
+        ctx.event(ws, EventType::Warning, REASON_INVALID_SPEC, action, message)
+            .await;
+    }
+    Ok(Action::await_change())
+}
+
 /// Writes the status when it differs from the current one. Returns whether it changed, so that
 /// events are published once per change rather than once per reconcile.
 async fn write_status(
@@ -427,7 +415,7 @@ async fn cleanup(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let pvc_name = names::agent(&ws.name_any());
     ctx.metrics.set_phase(&key(ws), None);
-    let Some(pvc) = get_opt(&pvcs, &pvc_name).await? else {
+    let Some(pvc) = pvcs.get_opt(&pvc_name).await? else {
         return Ok(Action::await_change());
     };
     match ws.spec.storage.retention {
