@@ -6,6 +6,7 @@
 //! Runs against the local control plane of `hack/dev-env.sh`; the operator is the real binary
 //! in its own process, so its memory is its own.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use clawdbot_api::workspace::UserWorkspace;
@@ -15,7 +16,8 @@ use clawdbot_operator::config::OperatorConfig;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, Resource};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
 
 const IN_FLIGHT: usize = 32;
 
@@ -97,6 +99,24 @@ struct Run {
     plain: Duration,
     operator: Duration,
     peak_rss_mib: f64,
+    reconciles: u64,
+    reconciles_at_rest: u64,
+}
+
+/// The operator's count of workspace reconciles, from its metrics.
+async fn reconciles(port: u16) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("clawdbot_operator_reconciles_total{controller=\"userworkspace\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 async fn run(client: &Client, n: usize) -> Run {
@@ -124,8 +144,14 @@ async fn run(client: &Client, n: usize) -> Run {
         .env("POD_NAMESPACE", &ns)
         .env("POD_NAME", "bench")
         .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(match std::env::var_os("BENCH_OPERATOR_LOG_FILE") {
+            Some(path) => std::fs::File::create(path).expect("log file").into(),
+            None => std::process::Stdio::null(),
+        })
         .spawn()
         .expect("start operator");
     let pid = child.id();
@@ -146,40 +172,46 @@ async fn run(client: &Client, n: usize) -> Run {
         .try_collect::<Vec<_>>()
         .await
         .expect("create workspaces");
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    // Follow the workspaces through a watch rather than polling LISTs: at 5,000 tenants a
+    // full LIST every few hundred milliseconds would be the heaviest client of the API server.
+    let mut done: HashSet<String> = HashSet::new();
     let mut peak = 0;
-    loop {
-        peak = peak.max(rss_kib(pid, "VmHWM:"));
-        let list = api.list(&ListParams::default()).await.expect("list");
-        let done = list
-            .items
-            .iter()
-            .filter(|w| {
-                w.condition(conditions::PROVISIONED)
-                    .is_some_and(|c| c.status == "True")
-                    && w.status.as_ref().and_then(|s| s.observed_generation)
-                        == w.metadata.generation
-            })
-            .count();
-        if done == n {
-            let d = deployments
-                .list_metadata(&ListParams::default().labels(&format!(
-                    "app.kubernetes.io/managed-by={}",
-                    names::MANAGED_BY
-                )))
-                .await
-                .expect("deployments");
-            // Every workspace is provisioned only after its children were applied; count anyway.
-            assert!(
-                d.items.len() >= n,
-                "{} deployments for {n} workspaces",
-                d.items.len()
-            );
-            break;
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .boxed();
+    let mut rss_tick = tokio::time::interval(Duration::from_millis(500));
+    while done.len() < n {
+        tokio::select! {
+            ev = events.next() => {
+                let w = ev.expect("watch ended").expect("watch");
+                let provisioned = w.condition(conditions::PROVISIONED).is_some_and(|c| c.status == "True")
+                    && w.status.as_ref().and_then(|s| s.observed_generation) == w.metadata.generation;
+                if provisioned {
+                    done.insert(w.name_any());
+                }
+            }
+            _ = rss_tick.tick() => peak = peak.max(rss_kib(pid, "VmHWM:")),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let operator = started.elapsed();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let d = deployments
+        .list_metadata(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/managed-by={}",
+            names::MANAGED_BY
+        )))
+        .await
+        .expect("deployments");
+    assert!(
+        d.items.len() > n,
+        "{} deployments for {n} workspaces",
+        d.items.len()
+    );
+    let at_convergence = reconciles(port).await;
+    // Then at rest: a converged fleet should cost (almost) no reconciles.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let at_rest = reconciles(port).await - at_convergence;
     peak = peak.max(rss_kib(pid, "VmHWM:"));
     let _ = child.kill();
     let _ = child.wait();
@@ -187,6 +219,8 @@ async fn run(client: &Client, n: usize) -> Run {
         plain,
         operator,
         peak_rss_mib: peak as f64 / 1024.0,
+        reconciles: at_convergence,
+        reconciles_at_rest: at_rest,
     }
 }
 
@@ -200,16 +234,18 @@ async fn main() {
     let client = clawdbot_testkit::kube::client().await;
     clawdbot_testkit::kube::install_crds(&client).await;
     println!(
-        "tenants | plain client (s) | operator converged (s) | ratio | operator peak RSS (MiB)"
+        "tenants | plain client (s) | operator converged (s) | ratio | operator peak RSS (MiB) | reconciles until converged | reconciles in the next 30 s"
     );
     for n in sizes {
         let r = run(&client, n).await;
         println!(
-            "{n:>7} | {:>16.1} | {:>22.1} | {:>5.2} | {:>23.1}",
+            "{n:>7} | {:>16.1} | {:>22.1} | {:>5.2} | {:>23.1} | {:>26} | {:>27}",
             r.plain.as_secs_f64(),
             r.operator.as_secs_f64(),
             r.operator.as_secs_f64() / r.plain.as_secs_f64(),
-            r.peak_rss_mib
+            r.peak_rss_mib,
+            r.reconciles,
+            r.reconciles_at_rest,
         );
     }
 }

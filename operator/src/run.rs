@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use crate::changes;
 use crate::config::OperatorConfig;
 use crate::controller::{self as ctrl, Context};
 use crate::error::{Error, Result};
@@ -217,6 +218,23 @@ where
     }
 }
 
+/// A child kind's watch, passing on only real changes and deletions (see [`changes`]).
+fn owned<K>(
+    client: &Client,
+    ns: &Option<String>,
+    config: &watcher::Config,
+    applied: &Arc<changes::Applied>,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+{
+    changes::changed_objects(
+        watcher::watcher(api::<K>(client, ns), config.clone()).default_backoff(),
+        applied.clone(),
+    )
+}
+
 async fn workspace_controller(
     client: Client,
     settings: Settings,
@@ -252,13 +270,18 @@ async fn workspace_controller(
                 .concurrency(settings.concurrency)
                 .debounce(Duration::from_millis(500)),
         )
-        .owns(api::<Deployment>(client, ns), children.clone())
-        .owns(api::<Service>(client, ns), children.clone())
-        .owns(api::<ConfigMap>(client, ns), children.clone())
-        .owns(api::<Secret>(client, ns), children.clone())
-        .owns(api::<ServiceAccount>(client, ns), children.clone())
-        .owns(api::<PersistentVolumeClaim>(client, ns), children.clone())
-        .owns(api::<NetworkPolicy>(client, ns), children)
+        .owns_stream(owned::<Deployment>(client, ns, &children, &ctx.applied))
+        .owns_stream(owned::<Service>(client, ns, &children, &ctx.applied))
+        .owns_stream(owned::<ConfigMap>(client, ns, &children, &ctx.applied))
+        .owns_stream(owned::<Secret>(client, ns, &children, &ctx.applied))
+        .owns_stream(owned::<ServiceAccount>(client, ns, &children, &ctx.applied))
+        .owns_stream(owned::<PersistentVolumeClaim>(
+            client,
+            ns,
+            &children,
+            &ctx.applied,
+        ))
+        .owns_stream(owned::<NetworkPolicy>(client, ns, &children, &ctx.applied))
         .watches(
             api::<ModelEndpoint>(client, ns),
             watcher::Config::default(),
@@ -332,8 +355,8 @@ async fn endpoint_controller(
         watcher::Config::default().any_semantic(),
     )
     .with_config(controller::Config::default().concurrency(settings.concurrency))
-    .owns(api::<Deployment>(client, ns), children.clone())
-    .owns(api::<Service>(client, ns), children)
+    .owns_stream(owned::<Deployment>(client, ns, &children, &ctx.applied))
+    .owns_stream(owned::<Service>(client, ns, &children, &ctx.applied))
     .graceful_shutdown_on(halt)
     .run(ctrl::endpoint::reconcile, ctrl::endpoint::error_policy, ctx)
     .for_each(|res| async move {

@@ -161,6 +161,15 @@ async fn workspace_becomes_a_running_tenant() {
         .unwrap();
     assert_eq!(again.data.unwrap()[names::GATEWAY_TOKEN_KEY].0, token);
 
+    // A tenant at rest costs nothing: its own no-op applies must not wake the controller
+    // again (on this API server they bump the children's resourceVersion).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = reconcile_count(&op.metrics().await);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = reconcile_count(&op.metrics().await);
+    eprintln!("RECONCILES before={before} after={after}");
+    assert_eq!(before, after, "an idle Running tenant was reconciled again");
+
     let metrics = op.metrics().await;
     assert!(
         metrics.contains(r#"clawdbot_operator_tenants{phase="Running"} 1"#),

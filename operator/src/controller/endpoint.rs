@@ -75,16 +75,14 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
     }
 
     if let Some(pvc) = build_cache_pvc(ep)? {
-        apply(&ctx.client, &pvc).await?;
+        apply(ctx, &pvc).await?;
     }
     let (service, deployment) = (
         build_server_service(ep)?,
         build_server_deployment(ep, &ctx.config)?,
     );
-    let (_, deployment) = futures::try_join!(
-        apply(&ctx.client, &service),
-        apply::<Deployment>(&ctx.client, &deployment)
-    )?;
+    let (_, deployment) =
+        futures::try_join!(apply(ctx, &service), apply::<Deployment>(ctx, &deployment))?;
     let ready = deployment
         .status
         .as_ref()

@@ -16,6 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::changes::Applied;
 use crate::config::OperatorConfig;
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct Context {
     pub config: OperatorConfig,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// What the operator last wrote to each child (see [`changes`](crate::changes)).
+    pub applied: Arc<Applied>,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -46,6 +49,7 @@ impl Context {
             client,
             config,
             metrics,
+            applied: Arc::default(),
             failures: Mutex::default(),
         }
     }
@@ -93,8 +97,9 @@ pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     ObjectRef::from_obj(obj).to_string()
 }
 
-/// Server-side apply of a child with the operator's one field manager.
-pub async fn apply<K>(client: &Client, obj: &K) -> Result<K>
+/// Server-side apply of a child with the operator's one field manager. The result is
+/// remembered so that its watch event is not taken for a change.
+pub async fn apply<K>(ctx: &Context, obj: &K) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -103,12 +108,14 @@ where
         + DeserializeOwned,
 {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(client.clone(), &ns);
-    Ok(api
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let applied = api
         .patch(
             &obj.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(obj),
         )
-        .await?)
+        .await?;
+    ctx.applied.record(&applied);
+    Ok(applied)
 }

@@ -106,7 +106,7 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
             let endpoint = if spec.dedicated.is_some() {
                 let desired = agent::build_dedicated_endpoint(ws)?
                     .ok_or(Error::MissingField("spec.model.dedicated"))?;
-                Some(apply(&ctx.client, &desired).await?)
+                Some(apply(ctx, &desired).await?)
             } else if let Some(r) = &spec.endpoint_ref {
                 let api: Api<ModelEndpoint> = Api::namespaced(ctx.client.clone(), ns);
                 match api.get_opt(&r.name).await? {
@@ -274,16 +274,15 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
 
     // 4. Apply. The children are independent; the workload goes last so that its volumes and
     // config exist when its pod starts.
-    let c = &ctx.client;
     futures::try_join!(
-        apply(c, &service_account),
-        apply(c, &config_map),
-        apply(c, &secret),
-        apply(c, &pvc),
-        apply(c, &service),
-        apply(c, &network_policy),
+        apply(ctx, &service_account),
+        apply(ctx, &config_map),
+        apply(ctx, &secret),
+        apply(ctx, &pvc),
+        apply(ctx, &service),
+        apply(ctx, &network_policy),
     )?;
-    let applied: Deployment = apply(c, &deployment).await?;
+    let applied: Deployment = apply(ctx, &deployment).await?;
 
     // 5. Status.
     let agent_ready = sleep == Sleep::Awake
@@ -427,7 +426,7 @@ async fn cleanup(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
             if owned {
                 // Re-applying without the owner reference releases the volume from garbage
                 // collection; it keeps its labels so it can be found and restored.
-                apply(&ctx.client, &agent::build_pvc(ws, false)?).await?;
+                apply(ctx, &agent::build_pvc(ws, false)?).await?;
                 ctx.event(
                     ws,
                     EventType::Normal,
