@@ -49,6 +49,10 @@ pub struct Config {
     /// Most Postgres connections of this replica.
     #[arg(long, env = "ROUTER_DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     pub database_max_connections: u32,
+    /// Most messages this replica processes at once; beyond that webhooks get 503 with
+    /// `Retry-After` and the platform retries (Telegram and Meta do; nothing is lost).
+    #[arg(long, env = "ROUTER_MAX_IN_FLIGHT", default_value_t = 2048)]
+    pub max_in_flight: usize,
     /// Redis URL (dedupe, rate limits, quotas, attempt counters).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Secret,

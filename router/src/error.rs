@@ -29,6 +29,9 @@ pub enum ApiError {
     Redis(#[from] redis::RedisError),
     #[error("internal: {0}")]
     Internal(String),
+    /// This replica is processing as many messages as it may; the platform retries later.
+    #[error("overloaded")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -43,6 +46,7 @@ impl ApiError {
             ApiError::Database(_) => "database",
             ApiError::Redis(_) => "redis",
             ApiError::Internal(_) => "internal",
+            ApiError::Overloaded => "overloaded",
         }
     }
 }
@@ -51,6 +55,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
             ApiError::Unauthorized => return StatusCode::UNAUTHORIZED.into_response(),
+            ApiError::Overloaded => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, "1")],
+                    Json(json!({"error": "busy, retry shortly"})),
+                )
+                    .into_response();
+            }
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),

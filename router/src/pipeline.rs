@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use clawdbot_api::PlanPolicy;
 use sqlx::PgPool;
@@ -14,6 +16,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::agent::AgentClient;
+use crate::batch::Batcher;
 use crate::channels::{Channel, ReplyKind};
 use crate::config::Config;
 use crate::directory::{Directory, Tenant};
@@ -21,7 +24,7 @@ use crate::error::ApiError;
 use crate::inbound::{Inbound, estimate_tokens, split_message};
 use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
-use crate::store::{self, UsageEntry, UsageRow};
+use crate::store::{self, Finish, NewInbound, UsageEntry, UsageRow};
 
 /// Code attempts are counted per sender over this window.
 const CODE_ATTEMPT_WINDOW: Duration = Duration::from_secs(10 * 60);
@@ -87,7 +90,17 @@ pub struct Core {
     senders: SenderCache,
     channels: HashMap<&'static str, Arc<dyn Channel>>,
     tasks: TaskTracker,
+    /// Messages being processed by this replica; when all are taken a webhook gets 503 and
+    /// the platform retries later, instead of every message slowing down together.
+    in_flight: Arc<Semaphore>,
+    /// Group commit of inbound records and of finished messages (see [`crate::batch`]).
+    recorder: Batcher<NewInbound, Option<i64>>,
+    finisher: Batcher<Finish, ()>,
 }
+
+/// Most rows in one group-commit statement, and statements of one kind running at once.
+const BATCH_ROWS: usize = 256;
+const BATCHES_IN_FLIGHT: usize = 4;
 
 impl Core {
     pub fn new(
@@ -98,7 +111,35 @@ impl Core {
         metrics: Arc<Metrics>,
         channels: &[Arc<dyn Channel>],
     ) -> Arc<Self> {
+        let claim = config.agent_timeout + config.wake_hold + Duration::from_secs(30);
+        let pool = db.clone();
+        let recorder = Batcher::spawn(
+            BATCH_ROWS,
+            BATCHES_IN_FLIGHT,
+            move |rows: Vec<NewInbound>| {
+                let pool = pool.clone();
+                async move {
+                    store::record_inbound_batch(&pool, &rows, claim)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            },
+        );
+        let pool = db.clone();
+        let finisher = Batcher::spawn(BATCH_ROWS, BATCHES_IN_FLIGHT, move |rows: Vec<Finish>| {
+            let pool = pool.clone();
+            async move {
+                let n = rows.len();
+                store::finish_batch(&pool, &rows)
+                    .await
+                    .map(|()| vec![(); n])
+                    .map_err(|e| e.to_string())
+            }
+        });
         Arc::new(Core {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            recorder,
+            finisher,
             config,
             db,
             limits,
@@ -114,6 +155,10 @@ impl Core {
     /// Records a message and starts processing it. Returns once the message is durable, so
     /// the webhook may be acknowledged; errors mean the platform should retry.
     pub async fn accept(self: &Arc<Self>, msg: Inbound) -> Result<Accepted, ApiError> {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.message(&msg.channel, "shed");
+            return Err(ApiError::Overloaded);
+        };
         let fresh = match self
             .limits
             .dedupe_begin(&msg.channel, &msg.external_id)
@@ -130,8 +175,8 @@ impl Core {
             self.metrics.message(&msg.channel, "duplicate");
             return Ok(Accepted::Duplicate);
         }
-        let claim = self.config.agent_timeout + self.config.wake_hold + Duration::from_secs(30);
-        match store::record_inbound(&self.db, &msg, claim).await {
+        let row = NewInbound::of(&msg).map_err(|e| ApiError::Internal(e.to_string()))?;
+        match self.recorder.submit(row).await {
             Ok(Some(id)) => {
                 let limits = self.limits.clone();
                 let (channel, external_id) = (msg.channel.clone(), msg.external_id.clone());
@@ -142,7 +187,7 @@ impl Core {
                 });
                 let span = tracing::info_span!("message", id, channel = %msg.channel);
                 self.tasks
-                    .spawn(self.clone().process(id, msg).instrument(span));
+                    .spawn(self.clone().process(id, msg, permit).instrument(span));
                 Ok(Accepted::New(id))
             }
             Ok(None) => {
@@ -157,12 +202,31 @@ impl Core {
                 {
                     tracing::warn!(error = %e, "could not release dedupe key");
                 }
-                Err(e.into())
+                Err(ApiError::Internal(format!("recording the message: {e}")))
             }
         }
     }
 
-    async fn process(self: Arc<Self>, id: i64, msg: Inbound) {
+    /// Marks a message done or failed, with its usage, through the group commit.
+    async fn finish(
+        &self,
+        id: i64,
+        state: &'static str,
+        outcome: &'static str,
+        usage: Option<UsageEntry>,
+    ) -> Result<(), ApiError> {
+        self.finisher
+            .submit(Finish {
+                id,
+                state,
+                outcome,
+                usage,
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("finishing the message: {e}")))
+    }
+
+    async fn process(self: Arc<Self>, id: i64, msg: Inbound, _permit: OwnedSemaphorePermit) {
         let outcome = match self.handle(id, &msg).await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -210,13 +274,13 @@ impl Core {
                 self.config.registration_url
             );
             self.reply(msg, &note, ReplyKind::Final).await;
-            store::finish(&self.db, id, "done", "onboarding", None).await?;
+            self.finish(id, "done", "onboarding", None).await?;
             return Ok("onboarding");
         };
         if start_arg.is_some() {
             self.reply(msg, "You're connected. Just write to me.", ReplyKind::Final)
                 .await;
-            store::finish(&self.db, id, "done", "start", None).await?;
+            self.finish(id, "done", "start", None).await?;
             return Ok("start");
         }
         let Some(tenant) = self.directory.tenant_of(&user.to_string()) else {
@@ -226,7 +290,7 @@ impl Core {
                 ReplyKind::Final,
             )
             .await;
-            store::finish(&self.db, id, "done", "no_workspace", None).await?;
+            self.finish(id, "done", "no_workspace", None).await?;
             return Ok("no_workspace");
         };
         let per_day = PlanPolicy::default_for(tenant.plan).messages_per_day;
@@ -249,7 +313,7 @@ impl Core {
                     "You're sending messages faster than I can keep up with. Please wait {retry_after_secs} seconds and try again."
                 );
                 self.reply(msg, &note, ReplyKind::Final).await;
-                store::finish(&self.db, id, "done", "rate_limited", None).await?;
+                self.finish(id, "done", "rate_limited", None).await?;
                 return Ok("rate_limited");
             }
             Admission::QuotaExceeded { resets_at } => {
@@ -261,7 +325,7 @@ impl Core {
                     ((resets_at - chrono::Utc::now()).num_minutes() + 59) / 60
                 );
                 self.reply(msg, &note, ReplyKind::Final).await;
-                store::finish(&self.db, id, "done", "quota_exceeded", None).await?;
+                self.finish(id, "done", "quota_exceeded", None).await?;
                 return Ok("quota_exceeded");
             }
         }
@@ -280,7 +344,8 @@ impl Core {
                 ReplyKind::Final,
             )
             .await;
-            store::finish(&self.db, id, "done", "code_attempts_exceeded", None).await?;
+            self.finish(id, "done", "code_attempts_exceeded", None)
+                .await?;
             return Ok("code_attempts_exceeded");
         }
         match store::redeem_code(&self.db, code, &msg.channel, &msg.sender_id).await? {
@@ -294,7 +359,7 @@ impl Core {
                     ReplyKind::Final,
                 )
                 .await;
-                store::finish(&self.db, id, "done", "connected", None).await?;
+                self.finish(id, "done", "connected", None).await?;
                 Ok("connected")
             }
             None => {
@@ -303,7 +368,7 @@ impl Core {
                     self.config.registration_url
                 );
                 self.reply(msg, &note, ReplyKind::Final).await;
-                store::finish(&self.db, id, "done", "code_invalid", None).await?;
+                self.finish(id, "done", "code_invalid", None).await?;
                 Ok("code_invalid")
             }
         }
@@ -421,14 +486,13 @@ impl Core {
                         estimated: true,
                     },
                 };
-                let workspace = tenant.key();
                 let entry = UsageEntry {
                     user,
-                    workspace: &workspace,
-                    channel: &msg.channel,
+                    workspace: tenant.key(),
+                    channel: msg.channel.clone(),
                     usage,
                 };
-                store::finish(&self.db, id, "done", "replied", Some(entry)).await?;
+                self.finish(id, "done", "replied", Some(entry)).await?;
                 Ok("replied")
             }
             Err(e) => {
@@ -439,7 +503,7 @@ impl Core {
                     ReplyKind::Final,
                 )
                 .await;
-                store::finish(&self.db, id, "failed", e.category(), None).await?;
+                self.finish(id, "failed", e.category(), None).await?;
                 Ok(e.category())
             }
         }
@@ -480,7 +544,7 @@ impl Core {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(id = row.id, error = %e, "unreadable inbound record; marking failed");
-                    store::finish(&self.db, row.id, "failed", "unreadable", None).await?;
+                    self.finish(row.id, "failed", "unreadable", None).await?;
                     continue;
                 }
             };
@@ -509,12 +573,18 @@ impl Core {
                     None => {
                         self.reply(&msg, "Your assistant no longer exists, so this message could not be answered.", ReplyKind::Final)
                             .await;
-                        store::finish(&self.db, row.id, "failed", "no_workspace", None).await?;
+                        self.finish(row.id, "failed", "no_workspace", None).await?;
                     }
                 },
                 _ => {
                     tracing::info!(id = row.id, "taking over an unfinished message");
-                    self.tasks.spawn(core.process(row.id, msg));
+                    let permit = self
+                        .in_flight
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    self.tasks.spawn(core.process(row.id, msg, permit));
                 }
             }
         }

@@ -168,27 +168,117 @@ pub async fn redeem_code(
     Ok(Some(user))
 }
 
-/// Records an accepted message before the webhook is acknowledged. `None`: already recorded
-/// (a platform retry that got past the Redis dedupe).
-pub async fn record_inbound(
+/// A message to record, owned so that it can wait in the group-commit queue.
+#[derive(Clone, Debug)]
+pub struct NewInbound {
+    pub channel: String,
+    pub external_id: String,
+    pub sender_id: String,
+    pub payload: Value,
+}
+
+impl NewInbound {
+    pub fn of(msg: &Inbound) -> Result<Self, serde_json::Error> {
+        Ok(NewInbound {
+            channel: msg.channel.clone(),
+            external_id: msg.external_id.clone(),
+            sender_id: msg.sender_id.clone(),
+            payload: serde_json::to_value(msg)?,
+        })
+    }
+}
+
+/// Records many messages in one statement. Per row: its id, or `None` when the message was
+/// recorded before (a platform retry), also when the same message is twice in the batch.
+pub async fn record_inbound_batch(
     pool: &PgPool,
-    msg: &Inbound,
+    rows: &[NewInbound],
     claim: Duration,
-) -> Result<Option<i64>, sqlx::Error> {
-    let payload = serde_json::to_value(msg).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query_scalar(
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    let inserted: Vec<(i64, String, String)> = sqlx::query_as(
         "INSERT INTO inbound_messages (channel, external_id, sender_id, payload, claimed_until)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         SELECT c, e, s, p, now() + make_interval(secs => $5)
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS t(c, e, s, p)
          ON CONFLICT (channel, external_id) DO NOTHING
-         RETURNING id",
+         RETURNING id, channel, external_id",
     )
-    .bind(&msg.channel)
-    .bind(&msg.external_id)
-    .bind(&msg.sender_id)
-    .bind(payload)
+    .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.external_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.sender_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
     .bind(claim.as_secs_f64())
-    .fetch_optional(pool)
-    .await
+    .fetch_all(pool)
+    .await?;
+    let mut ids: std::collections::HashMap<(String, String), i64> = inserted
+        .into_iter()
+        .map(|(id, c, e)| ((c, e), id))
+        .collect();
+    // The first of a pair takes the id; `remove` leaves the second with None.
+    Ok(rows
+        .iter()
+        .map(|r| ids.remove(&(r.channel.clone(), r.external_id.clone())))
+        .collect())
+}
+
+/// Who a usage record is for, and what it was.
+#[derive(Clone, Debug)]
+pub struct UsageEntry {
+    pub user: Uuid,
+    /// `<namespace>/<name>` of the workspace.
+    pub workspace: String,
+    pub channel: String,
+    pub usage: UsageRow,
+}
+
+/// The end of one message, owned so that it can wait in the group-commit queue.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub id: i64,
+    pub state: &'static str,
+    pub outcome: &'static str,
+    /// Set when the message was routed to an agent.
+    pub usage: Option<UsageEntry>,
+}
+
+/// Marks many messages done (their content is dropped) and records their usage, in one
+/// statement.
+pub async fn finish_batch(pool: &PgPool, rows: &[Finish]) -> Result<(), sqlx::Error> {
+    fn column<'a, T>(rows: &'a [Finish], f: impl Fn(&'a UsageEntry) -> T) -> Vec<Option<T>> {
+        rows.iter().map(|r| r.usage.as_ref().map(&f)).collect()
+    }
+    sqlx::query(
+        "WITH f AS (
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::uuid[], $5::text[],
+                                  $6::text[], $7::int8[], $8::int8[], $9::bool[])
+                 AS t(id, state, outcome, user_id, workspace, channel, pt, ct, est)
+         ), done AS (
+             UPDATE inbound_messages m
+             SET state = f.state, outcome = f.outcome, payload = NULL, done_at = now()
+             FROM f WHERE m.id = f.id
+         )
+         INSERT INTO usage_records (user_id, workspace, channel, prompt_tokens, completion_tokens, total_tokens, estimated)
+         SELECT user_id, workspace, channel, pt, ct, pt + ct, est FROM f WHERE user_id IS NOT NULL",
+    )
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.state).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.outcome).collect::<Vec<_>>())
+    .bind(column(rows, |u| u.user))
+    .bind(column(rows, |u| u.workspace.as_str()))
+    .bind(column(rows, |u| u.channel.as_str()))
+    .bind(column(rows, |u| u.usage.prompt_tokens as i64))
+    .bind(column(rows, |u| u.usage.completion_tokens as i64))
+    .bind(column(rows, |u| u.usage.estimated))
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Usage of one routed message.
@@ -197,46 +287,6 @@ pub struct UsageRow {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub estimated: bool,
-}
-
-/// Who a usage record is for.
-#[derive(Clone, Copy, Debug)]
-pub struct UsageEntry<'a> {
-    pub user: Uuid,
-    /// `<namespace>/<name>` of the workspace.
-    pub workspace: &'a str,
-    pub channel: &'a str,
-    pub usage: UsageRow,
-}
-
-/// Marks a message done (its content is dropped) and records its usage, in one round trip.
-pub async fn finish(
-    pool: &PgPool,
-    id: i64,
-    state: &str,
-    outcome: &str,
-    usage: Option<UsageEntry<'_>>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH done AS (
-             UPDATE inbound_messages SET state = $2, outcome = $3, payload = NULL, done_at = now()
-             WHERE id = $1
-         )
-         INSERT INTO usage_records (user_id, workspace, channel, prompt_tokens, completion_tokens, total_tokens, estimated)
-         SELECT $4, $5, $6, $7, $8, $7 + $8, $9 WHERE $4::uuid IS NOT NULL",
-    )
-    .bind(id)
-    .bind(state)
-    .bind(outcome)
-    .bind(usage.map(|u| u.user))
-    .bind(usage.map(|u| u.workspace))
-    .bind(usage.map(|u| u.channel))
-    .bind(usage.map(|u| u.usage.prompt_tokens as i64).unwrap_or(0))
-    .bind(usage.map(|u| u.usage.completion_tokens as i64).unwrap_or(0))
-    .bind(usage.is_some_and(|u| u.usage.estimated))
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 /// Keeps a message for later delivery (the tenant did not wake in time).

@@ -79,6 +79,64 @@ async fn a_connection_made_on_one_replica_is_seen_by_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replica_sheds_load_with_503_and_loses_nothing() {
+    let w = World::new().await;
+    let mut config = w.config();
+    config.max_in_flight = 1;
+    let r = w.start_router(config).await;
+    let agent = TestAgent::start().await;
+    agent.state.delay_ms.store(1500, Ordering::Relaxed);
+    let tenant = w.ready_tenant(&agent, Plan::Pro).await;
+    let chat = 5_250_001;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+
+    let first = w
+        .telegram_update(&r, &telegram_text_update(1, chat, "slow one"))
+        .await;
+    assert_eq!(first.status().as_u16(), 200);
+    // The one slot is taken: the platform is told to come back, and nothing is recorded.
+    let busy = w
+        .telegram_update(&r, &telegram_text_update(2, chat, "second"))
+        .await;
+    assert_eq!(busy.status().as_u16(), 503);
+    assert_eq!(
+        busy.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 1);
+
+    // The platform's retry, once the first is answered, goes through.
+    w.telegram.wait_for_messages(chat, 1, T).await;
+    clawdbot_testkit::wait_for("a free slot", T, || async {
+        let status = w
+            .telegram_update(&r, &telegram_text_update(2, chat, "second"))
+            .await
+            .status()
+            .as_u16();
+        (status == 200).then_some(())
+    })
+    .await;
+    let sent = w.telegram.wait_for_messages(chat, 2, T).await;
+    assert_eq!(sent[1].text, "echo #2: second");
+    let metrics = w
+        .http
+        .get(&r.metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"router_messages_total{channel="telegram",outcome="shed"}"#),
+        "{metrics}"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_exceeded_gets_a_friendly_reply_and_no_agent_call() {
     let w = World::new().await;
     let r = w.start_router(w.config()).await;

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod error;
 pub mod memory;
+pub mod metrics;
 pub mod provider;
 pub mod secret;
 pub mod server;
@@ -67,6 +68,7 @@ pub async fn launch(
         agent: agent.clone(),
         token: Arc::new(token),
         tracker: tracker.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
     };
     let served = axum::serve(listener, server::app(state))
         .with_graceful_shutdown(shutdown)

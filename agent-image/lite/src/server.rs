@@ -87,6 +87,7 @@ pub struct AppState {
     /// Turns run as tracked tasks: a turn whose client went away still completes and is
     /// stored, and shutdown waits for every turn.
     pub tracker: TaskTracker,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -98,6 +99,19 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // Counts only (no sessions, no content); the NetworkPolicy decides who may scrape.
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    state.metrics.encode(),
+                )
+            }),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -222,9 +236,20 @@ async fn chat(
 
     let span = tracing::info_span!("chat", session = %key, stream = req.stream);
     let agent = state.agent.clone();
+    let metrics = state.metrics.clone();
     let turn = state.tracker.spawn(
         async move {
+            // Counted here, not in the handler: a turn whose client went away still runs.
+            metrics.in_flight.inc();
             let o = agent.turn(&key, &text).await;
+            metrics.in_flight.dec();
+            metrics.turn(
+                o.error,
+                started.elapsed().saturating_sub(o.model_time),
+                o.model_time,
+                o.usage.prompt_tokens,
+                o.usage.completion_tokens,
+            );
             tracing::info!(
                 model_ms = o.model_time.as_secs_f64() * 1e3,
                 error = o.error.unwrap_or(""),

@@ -578,6 +578,27 @@ async fn provider_errors_become_readable_replies_without_the_key() {
         .map(|(_, t)| t.as_str())
         .collect();
     assert_eq!(users, vec!["hi again", "last"]);
+
+    // Every turn of this agent is counted by its outcome, without sessions or content.
+    let metrics = agent
+        .http
+        .get(format!("{}/metrics", agent.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"lite_agent_turns_total{outcome="insufficient_quota"} 1"#,
+        r#"lite_agent_turns_total{outcome="model_not_found"} 1"#,
+        r#"lite_agent_turns_total{outcome="ok"} 2"#,
+        "lite_agent_turn_overhead_seconds_count 4",
+        "lite_agent_turns_in_flight 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+    assert!(!metrics.contains("telegram"), "{metrics}");
     agent.stop().await;
 }
 

@@ -37,6 +37,8 @@ pub struct AgentState {
     /// Keep no per-call log (benchmarks).
     pub record: AtomicBool,
     pub count: AtomicU64,
+    /// Think this long before answering (milliseconds).
+    pub delay_ms: AtomicU64,
 }
 
 pub struct TestAgent {
@@ -123,6 +125,10 @@ async fn chat(
         )
             .into_response();
     };
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let Ok(req) = serde_json::from_slice::<ChatCompletionRequest>(&body) else {
         return (
             StatusCode::BAD_REQUEST,
