@@ -32,6 +32,8 @@ pub struct Tenant {
     pub token: Option<Secret>,
     pub last_activity: Option<DateTime<Utc>>,
     pub hibernated_since: Option<DateTime<Utc>>,
+    /// `spec.idleTimeout`: how fresh the activity signal must be for hibernation to work.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Tenant {
@@ -59,7 +61,25 @@ pub struct Directory {
     secrets_synced: AtomicBool,
     /// Local half of the activity gate: tenant -> last time this replica tried to annotate.
     recent: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Activity patches under way. A wake always goes out; a mere activity note is skipped
+    /// (and tried again on the tenant's next message) when this many are already in flight,
+    /// so a burst of newly active tenants cannot flood the API server.
+    patching: tokio::sync::Semaphore,
 }
+
+/// How long one activity note (or wake) of a tenant stands before the next is sent.
+fn activity_window(wake: bool, idle_timeout: Option<Duration>, window: Duration) -> Duration {
+    match (wake, idle_timeout) {
+        (true, _) => Duration::from_secs(5).min(window),
+        (false, Some(idle)) => window.max(idle / 10),
+        (false, None) => window.max(ACTIVITY_WITHOUT_IDLE_TIMEOUT),
+    }
+}
+
+/// Activity notes in flight per replica (see [`Directory::note_activity`]).
+const ACTIVITY_PATCHES: usize = 4;
+/// How often the activity of a tenant that never hibernates is noted: only for its status.
+const ACTIVITY_WITHOUT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl Directory {
     pub fn new(client: Client) -> Arc<Self> {
@@ -70,6 +90,7 @@ impl Directory {
             workspaces_synced: AtomicBool::new(false),
             secrets_synced: AtomicBool::new(false),
             recent: std::sync::Mutex::new(HashMap::new()),
+            patching: tokio::sync::Semaphore::new(ACTIVITY_PATCHES),
         })
     }
 
@@ -235,6 +256,7 @@ impl Directory {
             hibernated_since: status
                 .and_then(|s| s.hibernated_since.as_ref())
                 .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0)),
+            idle_timeout: ws.idle_timeout(),
             namespace,
             name,
         })
@@ -279,11 +301,25 @@ impl Directory {
                 (None, _) => true,
                 (Some(_), None) => true,
             };
-        // A wake is repeated at most every few seconds until the reflector shows it.
-        let local_window = if wake {
-            Duration::from_secs(5).min(window)
+        // A wake is repeated at most every few seconds until the reflector shows it. Otherwise
+        // the signal need only be a tenth of the idle timeout fresh (never fresher than
+        // `window`), and for a tenant that never hibernates it only feeds its status.
+        let local_window = activity_window(wake, tenant.idle_timeout, window);
+        if tenant
+            .last_activity
+            .and_then(|t| (Utc::now() - t).to_std().ok())
+            .is_some_and(|age| !wake && age < local_window)
+        {
+            // Another replica (or this one) noted it recently: the reflector shows it.
+            return false;
+        }
+        let _permit = if wake {
+            None
         } else {
-            window
+            match self.patching.try_acquire() {
+                Ok(p) => Some(p),
+                Err(_) => return false,
+            }
         };
         {
             let mut recent = self.recent.lock().expect("recent lock");
@@ -323,5 +359,25 @@ impl Directory {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_is_noted_as_often_as_hibernation_needs_and_wakes_at_once() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            activity_window(true, Some(minute * 30), minute),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            activity_window(false, Some(minute * 30), minute),
+            minute * 3
+        );
+        assert_eq!(activity_window(false, Some(minute * 5), minute), minute);
+        assert_eq!(activity_window(false, None, minute), minute * 15);
     }
 }

@@ -120,15 +120,7 @@ async fn a_full_replica_sheds_load_with_503_and_loses_nothing() {
     .await;
     let sent = w.telegram.wait_for_messages(chat, 2, T).await;
     assert_eq!(sent[1].text, "echo #2: second");
-    let metrics = w
-        .http
-        .get(&r.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = r.metrics().await;
     assert!(
         metrics.contains(r#"router_messages_total{channel="telegram",outcome="shed"}"#),
         "{metrics}"
@@ -350,15 +342,7 @@ async fn bad_input_is_refused_without_side_effects() {
     assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 0);
     assert!(w.telegram.requests().is_empty());
     // The router is still up and counted all of it.
-    let metrics = w
-        .http
-        .get(&r.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = r.metrics().await;
     assert!(
         metrics.contains(
             r#"http_requests_total{method="POST",route="/webhooks/telegram",status="401"} 2"#
@@ -419,15 +403,7 @@ async fn agent_failure_yields_a_polite_reply_and_throttling_is_honoured() {
         "retry_after honoured"
     );
     let metrics = clawdbot_testkit::wait_for("outcome metrics", T, || async {
-        let m = w
-            .http
-            .get(&r.metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = r.metrics().await;
         m.contains(r#"router_messages_total{channel="telegram",outcome="replied"} 1"#)
             .then_some(m)
     })

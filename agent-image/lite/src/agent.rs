@@ -72,6 +72,17 @@ impl Agent {
         })
     }
 
+    /// Folds the state database's WAL (memory index, counters) into the database; called
+    /// on a timer, off every turn's path. A busy database is simply looked at next time.
+    pub async fn checkpoint_state(&self) {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.state)
+            .await
+        {
+            tracing::warn!(error = %e, "state WAL checkpoint failed; retried later");
+        }
+    }
+
     pub async fn close(&self) {
         self.sessions.close_all().await;
         self.state.close().await;
@@ -226,6 +237,10 @@ impl Agent {
         session
             .append(&[("user", text), ("assistant", &reply)])
             .await?;
+        if session.checkpoint_due() {
+            // The session stays locked until it is done: its next turn waits, no other does.
+            tokio::spawn(async move { session.checkpoint().await });
+        }
         if !usage.is_reported() {
             // Some model servers report zeros; an estimate is better than nothing for quotas.
             let prompt: i64 =
@@ -305,7 +320,9 @@ async fn try_open_state(path: &Path) -> Result<SqlitePool, sqlx::Error> {
     let pool = SqlitePoolOptions::new()
         .max_connections(2)
         .min_connections(1)
-        .connect_with(store::connect_options(path))
+        // As for sessions: no checkpoint (and its fsync) inside a turn; `checkpoint_state`
+        // runs them in the background.
+        .connect_with(store::connect_options(path).pragma("wal_autocheckpoint", "0"))
         .await?;
     if let Err(e) = sqlx::query(STATE_SCHEMA).execute(&pool).await {
         pool.close().await;

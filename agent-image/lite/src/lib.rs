@@ -29,6 +29,9 @@ use tokio_util::task::TaskTracker;
 
 pub use error::Error;
 
+/// How often the state database's WAL is checkpointed (it sees a few writes per turn at most).
+const STATE_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the agent on `listener` until `shutdown` completes, then stops accepting, finishes
 /// every reply under way (and stores it), and closes the databases.
 ///
@@ -43,16 +46,19 @@ pub async fn launch(
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
 
-    let rescan = {
+    let housekeeping = {
         let agent = agent.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(storage::RESCAN);
             tick.tick().await;
+            let mut checkpoint = tokio::time::interval(STATE_CHECKPOINT);
+            checkpoint.tick().await;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => agent.storage.rescan().await,
+                    _ = checkpoint.tick() => agent.checkpoint_state().await,
                 }
             }
         })
@@ -77,7 +83,7 @@ pub async fn launch(
     tracker.close();
     tracker.wait().await;
     stop.cancel();
-    let _ = rescan.await;
+    let _ = housekeeping.await;
     agent.close().await;
     tracing::info!("lite agent stopped");
     served.map_err(Error::Serve)

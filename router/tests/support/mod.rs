@@ -309,6 +309,16 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// The replica's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     /// SIGTERM: stops taking requests, drains, returns.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
