@@ -4,7 +4,7 @@
 //!   cargo bench -p clawdbot-router --bench router
 //!
 //! For 1,000 and then 10,000 connected users (each with a ready UserWorkspace and gateway
-//! Secret), an open-loop load at `BENCH_RATE` messages/s (default 5,000) for `BENCH_SECONDS`
+//! Secret), an open-loop load at each of `BENCH_RATES` messages/s (default 1000,2500,5000) for `BENCH_SECONDS`
 //! (default 4) goes (a) straight to the agent and (b) through Telegram webhooks to the router.
 //! Latency is webhook sent -> agent received (the agent runs in this process: one clock).
 //! Then a closed loop with 64 in flight gives the most messages/s of each path.

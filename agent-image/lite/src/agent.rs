@@ -72,10 +72,17 @@ impl Agent {
         })
     }
 
-    /// Folds the state database's WAL (memory index, counters) into the database; called
-    /// on a timer, off every turn's path. A busy database is simply looked at next time.
+    /// Folds the state database's WAL (memory index, counters) into the database and
+    /// truncates it (the volume's quota counts it); called on a timer, off every turn's path.
+    /// A busy database is simply looked at next time.
     pub async fn checkpoint_state(&self) {
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        // Looked at every second, folded once past 1 MiB: FTS5 writes many pages per memory
+        // flush, and a fixed period let the WAL reach 100 MB during a burst of turns.
+        let wal = PathBuf::from(&self.config.data_dir).join("state.sqlite-wal");
+        if std::fs::metadata(&wal).map_or(true, |m| m.len() < STATE_WAL_LIMIT) {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.state)
             .await
         {
@@ -297,6 +304,9 @@ fn msg_tokens(m: &Msg) -> i64 {
         Msg::ToolResult { content, .. } => estimate_tokens(content),
     }
 }
+
+/// Size of the state database's WAL that makes the housekeeping task checkpoint it.
+const STATE_WAL_LIMIT: u64 = 1024 * 1024;
 
 /// Opens `state.sqlite` (the memory index and the counters). A damaged file is moved aside
 /// and rebuilt: the index comes back from the markdown files, only today's counters are lost.

@@ -29,8 +29,9 @@ use tokio_util::task::TaskTracker;
 
 pub use error::Error;
 
-/// How often the state database's WAL is checkpointed (it sees a few writes per turn at most).
-const STATE_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the size of the state database's WAL is looked at (see
+/// `Agent::checkpoint_state`).
+const STATE_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the agent on `listener` until `shutdown` completes, then stops accepting, finishes
 /// every reply under way (and stores it), and closes the databases.
