@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use clawdbot_api::PlanPolicy;
 use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
