@@ -65,25 +65,77 @@ pub fn fingerprint<K: Serialize>(obj: &K) -> u64 {
 /// What the operator itself last wrote to each child, so that the echo of its own write does
 /// not come back as a change. Shared by the reconcilers (which record) and the streams.
 #[derive(Debug, Default)]
-pub struct Applied(Mutex<HashMap<String, u64>>);
+pub struct Applied {
+    written: Mutex<HashMap<String, u64>>,
+    /// Applies under way, by kind/namespace/name: an event for such an object is the echo of
+    /// that write arriving before its response (or a change the write is about to
+    /// overwrite), never something to reconcile again for. Deletions still pass.
+    in_flight: Mutex<HashMap<String, usize>>,
+}
+
+/// Marks an apply under way until dropped.
+pub struct InFlight<'a> {
+    applied: &'a Applied,
+    key: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = lock(&self.applied.in_flight);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
 
 impl Applied {
+    /// Marks an apply of `obj` as under way, until the returned guard is dropped.
+    pub fn begin<K: Resource>(&self, obj: &K) -> InFlight<'_>
+    where
+        K::DynamicType: Default,
+    {
+        let key = name_key(obj);
+        *lock(&self.in_flight).entry(key.clone()).or_insert(0) += 1;
+        InFlight { applied: self, key }
+    }
+
     /// Remembers an object as the API server returned it from the operator's write.
     pub fn record<K: Resource + Serialize>(&self, obj: &K) {
-        self.lock().insert(identity(obj), fingerprint(obj));
+        lock(&self.written).insert(identity(obj), fingerprint(obj));
     }
 
     fn is_own_write(&self, id: &str, fp: u64) -> bool {
-        self.lock().get(id) == Some(&fp)
+        lock(&self.written).get(id) == Some(&fp)
+    }
+
+    fn is_being_written(&self, key: &str) -> bool {
+        lock(&self.in_flight).contains_key(key)
     }
 
     fn forget(&self, id: &str) {
-        self.lock().remove(id);
+        lock(&self.written).remove(id);
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// kind/namespace/name: what an apply knows of its object before the server answers.
+fn name_key<K: Resource>(obj: &K) -> String
+where
+    K::DynamicType: Default,
+{
+    let m = obj.meta();
+    format!(
+        "{}/{}/{}",
+        K::kind(&Default::default()),
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// The objects of a watch whose content changed since this stream last saw them, other than
@@ -110,7 +162,9 @@ where
                 }
                 let fp = fingerprint(&obj);
                 let new_to_us = seen.insert(id.clone(), fp) != Some(fp);
-                let changed = new_to_us && !applied.is_own_write(&id, fp);
+                let changed = new_to_us
+                    && !applied.is_own_write(&id, fp)
+                    && !applied.is_being_written(&name_key(&obj));
                 if changed {
                     tracing::debug!(kind = %K::kind(&Default::default()), name = %obj.meta().name.as_deref().unwrap_or_default(), "child changed");
                 }
@@ -259,6 +313,29 @@ mod tests {
             .collect()
             .await;
         assert_eq!(passed, ["6"]);
+    }
+
+    #[tokio::test]
+    async fn an_echo_that_beats_the_apply_response_is_not_a_change() {
+        use watcher::Event::*;
+        let applied = std::sync::Arc::new(Applied::default());
+        let guard = applied.begin(&cm("0", "{}", 0));
+        let during = changed_objects(
+            futures::stream::iter(vec![Ok(Apply(cm("5", "{\"new\":1}", 5)))]),
+            applied.clone(),
+        )
+        .count()
+        .await;
+        assert_eq!(during, 0);
+        drop(guard);
+        // Once the apply is over, a change by someone else passes again.
+        let after = changed_objects(
+            futures::stream::iter(vec![Ok(Apply(cm("6", "{\"theirs\":1}", 6)))]),
+            applied,
+        )
+        .count()
+        .await;
+        assert_eq!(after, 1);
     }
 
     #[test]

@@ -109,6 +109,7 @@ where
 {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let _in_flight = ctx.applied.begin(obj);
     let applied = api
         .patch(
             &obj.name_any(),
