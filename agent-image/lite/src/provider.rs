@@ -189,40 +189,26 @@ impl Provider {
             (_, None) => {}
         }
         let redact = |s: String| key.map(|k| k.redact(&s)).unwrap_or(s);
-        let resp = match rb.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Err(Attempt::Fail {
+        // A timeout is final (the turn's time is spent); any other transport error is retried.
+        let transport = |e: reqwest::Error| {
+            let detail = redact(e.to_string());
+            if e.is_timeout() {
+                Attempt::Fail {
                     failure: ProviderFailure::Timeout,
-                    detail: redact(e.to_string()),
-                });
-            }
-            Err(e) => {
-                return Err(Attempt::Retry {
+                    detail,
+                }
+            } else {
+                Attempt::Retry {
                     failure: ProviderFailure::Unavailable,
-                    detail: redact(e.to_string()),
+                    detail,
                     after: None,
-                });
+                }
             }
         };
+        let resp = rb.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         let after = retry_after(resp.headers());
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) if e.is_timeout() => {
-                return Err(Attempt::Fail {
-                    failure: ProviderFailure::Timeout,
-                    detail: redact(e.to_string()),
-                });
-            }
-            Err(e) => {
-                return Err(Attempt::Retry {
-                    failure: ProviderFailure::Unavailable,
-                    detail: redact(e.to_string()),
-                    after: None,
-                });
-            }
-        };
+        let text = resp.text().await.map_err(transport)?;
         if !(200..300).contains(&status) {
             let (failure, retry) = classify(status, &text);
             let detail = redact(format!("HTTP {status}: {}", truncate(&text, 500)));
