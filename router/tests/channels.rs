@@ -190,50 +190,16 @@ async fn whatsapp_handshake_signatures_and_round_trip() {
     assert_eq!(bad.status(), 403);
 
     // A wrong or missing signature: 401, and nothing happens.
-    let body = serde_json::to_vec(&whatsapp_text_webhook(
-        WA_PHONE_ID,
-        from,
-        "wamid.bad",
-        chrono::Utc::now().timestamp(),
-        "hi",
-    ))
-    .unwrap();
-    let forged = w
-        .http
-        .post(&hook)
-        .header(
-            "x-hub-signature-256",
-            whatsapp_signature("other-secret", &body),
-        )
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let body = whatsapp_body(from, "wamid.bad", chrono::Utc::now().timestamp(), "hi");
+    let forged = post_whatsapp(&w, &hook, "other-secret", body.clone()).await;
     assert_eq!(forged.status(), 401);
     let unsigned = w.http.post(&hook).body(body.clone()).send().await.unwrap();
     assert_eq!(unsigned.status(), 401);
     assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 0);
 
     // A signed text message gets the agent's answer through the Graph API.
-    let body = serde_json::to_vec(&whatsapp_text_webhook(
-        WA_PHONE_ID,
-        from,
-        "wamid.1",
-        chrono::Utc::now().timestamp(),
-        "bonjour",
-    ))
-    .unwrap();
-    let resp = w
-        .http
-        .post(&hook)
-        .header(
-            "x-hub-signature-256",
-            whatsapp_signature(WA_APP_SECRET, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let body = whatsapp_body(from, "wamid.1", chrono::Utc::now().timestamp(), "bonjour");
+    let resp = post_whatsapp(&w, &hook, WA_APP_SECRET, body).await;
     assert_eq!(resp.status(), 200);
     let sent = w.whatsapp.wait_for_messages(from, 1, T).await;
     assert_eq!(sent[0]["type"], "text");
@@ -261,24 +227,8 @@ async fn whatsapp_handshake_signatures_and_round_trip() {
 
     // A reply to a message older than the 24-hour window goes out as the approved template.
     let old = chrono::Utc::now().timestamp() - 25 * 3600;
-    let body = serde_json::to_vec(&whatsapp_text_webhook(
-        WA_PHONE_ID,
-        from,
-        "wamid.2",
-        old,
-        "late one",
-    ))
-    .unwrap();
-    w.http
-        .post(&hook)
-        .header(
-            "x-hub-signature-256",
-            whatsapp_signature(WA_APP_SECRET, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let body = whatsapp_body(from, "wamid.2", old, "late one");
+    post_whatsapp(&w, &hook, WA_APP_SECRET, body).await;
     let sent = w.whatsapp.wait_for_messages(from, 2, T).await;
     assert_eq!(sent[1]["type"], "template");
     assert_eq!(sent[1]["template"]["name"], "clawdbot_reply_ready");
@@ -287,6 +237,34 @@ async fn whatsapp_handshake_signatures_and_round_trip() {
         "echo #2: late one"
     );
     r.shutdown().await;
+}
+
+/// A WhatsApp Cloud API webhook body with one text message.
+fn whatsapp_body(from: &str, wamid: &str, sent_at: i64, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&whatsapp_text_webhook(
+        WA_PHONE_ID,
+        from,
+        wamid,
+        sent_at,
+        text,
+    ))
+    .expect("json")
+}
+
+/// Posts `body` to the WhatsApp webhook signed with `app_secret`, as Meta does.
+async fn post_whatsapp(
+    w: &World,
+    hook: &str,
+    app_secret: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    w.http
+        .post(hook)
+        .header("x-hub-signature-256", whatsapp_signature(app_secret, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("whatsapp webhook")
 }
 
 fn signed(w: &World, req: reqwest::RequestBuilder, body: &Value) -> reqwest::RequestBuilder {
