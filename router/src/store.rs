@@ -77,9 +77,10 @@ pub async fn lookup_connection(
     .await
 }
 
-/// Connects a chat account directly (the web channel, where the user is already known).
-pub async fn connect_channel(
-    pool: &PgPool,
+/// Connects a chat account to a user (directly for the web channel, where the user is
+/// already known; inside the code redemption's transaction otherwise).
+pub async fn connect_channel<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     channel: &str,
     sender: &str,
     user: Uuid,
@@ -91,7 +92,7 @@ pub async fn connect_channel(
     .bind(channel)
     .bind(sender)
     .bind(user)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -155,15 +156,7 @@ pub async fn redeem_code(
     let Some(user) = user else {
         return Ok(None);
     };
-    sqlx::query(
-        "INSERT INTO user_channel_connections (channel, sender_id, user_id) VALUES ($1, $2, $3)
-         ON CONFLICT (channel, sender_id) DO UPDATE SET user_id = EXCLUDED.user_id",
-    )
-    .bind(channel)
-    .bind(sender)
-    .bind(user)
-    .execute(&mut *tx)
-    .await?;
+    connect_channel(&mut *tx, channel, sender, user).await?;
     tx.commit().await?;
     Ok(Some(user))
 }
