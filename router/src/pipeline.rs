@@ -97,6 +97,12 @@ pub struct Core {
     finisher: Batcher<Finish, ()>,
 }
 
+/// How long a replica owns a message it took: the longest it can spend on it (hold for a
+/// wake, then the agent call) and a margin. After that the sweeper of any replica takes over.
+fn claim_time(config: &Config) -> Duration {
+    config.agent_timeout + config.wake_hold + Duration::from_secs(30)
+}
+
 /// Most rows in one group-commit statement, and statements of one kind running at once.
 const BATCH_ROWS: usize = 256;
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -110,7 +116,7 @@ impl Core {
         metrics: Arc<Metrics>,
         channels: &[Arc<dyn Channel>],
     ) -> Arc<Self> {
-        let claim = config.agent_timeout + config.wake_hold + Duration::from_secs(30);
+        let claim = claim_time(&config);
         let pool = db.clone();
         let recorder = Batcher::spawn(
             BATCH_ROWS,
@@ -535,7 +541,7 @@ impl Core {
 
     /// Finishes held messages once their tenant is ready, and messages a stopped replica left.
     pub async fn sweep_once(self: &Arc<Self>) -> Result<usize, ApiError> {
-        let claim = self.config.agent_timeout + self.config.wake_hold + Duration::from_secs(30);
+        let claim = claim_time(&self.config);
         let rows = store::claim_due(&self.db, 200, claim).await?;
         let n = rows.len();
         for row in rows {
