@@ -17,4 +17,4 @@ kubectl get namespace clawdbot-demo >/dev/null 2>&1 || kubectl create namespace 
 kubectl apply -n clawdbot-demo -f examples/ 2>&1 | grep -v "version skew" || true
 echo "operator starting; in another shell: KUBECONFIG=$KUBECONFIG kubectl get uws,mep -A"
 exec env RUST_LOG=${RUST_LOG:-info} POD_NAMESPACE=clawdbot-demo METRICS_ADDR=127.0.0.1:18080 \
-  target/debug/operator
+  "${CARGO_TARGET_DIR:-target}/debug/operator"
