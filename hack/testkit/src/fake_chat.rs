@@ -5,7 +5,9 @@
 //!   with a switch to answer `429 Too Many Requests` with `retry_after`.
 //! - [`FakeWhatsApp`]: the Graph API messages endpoint (`/<version>/<phone-number-id>/messages`).
 //! - [`FakeDiscord`]: the interaction webhooks (`PATCH /webhooks/<app>/<token>/messages/@original`,
-//!   `POST /webhooks/<app>/<token>`).
+//!   `POST /webhooks/<app>/<token>`) and the bot's channel endpoints
+//!   (`POST /channels/<id>/messages`, `POST /channels/<id>/typing`, `Authorization: Bot <token>`).
+//!   Its Gateway is [`crate::fake_discord_gateway`].
 //! - [`whatsapp_signature`], [`DiscordSigner`]: sign webhook bodies as Meta and Discord do.
 //!
 //! Each server listens on 127.0.0.1 with an ephemeral port and stops when dropped.
@@ -85,8 +87,8 @@ impl Log {
 }
 
 /// A server task that is aborted when its owner is dropped.
-struct Served {
-    base_url: String,
+pub(crate) struct Served {
+    pub(crate) base_url: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -96,7 +98,7 @@ impl Drop for Served {
     }
 }
 
-async fn serve(router: axum::Router) -> Served {
+pub(crate) async fn serve(router: axum::Router) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind fake server");
@@ -454,18 +456,22 @@ pub fn whatsapp_text_webhook(
 // Discord
 
 struct DiscordState {
+    bot_token: String,
     log: Log,
 }
 
-/// Discord's interaction webhooks (responses to deferred interactions).
+/// Discord's REST API as the bot uses it: interaction webhooks (responses to deferred
+/// interactions) and messages to DM channels.
 pub struct FakeDiscord {
     state: Arc<DiscordState>,
     served: Served,
 }
 
 impl FakeDiscord {
-    pub async fn start() -> Self {
+    /// Starts the API; the channel endpoints accept only `Authorization: Bot <bot_token>`.
+    pub async fn start(bot_token: &str) -> Self {
         let state = Arc::new(DiscordState {
+            bot_token: bot_token.to_string(),
             log: Log::default(),
         });
         let router = axum::Router::new()
@@ -474,6 +480,11 @@ impl FakeDiscord {
                 patch(discord_webhook_edit),
             )
             .route("/webhooks/{app}/{token}", post(discord_webhook_post))
+            .route(
+                "/channels/{channel}/messages",
+                post(discord_channel_message),
+            )
+            .route("/channels/{channel}/typing", post(discord_channel_typing))
             .with_state(state.clone());
         FakeDiscord {
             state,
@@ -515,6 +526,80 @@ impl FakeDiscord {
             )
             .await
     }
+
+    /// Messages the bot posted to `channel_id`, in order.
+    pub fn channel_messages(&self, channel_id: &str) -> Vec<String> {
+        discord_channel_contents(&self.state.log.all(), channel_id)
+    }
+
+    /// Waits until at least `n` messages were posted to `channel_id`, and returns them all.
+    pub async fn wait_for_channel_messages(
+        &self,
+        channel_id: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<String> {
+        self.state
+            .log
+            .wait(
+                &format!("{n} discord messages to channel {channel_id}"),
+                timeout,
+                |log| {
+                    let sent = discord_channel_contents(log, channel_id);
+                    (sent.len() >= n).then_some(sent)
+                },
+            )
+            .await
+    }
+}
+
+fn discord_channel_contents(log: &[Recorded], channel_id: &str) -> Vec<String> {
+    let path = format!("/channels/{channel_id}/messages");
+    log.iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.body["content"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn discord_bot_authorized(state: &DiscordState, headers: &HeaderMap) -> bool {
+    let expected = format!("Bot {}", state.bot_token);
+    !state.bot_token.is_empty()
+        && headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+}
+
+async fn discord_channel_message(
+    State(state): State<Arc<DiscordState>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !discord_bot_authorized(&state, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code": 0, "message": "401: Unauthorized"})),
+        )
+            .into_response();
+    }
+    discord_record(
+        &state,
+        format!("/channels/{channel}/messages"),
+        &headers,
+        body,
+    )
+}
+
+async fn discord_channel_typing(
+    State(state): State<Arc<DiscordState>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !discord_bot_authorized(&state, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    state
+        .log
+        .push(format!("/channels/{channel}/typing"), &headers, Value::Null);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn discord_webhook_edit(

@@ -6,12 +6,15 @@
 //! - [`fake_llm`]: local servers speaking the OpenAI, Anthropic and SearXNG wire formats.
 //! - [`fake_chat`]: local servers speaking the Telegram Bot API, WhatsApp Cloud API and
 //!   Discord wire formats.
+//! - [`fake_discord_gateway`]: a local Discord Gateway websocket (HELLO, IDENTIFY, heartbeats,
+//!   READY, RESUME, dispatches).
 //! - [`model_server`]: the real SmolLM2 model behind llama-cpp-python's OpenAI server.
 //!
 //! Tests wait on conditions ([`wait_for`]), never on fixed sleeps.
 
 pub mod env;
 pub mod fake_chat;
+pub mod fake_discord_gateway;
 pub mod fake_llm;
 pub mod kube;
 pub mod model_server;

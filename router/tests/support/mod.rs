@@ -30,6 +30,7 @@ pub const WA_ACCESS: &str = "wa-access-token";
 pub const WA_PHONE_ID: &str = "106540352242922";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub const WEB_SECRET: &str = "web-secret-for-tests";
+pub const DISCORD_BOT_TOKEN: &str = "MTE3MDAwMDAwMDAwMDAwMDAwMQ.fake.discord-bot-token";
 
 static CRD: OnceCell<()> = OnceCell::const_new();
 
@@ -110,7 +111,7 @@ impl World {
             redis_prefix: format!("t{:08x}:", rand::random::<u32>()),
             telegram: FakeTelegram::start(TELEGRAM_TOKEN).await,
             whatsapp: FakeWhatsApp::start(WA_ACCESS).await,
-            discord: FakeDiscord::start().await,
+            discord: FakeDiscord::start(DISCORD_BOT_TOKEN).await,
             discord_signer: DiscordSigner::new(),
             http: reqwest::Client::new(),
         }
