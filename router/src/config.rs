@@ -134,6 +134,36 @@ pub struct Config {
         default_value = "https://discord.com/api/v10"
     )]
     pub discord_api_base: String,
+    /// Discord bot token; enables direct messages, which Discord delivers only over the
+    /// Gateway websocket (held by one replica, see `--discord-gateway-lease-name`), answered
+    /// through the REST API.
+    #[arg(long, env = "DISCORD_BOT_TOKEN")]
+    pub discord_bot_token: Option<Secret>,
+    /// Discord Gateway URL (`/?v=10&encoding=json` is appended).
+    #[arg(
+        long,
+        env = "DISCORD_GATEWAY_URL",
+        default_value = "wss://gateway.discord.gg"
+    )]
+    pub discord_gateway_url: String,
+    /// Name of the Lease deciding which replica holds the Discord Gateway connection.
+    #[arg(
+        long,
+        env = "DISCORD_GATEWAY_LEASE_NAME",
+        default_value = "clawdbot-router-discord-gateway"
+    )]
+    pub discord_gateway_lease_name: String,
+    /// Seconds the Gateway lease is valid without renewal: after a holder dies, another
+    /// replica connects within this (at once after a clean stop, which releases it).
+    #[arg(long, env = "DISCORD_GATEWAY_LEASE_SECONDS", default_value_t = 15)]
+    pub discord_gateway_lease_seconds: u64,
+    /// Namespace of the router's Leases (the router's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Identity in the router's Leases (the pod name; the host name and a random suffix when
+    /// unset).
+    #[arg(long, env = "POD_NAME")]
+    pub lease_identity: Option<String>,
 
     /// Key signing web chat tokens; enables the web chat channel.
     #[arg(long, env = "ROUTER_WEB_TOKEN_SECRET")]
@@ -202,8 +232,14 @@ mod tests {
     fn secrets_never_show_in_debug() {
         let mut c = Config::minimal("postgres://u:hunter2@db/x", "redis://r", "admintoken123");
         c.telegram_bot_token = Some(Secret::new("123:ABCsecret"));
+        c.discord_bot_token = Some(Secret::new("MTA5.discord-bot-secret"));
         let shown = format!("{c:?}");
-        for secret in ["hunter2", "admintoken123", "ABCsecret"] {
+        for secret in [
+            "hunter2",
+            "admintoken123",
+            "ABCsecret",
+            "discord-bot-secret",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(shown.contains("[redacted]"));

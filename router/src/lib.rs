@@ -1,6 +1,7 @@
 //! The router: the shared bots' webhooks in, the right tenant's agent, the reply back out.
 //!
-//! - [`channels`]: Telegram, WhatsApp, Discord interactions and web chat, one module each.
+//! - [`channels`]: Telegram, WhatsApp, Discord (interactions, and DMs over the Gateway held
+//!   by one replica under a Lease) and web chat, one module each.
 //! - [`pipeline`]: record, resolve, onboard, limit, wake, forward, reply, account.
 //! - [`directory`]: tenants from UserWorkspace and gateway-Secret watches.
 //! - [`store`] (Postgres) and [`limits`] (Redis).
@@ -36,6 +37,7 @@ pub use config::{Config, Secret};
 pub use pipeline::Core;
 
 use crate::channels::Channel;
+use crate::channels::discord::gateway::Gateway;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
 
@@ -43,6 +45,8 @@ use crate::metrics::Metrics;
 pub struct Router {
     pub core: Arc<Core>,
     pub channels: Vec<Arc<dyn Channel>>,
+    /// The Discord Gateway connection (DMs), when a bot token is configured.
+    pub discord_gateway: Option<Gateway>,
 }
 
 impl Router {
@@ -60,10 +64,15 @@ impl Router {
             .tcp_nodelay(true)
             .build()?;
         let channels = channels::build(&config, &http);
+        let discord_gateway = Gateway::from_config(&config, kube.clone());
         let metrics = Arc::new(Metrics::new());
         let directory = Directory::new(kube);
         let core = Core::new(config, db, limits, directory, metrics, &channels);
-        Ok(Router { core, channels })
+        Ok(Router {
+            core,
+            channels,
+            discord_gateway,
+        })
     }
 }
 
@@ -127,10 +136,10 @@ async fn readyz(State(core): State<Arc<Core>>) -> (StatusCode, &'static str) {
 }
 
 /// Serves the router on `listener` (and metrics on `metrics_listener`, if given) until
-/// `shutdown` completes; then stops taking requests, finishes the in-flight ones, and leaves
-/// unfinished messages to the other replicas.
+/// `shutdown` completes; then stops taking requests, hands the Discord Gateway to another
+/// replica, finishes the in-flight messages, and leaves unfinished ones to the other replicas.
 pub async fn launch(
-    router: Router,
+    mut router: Router,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -141,6 +150,10 @@ pub async fn launch(
     let directory = tokio::spawn(core.directory.clone().run(watch_ns));
     let sweeper = tokio::spawn(core.clone().sweep_loop(stop.clone()));
     let listen = tokio::spawn(core.clone().listen_connection_changes(stop.clone()));
+    let discord_gateway = router
+        .discord_gateway
+        .take()
+        .map(|g| tokio::spawn(g.run(core.clone(), stop.clone())));
     let metrics_server = metrics_listener.map(|l| {
         let app = metrics_app(core.metrics.clone());
         let stop = stop.clone();
@@ -161,6 +174,16 @@ pub async fn launch(
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await;
     stop.cancel();
+    if let Some(mut gateway) = discord_gateway {
+        // Disconnects, waits for the DMs it received to be recorded, releases the Lease.
+        if tokio::time::timeout(Duration::from_secs(15), &mut gateway)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the discord gateway did not stop in time");
+            gateway.abort();
+        }
+    }
     core.drain(Duration::from_secs(20)).await;
     directory.abort();
     let _ = tokio::join!(sweeper, listen);

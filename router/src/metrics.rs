@@ -10,6 +10,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub agent_seconds: Histogram,
     /// Outbound sends refused by a platform with 429.
     pub outbound_throttled: Family<ChannelLabels, Counter>,
+    /// 1 while this replica holds the Discord Gateway lease (and so the connection).
+    pub discord_gateway_connected: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -77,6 +80,7 @@ impl Metrics {
             Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0]);
         let agent_seconds = Histogram::new(latency_buckets().chain([30.0, 60.0, 120.0]));
         let outbound_throttled = Family::<ChannelLabels, Counter>::default();
+        let discord_gateway_connected = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -108,6 +112,11 @@ impl Metrics {
             "Sends refused by a platform with 429",
             outbound_throttled.clone(),
         );
+        router.register(
+            "discord_gateway_connected",
+            "1 while this replica holds the Discord Gateway lease and connection",
+            discord_gateway_connected.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -116,6 +125,7 @@ impl Metrics {
             wake_seconds,
             agent_seconds,
             outbound_throttled,
+            discord_gateway_connected,
         }
     }
 
