@@ -121,7 +121,10 @@ pub async fn run(
     let lease = LeaseManagerBuilder::new(client.clone(), &settings.lease_name)
         .with_namespace(&settings.lease_namespace)
         .with_identity(&settings.identity)
-        .with_field_manager(names::FIELD_MANAGER)
+        .with_field_manager(names::lease_field_manager(
+            names::FIELD_MANAGER,
+            &settings.identity,
+        ))
         .with_duration(settings.lease_duration.as_secs().max(2))
         .with_grace((settings.lease_duration.as_secs() / 3).max(1))
         .build()

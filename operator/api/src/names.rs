@@ -87,6 +87,20 @@ pub fn agent_selector(workspace: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// The field manager one replica writes a leader-election Lease with: `prefix` and the
+/// replica's identity, cut to the API server's 128 bytes. It must differ between replicas:
+/// kube-lease-manager relies on the API server's conflict between two managers to stop two
+/// replicas taking a free Lease at the same moment (one shared manager would let both win).
+pub fn lease_field_manager(prefix: &str, identity: &str) -> String {
+    let mut name = format!("{prefix}-{identity}");
+    let mut end = name.len().min(128);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
+
 /// The recommended labels for a ModelEndpoint's objects.
 pub fn model_endpoint_labels(endpoint: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -111,4 +125,23 @@ pub fn model_endpoint_selector(endpoint: &str) -> BTreeMap<String, String> {
         ),
         (LABEL_MODEL_ENDPOINT.into(), endpoint.to_string()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_replica_writes_a_lease_as_its_own_field_manager() {
+        assert_eq!(
+            lease_field_manager("clawdbot-router", "router-7d9f"),
+            "clawdbot-router-router-7d9f"
+        );
+        assert_ne!(
+            lease_field_manager(FIELD_MANAGER, "operator-a"),
+            lease_field_manager(FIELD_MANAGER, "operator-b")
+        );
+        let long = lease_field_manager("x", &"é".repeat(100));
+        assert!(long.len() <= 128 && long.starts_with("x-é"), "{}", long.len());
+    }
 }

@@ -43,7 +43,7 @@ pub const INTENTS: Intents = Intents::DIRECT_MESSAGES.union(Intents::MESSAGE_CON
 /// Field manager of the router's writes to its Lease, followed by the replica's identity:
 /// kube-lease-manager relies on server-side apply conflicts between replicas to keep two
 /// from taking a free Lease at once, which needs one manager per replica.
-const FIELD_MANAGER_PREFIX: &str = "clawdbot-router-";
+const FIELD_MANAGER_PREFIX: &str = "clawdbot-router";
 /// After Discord closed the connection for good (bad token, intents not allowed), try again
 /// after this, in case the Developer Portal setting was fixed meanwhile.
 const FATAL_RETRY: Duration = Duration::from_secs(60);
@@ -341,15 +341,9 @@ impl Handover {
     }
 }
 
-/// The replica's field manager (at most 128 bytes, as the API server requires).
+/// The replica's field manager: its own, as kube-lease-manager needs.
 fn field_manager(identity: &str) -> String {
-    let mut name = format!("{FIELD_MANAGER_PREFIX}{identity}");
-    let mut end = name.len().min(128);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name.truncate(end);
-    name
+    clawdbot_api::names::lease_field_manager(FIELD_MANAGER_PREFIX, identity)
 }
 
 /// Resolves once this replica no longer holds the Lease (or the manager is gone).
@@ -702,7 +696,6 @@ mod tests {
     #[test]
     fn each_replica_writes_the_lease_as_its_own_field_manager() {
         assert_eq!(field_manager("router-7d9f"), "clawdbot-router-router-7d9f");
-        assert_eq!(field_manager(&format!("x{}", "é".repeat(100))).len(), 127);
     }
 
     #[test]
