@@ -33,6 +33,12 @@ pub struct MessageLabels {
     pub outcome: String,
 }
 
+/// A step of a message's way through the router (a fixed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: String,
@@ -49,6 +55,9 @@ pub struct Metrics {
     pub wake_seconds: Histogram,
     /// Seconds the agent took to answer.
     pub agent_seconds: Histogram,
+    /// Seconds spent in each step before the agent call (dedupe, record, admit): where the
+    /// router's added latency goes.
+    pub stage_seconds: Family<StageLabels, Histogram>,
     /// Outbound sends refused by a platform with 429.
     pub outbound_throttled: Family<ChannelLabels, Counter>,
     /// 1 while this replica holds the Discord Gateway lease (and so the connection).
@@ -79,6 +88,9 @@ impl Metrics {
         let wake_seconds =
             Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0]);
         let agent_seconds = Histogram::new(latency_buckets().chain([30.0, 60.0, 120.0]));
+        let stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0001, 0.00025].into_iter().chain(latency_buckets()))
+        });
         let outbound_throttled = Family::<ChannelLabels, Counter>::default();
         let discord_gateway_connected = Gauge::default();
         registry.register(
@@ -108,6 +120,11 @@ impl Metrics {
             agent_seconds.clone(),
         );
         router.register(
+            "stage_seconds",
+            "Time of each step before the agent call (dedupe, record, admit)",
+            stage_seconds.clone(),
+        );
+        router.register(
             "outbound_throttled",
             "Sends refused by a platform with 429",
             outbound_throttled.clone(),
@@ -124,6 +141,7 @@ impl Metrics {
             messages,
             wake_seconds,
             agent_seconds,
+            stage_seconds,
             outbound_throttled,
             discord_gateway_connected,
         }
@@ -136,6 +154,13 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Records the time since `started` as `stage`'s.
+    pub fn stage(&self, stage: &'static str, started: Instant) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// The OpenMetrics text.

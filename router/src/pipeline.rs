@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clawdbot_api::PlanPolicy;
 use sqlx::PgPool;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -103,6 +103,34 @@ fn claim_time(config: &Config) -> Duration {
     config.agent_timeout + config.wake_hold + Duration::from_secs(30)
 }
 
+/// Outcome of a message whose record did not happen (a duplicate, or a failure the webhook
+/// was answered with): processing stops without a word to the user and is not counted again.
+const NOT_RECORDED: &str = "not_recorded";
+
+/// The `inbound_messages` id of the message being processed: known (the sweeper took over a
+/// stored row), or still being committed by `accept`.
+enum RowId {
+    Known(i64),
+    Recording(oneshot::Receiver<Option<i64>>),
+    NotRecorded,
+}
+
+impl RowId {
+    /// Waits for the record to be durable; None if it was not recorded.
+    async fn get(&mut self) -> Option<i64> {
+        if let RowId::Recording(rx) = self {
+            *self = match rx.await {
+                Ok(Some(id)) => RowId::Known(id),
+                _ => RowId::NotRecorded,
+            };
+        }
+        match self {
+            RowId::Known(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 /// Most rows in one group-commit statement, and statements of one kind running at once.
 const BATCH_ROWS: usize = 256;
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -164,6 +192,7 @@ impl Core {
             self.metrics.message(&msg.channel, "shed");
             return Err(ApiError::Overloaded);
         };
+        let started = Instant::now();
         let fresh = match self
             .limits
             .dedupe_begin(&msg.channel, &msg.external_id)
@@ -176,35 +205,45 @@ impl Core {
                 true
             }
         };
+        self.metrics.stage("dedupe", started);
         if !fresh {
             self.metrics.message(&msg.channel, "duplicate");
             return Ok(Accepted::Duplicate);
         }
         let row = NewInbound::of(&msg).map_err(|e| ApiError::Internal(e.to_string()))?;
-        match self.recorder.submit(row).await {
+        // Processing starts while the record is being committed, so the agent call does not
+        // wait for it; nothing reaches the user (reply, hold, finish) before it is durable.
+        let (recorded_tx, recorded_rx) = oneshot::channel();
+        let (channel, external_id) = (msg.channel.clone(), msg.external_id.clone());
+        let span = tracing::info_span!("message", channel = %channel, external_id = %external_id);
+        self.tasks.spawn(
+            self.clone()
+                .process(RowId::Recording(recorded_rx), msg, permit)
+                .instrument(span),
+        );
+        let started = Instant::now();
+        let recorded = self.recorder.submit(row).await;
+        self.metrics.stage("record", started);
+        match recorded {
             Ok(Some(id)) => {
+                let _ = recorded_tx.send(Some(id));
                 let limits = self.limits.clone();
-                let (channel, external_id) = (msg.channel.clone(), msg.external_id.clone());
                 self.tasks.spawn(async move {
                     if let Err(e) = limits.dedupe_confirm(&channel, &external_id).await {
                         tracing::warn!(error = %e, "could not extend dedupe key");
                     }
                 });
-                let span = tracing::info_span!("message", id, channel = %msg.channel);
-                self.tasks
-                    .spawn(self.clone().process(id, msg, permit).instrument(span));
                 Ok(Accepted::New(id))
             }
             Ok(None) => {
-                self.metrics.message(&msg.channel, "duplicate");
+                let _ = recorded_tx.send(None);
+                self.metrics.message(&channel, "duplicate");
                 Ok(Accepted::Duplicate)
             }
             Err(e) => {
-                if let Err(e) = self
-                    .limits
-                    .dedupe_abort(&msg.channel, &msg.external_id)
-                    .await
-                {
+                // Processing stops before answering; the platform's retry starts it again.
+                let _ = recorded_tx.send(None);
+                if let Err(e) = self.limits.dedupe_abort(&channel, &external_id).await {
                     tracing::warn!(error = %e, "could not release dedupe key");
                 }
                 Err(ApiError::Internal(format!("recording the message: {e}")))
@@ -231,8 +270,10 @@ impl Core {
             .map_err(|e| ApiError::Internal(format!("finishing the message: {e}")))
     }
 
-    async fn process(self: Arc<Self>, id: i64, msg: Inbound, _permit: OwnedSemaphorePermit) {
-        let outcome = match self.handle(id, &msg).await {
+    async fn process(self: Arc<Self>, mut row: RowId, msg: Inbound, _permit: OwnedSemaphorePermit) {
+        let outcome = match self.handle(&mut row, &msg).await {
+            // `accept` counted it (duplicate) or answered the webhook with an error.
+            Ok(NOT_RECORDED) => return,
             Ok(outcome) => outcome,
             Err(e) => {
                 // Left in `received`: the sweeper retries it after its claim runs out.
@@ -256,7 +297,11 @@ impl Core {
         Ok(user)
     }
 
-    async fn handle(self: &Arc<Self>, id: i64, msg: &Inbound) -> Result<&'static str, ApiError> {
+    async fn handle(
+        self: &Arc<Self>,
+        row: &mut RowId,
+        msg: &Inbound,
+    ) -> Result<&'static str, ApiError> {
         let user = self.resolve_sender(&msg.channel, &msg.sender_id).await?;
         let text = msg.text.trim();
         let start_arg = text
@@ -270,9 +315,15 @@ impl Core {
             None => None,
         };
         if let Some(code) = code {
+            let Some(id) = row.get().await else {
+                return Ok(NOT_RECORDED);
+            };
             return self.redeem(id, msg, code).await;
         }
         let Some(user) = user else {
+            let Some(id) = row.get().await else {
+                return Ok(NOT_RECORDED);
+            };
             let note = format!(
                 "Hi! I'm Clawdbot, your personal AI assistant. To talk to me here, create your account at {} \
                  and send me the connection code shown there.",
@@ -283,12 +334,18 @@ impl Core {
             return Ok("onboarding");
         };
         if start_arg.is_some() {
+            let Some(id) = row.get().await else {
+                return Ok(NOT_RECORDED);
+            };
             self.reply(msg, "You're connected. Just write to me.", ReplyKind::Final)
                 .await;
             self.finish(id, "done", "start", None).await?;
             return Ok("start");
         }
         let Some(tenant) = self.directory.tenant_of(&user.to_string()) else {
+            let Some(id) = row.get().await else {
+                return Ok(NOT_RECORDED);
+            };
             self.reply(
                 msg,
                 "Your assistant is not set up yet. Please try again in a few minutes.",
@@ -299,6 +356,7 @@ impl Core {
             return Ok("no_workspace");
         };
         let per_day = PlanPolicy::default_for(tenant.plan).messages_per_day;
+        let started = Instant::now();
         let admission = match self
             .limits
             .admit(user, self.config.rate_limit_per_minute, per_day)
@@ -311,9 +369,13 @@ impl Core {
                 Admission::Allowed
             }
         };
+        self.metrics.stage("admit", started);
         match admission {
             Admission::Allowed => {}
             Admission::RateLimited { retry_after_secs } => {
+                let Some(id) = row.get().await else {
+                    return Ok(NOT_RECORDED);
+                };
                 let note = format!(
                     "You're sending messages faster than I can keep up with. Please wait {retry_after_secs} seconds and try again."
                 );
@@ -322,6 +384,9 @@ impl Core {
                 return Ok("rate_limited");
             }
             Admission::QuotaExceeded { resets_at } => {
+                let Some(id) = row.get().await else {
+                    return Ok(NOT_RECORDED);
+                };
                 let note = format!(
                     "You've used all {per_day} messages of your {} plan for today. Your quota resets at {} UTC \
                      (in about {} hours).",
@@ -334,7 +399,7 @@ impl Core {
                 return Ok("quota_exceeded");
             }
         }
-        self.forward(id, msg, user, tenant, true).await
+        self.forward(row, msg, user, tenant, true).await
     }
 
     async fn redeem(&self, id: i64, msg: &Inbound, code: &str) -> Result<&'static str, ApiError> {
@@ -392,7 +457,7 @@ impl Core {
     /// Waits for the tenant's agent if needed, calls it, relays the answer, records usage.
     async fn forward(
         self: &Arc<Self>,
-        id: i64,
+        row: &mut RowId,
         msg: &Inbound,
         user: Uuid,
         tenant: Tenant,
@@ -404,6 +469,9 @@ impl Core {
             self.spawn_activity(&tenant);
             tenant
         } else {
+            let Some(id) = row.get().await else {
+                return Ok(NOT_RECORDED);
+            };
             let started = Instant::now();
             if first_attempt {
                 channel.typing(msg).await;
@@ -473,6 +541,9 @@ impl Core {
         self.metrics
             .agent_seconds
             .observe(started.elapsed().as_secs_f64());
+        let Some(id) = row.get().await else {
+            return Ok(NOT_RECORDED);
+        };
         match result {
             Ok(reply) => {
                 for part in split_message(&reply.text, channel.max_message_chars()) {
@@ -555,10 +626,11 @@ impl Core {
             };
             let core = self.clone();
             match (row.state.as_str(), row.user_id) {
-                ("held", Some(user)) => match self.directory.tenant_of(&user.to_string()) {
-                    Some(t) if t.ready && t.url.is_some() && t.token.is_some() => {
-                        self.tasks.spawn(async move {
-                            let outcome = match core.forward(row.id, &msg, user, t, false).await {
+                ("held", Some(user)) => {
+                    match self.directory.tenant_of(&user.to_string()) {
+                        Some(t) if t.ready && t.url.is_some() && t.token.is_some() => {
+                            self.tasks.spawn(async move {
+                            let outcome = match core.forward(&mut RowId::Known(row.id), &msg, user, t, false).await {
                                 Ok(o) => o,
                                 Err(e) => {
                                     tracing::error!(error = %e, "delivering a held message failed");
@@ -567,20 +639,21 @@ impl Core {
                             };
                             core.metrics.message(&msg.channel, outcome);
                         });
-                    }
-                    Some(t) => {
-                        // Still asleep: ask again (gated) and look again later.
-                        self.directory
-                            .note_activity(&t, self.config.activity_window, &self.limits)
+                        }
+                        Some(t) => {
+                            // Still asleep: ask again (gated) and look again later.
+                            self.directory
+                                .note_activity(&t, self.config.activity_window, &self.limits)
+                                .await;
+                            store::release(&self.db, row.id, self.config.sweep_interval).await?;
+                        }
+                        None => {
+                            self.reply(&msg, "Your assistant no longer exists, so this message could not be answered.", ReplyKind::Final)
                             .await;
-                        store::release(&self.db, row.id, self.config.sweep_interval).await?;
+                            self.finish(row.id, "failed", "no_workspace", None).await?;
+                        }
                     }
-                    None => {
-                        self.reply(&msg, "Your assistant no longer exists, so this message could not be answered.", ReplyKind::Final)
-                            .await;
-                        self.finish(row.id, "failed", "no_workspace", None).await?;
-                    }
-                },
+                }
                 _ => {
                     tracing::info!(id = row.id, "taking over an unfinished message");
                     let permit = self
@@ -589,7 +662,8 @@ impl Core {
                         .acquire_owned()
                         .await
                         .map_err(|e| ApiError::Internal(e.to_string()))?;
-                    self.tasks.spawn(core.process(row.id, msg, permit));
+                    self.tasks
+                        .spawn(core.process(RowId::Known(row.id), msg, permit));
                 }
             }
         }

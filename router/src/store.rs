@@ -25,6 +25,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // A ping before every acquire was a round trip per statement (5% of the router's CPU
+        // under load). A connection that died is found by the statement instead: that batch
+        // fails, its webhooks are answered 500 and retried by the platform.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     migrate(&pool).await?;

@@ -43,8 +43,76 @@ async fn duplicate_webhooks_across_two_replicas_get_one_reply() {
     );
     assert_eq!(agent.calls().len(), 2);
     assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 2);
+    // Once recorded, the dedupe keys outlive the platforms' retry horizon (a day), whether
+    // the message reached the admission check (connected user) or not (unknown sender).
+    assert!(dedupe_ttl(&w, "telegram", "77").await > 86_400);
+    w.telegram_update(&a, &telegram_text_update(79, 5_100_002, "who am I"))
+        .await;
+    w.telegram.wait_for_messages(5_100_002, 1, T).await;
+    // Confirmed off the message's path: it may land just after the reply.
+    clawdbot_testkit::wait_for("the onboarding message's key confirmed", T, || async {
+        (dedupe_ttl(&w, "telegram", "79").await > 86_400).then_some(())
+    })
+    .await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Runs one Redis command on the dedupe key of a message.
+async fn on_dedupe_key<T: redis::FromRedisValue>(
+    w: &World,
+    command: &str,
+    channel: &str,
+    id: &str,
+) -> T {
+    let redis =
+        redis::Client::open(clawdbot_testkit::env::get().redis_url.as_str()).expect("redis url");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd(command)
+        .arg(format!("{}dedupe:{channel}:{id}", w.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("redis command")
+}
+
+/// Seconds the dedupe key of a message still lives in Redis.
+async fn dedupe_ttl(w: &World, channel: &str, id: &str) -> i64 {
+    on_dedupe_key(w, "TTL", channel, id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_redis_forgot_is_stopped_by_the_record_and_gets_no_reply() {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    let chat = 5_100_101;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    w.telegram_update(&r, &telegram_text_update(91, chat, "first"))
+        .await;
+    w.telegram.wait_for_messages(chat, 1, T).await;
+    // Redis lost the key (restart, eviction): the retry passes it, and processing starts
+    // before the record is known to be a duplicate.
+    let removed: i64 = on_dedupe_key(&w, "DEL", "telegram", "91").await;
+    assert_eq!(removed, 1);
+    let status = w
+        .telegram_update(&r, &telegram_text_update(91, chat, "first"))
+        .await
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    w.telegram_update(&r, &telegram_text_update(92, chat, "second"))
+        .await;
+    let sent = w.telegram.wait_for_messages(chat, 2, T).await;
+    // Give a stray second answer to 91 the time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent_now = w.telegram.sent_to(chat);
+    assert_eq!(sent_now.len(), 2, "{sent_now:?}");
+    assert!(sent[0].text.ends_with(": first") && sent[1].text.ends_with(": second"));
+    assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 2);
+    r.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
