@@ -3,7 +3,7 @@
 //!
 //!   cargo bench -p clawdbot-router --bench router
 //!
-//! For 1,000 and then 10,000 connected users (each with a ready UserWorkspace and gateway
+//! For 1,000 and then 10,000 connected users (`BENCH_USERS`) (each with a ready UserWorkspace and gateway
 //! Secret), an open-loop load at each of `BENCH_RATES` messages/s (default 1000,2500,5000) for `BENCH_SECONDS`
 //! (default 4) goes (a) straight to the agent and (b) through Telegram webhooks to the router.
 //! Latency is webhook sent -> agent received (the agent runs in this process: one clock).
@@ -26,6 +26,10 @@ use kube::api::{Api, PostParams};
 use support::{TELEGRAM_SECRET, TestAgent, World};
 use tokio::sync::Mutex;
 use uuid::Uuid;
+
+// The same allocator as the router binary, since the router runs in this process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -94,11 +98,20 @@ async fn bench() {
         "added p99",
         "errors"
     );
-    for target in [1_000usize, 10_000] {
+    let user_counts: Vec<usize> = std::env::var("BENCH_USERS")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    for target in user_counts {
+        let before = users.len();
         add_tenants(&w, &agent, &router, &mut users, target).await;
+        warm_up(&agent, &router, &users[before..]).await;
         for &rate in &rates {
             let direct = open_loop(&w, &agent, &router, &users, rate, seconds, false).await;
+            let before = Stages::read(&w, &router).await;
             let routed = open_loop(&w, &agent, &router, &users, rate, seconds, true).await;
+            let stages = Stages::read(&w, &router).await.since(&before);
             let (d, r) = (
                 direct.latency.as_ref().expect("hist"),
                 routed.latency.as_ref().expect("hist"),
@@ -123,6 +136,14 @@ async fn bench() {
                     run.errors
                 );
             }
+            println!(
+                "{:>6} {:>6} inside the router (means): webhook answered {:.0} us ({}), agent call {:.0} us",
+                target,
+                rate,
+                stages.webhook_mean_us(),
+                stages.steps_us(),
+                stages.agent_mean_us()
+            );
             println!(
                 "{:>6} {:>6} added latency: p50 {:.0} us, p99 {:.0} us; router/direct p50 ratio {:.2}, p99 ratio {:.2}",
                 target,
@@ -245,6 +266,50 @@ async fn add_tenants(
 
 fn users_len_name(i: usize, target: usize) -> String {
     format!("{target}-{i}")
+}
+
+/// One message from each new user through the router before anything is measured: the
+/// first message of a tenant notes its activity on the UserWorkspace (one API server patch,
+/// then one per activity window) and fills the sender cache; the figures are of the steady
+/// state after that.
+async fn warm_up(agent: &TestAgent, router: &support::Replica, users: &[(Uuid, i64)]) {
+    let started = Instant::now();
+    let before = agent.state.count.load(Ordering::Relaxed);
+    let client = reqwest::Client::new();
+    let url = format!("{}/webhooks/telegram", router.base);
+    let run_id = rand::random::<u32>() as i64 % 100;
+    futures::stream::iter(users.iter().enumerate())
+        .map(|(i, (_, chat))| {
+            let (client, url) = (client.clone(), url.clone());
+            // Telegram update ids are 32-bit; the measured runs use ids below 2e9.
+            let update_id = 2_100_000_000 + run_id * 20_000 + i as i64;
+            async move {
+                let _ = client
+                    .post(url)
+                    .header("x-telegram-bot-api-secret-token", TELEGRAM_SECRET)
+                    .json(&clawdbot_testkit::fake_chat::telegram_text_update(
+                        update_id, *chat, "warm-up",
+                    ))
+                    .send()
+                    .await;
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent.state.count.load(Ordering::Relaxed) - before < users.len() as u64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the activity patches and their watch events settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "(warm-up: one message from each of {} users in {:.1} s)",
+        users.len(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Sends `rate` msg/s for `seconds`; returns send->agent latencies.
@@ -419,4 +484,87 @@ async fn closed_loop(
         last = now;
     }
     (last - before) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Sums and counts of the router's own histograms, to tell where a message's time goes.
+#[derive(Default)]
+struct Stages {
+    webhook: (f64, f64),
+    agent: (f64, f64),
+    steps: Vec<(&'static str, (f64, f64))>,
+}
+
+impl Stages {
+    async fn read(w: &World, router: &support::Replica) -> Stages {
+        let text = w
+            .http
+            .get(&router.metrics_url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let value = |prefix: &str, filter: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(filter))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        Stages {
+            webhook: (
+                value("http_request_duration_seconds_sum", "/webhooks/telegram"),
+                value("http_request_duration_seconds_count", "/webhooks/telegram"),
+            ),
+            agent: (
+                value("router_agent_latency_seconds_sum", ""),
+                value("router_agent_latency_seconds_count", ""),
+            ),
+            steps: ["dedupe", "record", "admit"]
+                .into_iter()
+                .map(|step| {
+                    let label = format!("stage=\"{step}\"");
+                    (
+                        step,
+                        (
+                            value("router_stage_seconds_sum", &label),
+                            value("router_stage_seconds_count", &label),
+                        ),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn since(&self, before: &Stages) -> Stages {
+        Stages {
+            webhook: (
+                self.webhook.0 - before.webhook.0,
+                self.webhook.1 - before.webhook.1,
+            ),
+            agent: (self.agent.0 - before.agent.0, self.agent.1 - before.agent.1),
+            steps: self
+                .steps
+                .iter()
+                .zip(&before.steps)
+                .map(|((n, (s, c)), (_, (s0, c0)))| (*n, (s - s0, c - c0)))
+                .collect(),
+        }
+    }
+
+    fn steps_us(&self) -> String {
+        self.steps
+            .iter()
+            .map(|(n, (s, c))| format!("{n} {:.0} us", s / c.max(1.0) * 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn webhook_mean_us(&self) -> f64 {
+        self.webhook.0 / self.webhook.1.max(1.0) * 1e6
+    }
+
+    fn agent_mean_us(&self) -> f64 {
+        self.agent.0 / self.agent.1.max(1.0) * 1e6
+    }
 }
