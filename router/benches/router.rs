@@ -109,9 +109,9 @@ async fn bench() {
         warm_up(&agent, &router, &users[before..]).await;
         for &rate in &rates {
             let direct = open_loop(&w, &agent, &router, &users, rate, seconds, false).await;
-            let before = Stages::read(&w, &router).await;
+            let before = Stages::read(&router).await;
             let routed = open_loop(&w, &agent, &router, &users, rate, seconds, true).await;
-            let stages = Stages::read(&w, &router).await.since(&before);
+            let stages = Stages::read(&router).await.since(&before);
             let (d, r) = (
                 direct.latency.as_ref().expect("hist"),
                 routed.latency.as_ref().expect("hist"),
@@ -164,15 +164,7 @@ async fn bench() {
             routed_max / direct_max
         );
     }
-    let metrics = w
-        .http
-        .get(&router.metrics_url)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = router.metrics().await;
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("router_messages_total"))
@@ -495,16 +487,8 @@ struct Stages {
 }
 
 impl Stages {
-    async fn read(w: &World, router: &support::Replica) -> Stages {
-        let text = w
-            .http
-            .get(&router.metrics_url)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+    async fn read(router: &support::Replica) -> Stages {
+        let text = router.metrics().await;
         let value = |prefix: &str, filter: &str| {
             text.lines()
                 .filter(|l| l.starts_with(prefix) && l.contains(filter))

@@ -142,6 +142,10 @@ mod tests {
             lease_field_manager(FIELD_MANAGER, "operator-b")
         );
         let long = lease_field_manager("x", &"é".repeat(100));
-        assert!(long.len() <= 128 && long.starts_with("x-é"), "{}", long.len());
+        assert!(
+            long.len() <= 128 && long.starts_with("x-é"),
+            "{}",
+            long.len()
+        );
     }
 }
