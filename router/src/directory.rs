@@ -68,6 +68,30 @@ pub struct Directory {
 }
 
 /// How long one activity note (or wake) of a tenant stands before the next is sent.
+impl Tenant {
+    /// Hibernated, and no wake asked for since it fell asleep.
+    fn needs_wake(&self) -> bool {
+        self.hibernated
+            && match (self.last_activity, self.hibernated_since) {
+                (Some(a), Some(h)) => a <= h,
+                (None, _) | (Some(_), None) => true,
+            }
+    }
+
+    /// Whether the activity note the reflector shows is fresh enough that
+    /// [`Directory::note_activity`] would do nothing: a wake is repeated at most every few
+    /// seconds until the reflector shows it; otherwise the note need only be a tenth of the
+    /// idle timeout fresh (never fresher than `window`), and for a tenant that never
+    /// hibernates it only feeds its status. Cheap: callers check it before spawning a note.
+    pub fn activity_is_fresh(&self, window: Duration) -> bool {
+        let wake = self.needs_wake();
+        let local_window = activity_window(wake, self.idle_timeout, window);
+        self.last_activity
+            .and_then(|t| (Utc::now() - t).to_std().ok())
+            .is_some_and(|age| !wake && age < local_window)
+    }
+}
+
 fn activity_window(wake: bool, idle_timeout: Option<Duration>, window: Duration) -> Duration {
     match (wake, idle_timeout) {
         (true, _) => Duration::from_secs(5).min(window),
@@ -294,25 +318,13 @@ impl Directory {
         window: Duration,
         limits: &crate::limits::Limits,
     ) -> bool {
-        let key = tenant.key();
-        let wake = tenant.hibernated
-            && match (tenant.last_activity, tenant.hibernated_since) {
-                (Some(a), Some(h)) => a <= h,
-                (None, _) => true,
-                (Some(_), None) => true,
-            };
-        // A wake is repeated at most every few seconds until the reflector shows it. Otherwise
-        // the signal need only be a tenth of the idle timeout fresh (never fresher than
-        // `window`), and for a tenant that never hibernates it only feeds its status.
-        let local_window = activity_window(wake, tenant.idle_timeout, window);
-        if tenant
-            .last_activity
-            .and_then(|t| (Utc::now() - t).to_std().ok())
-            .is_some_and(|age| !wake && age < local_window)
-        {
+        if tenant.activity_is_fresh(window) {
             // Another replica (or this one) noted it recently: the reflector shows it.
             return false;
         }
+        let key = tenant.key();
+        let wake = tenant.needs_wake();
+        let local_window = activity_window(wake, tenant.idle_timeout, window);
         let _permit = if wake {
             None
         } else {
