@@ -32,6 +32,10 @@ pub enum ApiError {
     /// This replica is processing as many messages as it may; the platform retries later.
     #[error("overloaded")]
     Overloaded,
+    /// Another delivery of this message is being recorded; the platform retries later and
+    /// then finds it recorded (or, if that delivery's replica died, records it itself).
+    #[error("another delivery of this message is being recorded")]
+    InProgress,
 }
 
 impl ApiError {
@@ -47,6 +51,7 @@ impl ApiError {
             ApiError::Redis(_) => "redis",
             ApiError::Internal(_) => "internal",
             ApiError::Overloaded => "overloaded",
+            ApiError::InProgress => "in_progress",
         }
     }
 }
@@ -55,11 +60,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
             ApiError::Unauthorized => return StatusCode::UNAUTHORIZED.into_response(),
-            ApiError::Overloaded => {
+            ApiError::Overloaded | ApiError::InProgress => {
+                let error = if matches!(self, ApiError::Overloaded) {
+                    "busy, retry shortly"
+                } else {
+                    "this message is being recorded, retry shortly"
+                };
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(axum::http::header::RETRY_AFTER, "1")],
-                    Json(json!({"error": "busy, retry shortly"})),
+                    Json(json!({ "error": error })),
                 )
                     .into_response();
             }

@@ -28,6 +28,27 @@ pub enum Admission {
     },
 }
 
+/// What Redis knows of a delivery's message id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// First seen now: this delivery records it.
+    New,
+    /// Another delivery claimed it less than `DEDUPE_PENDING_SECS` ago and has not confirmed
+    /// the record (it may still be writing it, or its replica died): retry later.
+    BeingRecorded,
+    /// Recorded: a platform retry, answered without doing anything.
+    Recorded,
+}
+
+/// Claims a message id (1 = being recorded, for `ARGV[1]` seconds) unless it is claimed
+/// already; returns the earlier state (0 = none).
+const BEGIN_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return tonumber(v) end
+redis.call('SET', KEYS[1], 1, 'EX', ARGV[1])
+return 0
+";
+
 /// Rate limit first (a burst does not eat the day's quota), then the quota, atomically.
 const ADMIT_SCRIPT: &str = r"
 local r = redis.call('INCR', KEYS[1])
@@ -44,6 +65,7 @@ pub struct Limits {
     conn: ConnectionManager,
     prefix: String,
     admit: redis::Script,
+    begin: redis::Script,
 }
 
 impl Limits {
@@ -54,6 +76,7 @@ impl Limits {
             conn,
             prefix: prefix.to_string(),
             admit: redis::Script::new(ADMIT_SCRIPT),
+            begin: redis::Script::new(BEGIN_SCRIPT),
         })
     }
 
@@ -61,18 +84,24 @@ impl Limits {
         format!("{}{}", self.prefix, parts)
     }
 
-    /// Claims a message id; false if another delivery of it was seen.
-    pub async fn dedupe_begin(&self, channel: &str, id: &str) -> Result<bool, redis::RedisError> {
+    /// Claims a message id for this delivery, or says what became of an earlier one.
+    pub async fn dedupe_begin(
+        &self,
+        channel: &str,
+        id: &str,
+    ) -> Result<Delivery, redis::RedisError> {
         let key = self.key(format_args!("dedupe:{channel}:{id}"));
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
+        let state: i64 = self
+            .begin
+            .key(key)
             .arg(DEDUPE_PENDING_SECS)
-            .query_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(set.is_some())
+        Ok(match state {
+            0 => Delivery::New,
+            1 => Delivery::BeingRecorded,
+            _ => Delivery::Recorded,
+        })
     }
 
     /// The message is recorded: keep its key past the retry horizon.

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::directory::{Directory, Tenant};
 use crate::error::ApiError;
 use crate::inbound::{Inbound, estimate_tokens, split_message};
-use crate::limits::{Admission, Limits};
+use crate::limits::{Admission, Delivery, Limits};
 use crate::metrics::Metrics;
 use crate::store::{self, Finish, NewInbound, UsageEntry, UsageRow};
 
@@ -193,22 +193,31 @@ impl Core {
             return Err(ApiError::Overloaded);
         };
         let started = Instant::now();
-        let fresh = match self
+        let delivery = match self
             .limits
             .dedupe_begin(&msg.channel, &msg.external_id)
             .await
         {
-            Ok(fresh) => fresh,
+            Ok(delivery) => delivery,
             Err(e) => {
                 // Postgres's unique key still catches duplicates.
                 tracing::warn!(error = %e, "redis dedupe unavailable");
-                true
+                Delivery::New
             }
         };
         self.metrics.stage("dedupe", started);
-        if !fresh {
-            self.metrics.message(&msg.channel, "duplicate");
-            return Ok(Accepted::Duplicate);
+        match delivery {
+            Delivery::New => {}
+            Delivery::Recorded => {
+                self.metrics.message(&msg.channel, "duplicate");
+                return Ok(Accepted::Duplicate);
+            }
+            Delivery::BeingRecorded => {
+                // Not "duplicate": if that delivery's replica died before recording it, an
+                // acknowledged retry would be the message lost.
+                self.metrics.message(&msg.channel, "in_progress");
+                return Err(ApiError::InProgress);
+            }
         }
         let row = NewInbound::of(&msg).map_err(|e| ApiError::Internal(e.to_string()))?;
         // Processing starts while the record is being committed, so the agent call does not
@@ -445,6 +454,10 @@ impl Core {
     }
 
     fn spawn_activity(self: &Arc<Self>, tenant: &Tenant) {
+        // Nearly always the case: no task per message for nothing.
+        if tenant.activity_is_fresh(self.config.activity_window) {
+            return;
+        }
         let core = self.clone();
         let tenant = tenant.clone();
         self.tasks.spawn(async move {

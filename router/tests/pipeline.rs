@@ -31,8 +31,18 @@ async fn duplicate_webhooks_across_two_replicas_get_one_reply() {
         async move { w.telegram_update(replica, update).await.status().as_u16() }
     });
     let statuses = futures::future::join_all(sends).await;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // A delivery that finds another one still recording the message is told to retry (503).
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
     w.telegram.wait_for_messages(chat, 1, T).await;
+    // The platform's later retries are answered 200 and change nothing.
+    for replica in [&a, &b] {
+        let status = w.telegram_update(replica, &update).await.status();
+        assert_eq!(status.as_u16(), 200);
+    }
     // A later, distinct message proves the pipeline has drained; the duplicate made no call.
     w.telegram_update(&b, &telegram_text_update(78, chat, "second"))
         .await;
@@ -81,6 +91,46 @@ async fn on_dedupe_key<T: redis::FromRedisValue>(
 /// Seconds the dedupe key of a message still lives in Redis.
 async fn dedupe_ttl(w: &World, channel: &str, id: &str) -> i64 {
     on_dedupe_key(w, "TTL", channel, id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_replica_died_before_recording_is_delivered() {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    let chat = 5_100_201;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    // A replica claimed update 93 and died before recording it: its claim is still in Redis
+    // (shortened here from 30 s).
+    let redis =
+        redis::Client::open(clawdbot_testkit::env::get().redis_url.as_str()).expect("redis url");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("SET")
+        .arg(format!("{}dedupe:telegram:93", w.redis_prefix))
+        .arg(1)
+        .arg("EX")
+        .arg(2)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("claim");
+    let update = telegram_text_update(93, chat, "are you there");
+    // The platform's retry is not acknowledged as a duplicate while the claim stands...
+    let response = w.telegram_update(&r, &update).await;
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 0);
+    // ...and once it has lapsed, the next retry is recorded and answered.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = w.telegram_update(&r, &update).await.status();
+    assert_eq!(status.as_u16(), 200);
+    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
+    assert!(sent[0].text.ends_with(": are you there"), "{sent:?}");
+    assert_eq!(agent.calls().len(), 1);
+    r.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
