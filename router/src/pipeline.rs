@@ -41,23 +41,24 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// (channel, sender) -> (user if connected, when looked up).
-type SenderMap = HashMap<(String, String), (Option<Uuid>, Instant)>;
+/// (channel, sender) -> (user, when looked up).
+type SenderMap = HashMap<(String, String), (Uuid, Instant)>;
 
-/// (channel, sender) -> user, invalidated by Postgres notifications from any replica.
+/// (channel, sender) -> user of connected senders, invalidated by Postgres notifications
+/// from any replica.
 #[derive(Default)]
 struct SenderCache {
     map: RwLock<SenderMap>,
 }
 
 impl SenderCache {
-    fn get(&self, channel: &str, sender: &str) -> Option<Option<Uuid>> {
+    fn get(&self, channel: &str, sender: &str) -> Option<Uuid> {
         let map = self.map.read().expect("sender cache lock");
         map.get(&(channel.to_string(), sender.to_string()))
             .filter(|(_, at)| at.elapsed() < SENDER_CACHE_TTL)
             .map(|(u, _)| *u)
     }
-    fn put(&self, channel: &str, sender: &str, user: Option<Uuid>) {
+    fn put(&self, channel: &str, sender: &str, user: Uuid) {
         let mut map = self.map.write().expect("sender cache lock");
         if map.len() > 200_000 {
             map.retain(|_, (_, at)| at.elapsed() < SENDER_CACHE_TTL);
@@ -299,10 +300,15 @@ impl Core {
         sender: &str,
     ) -> Result<Option<Uuid>, sqlx::Error> {
         if let Some(user) = self.senders.get(channel, sender) {
-            return Ok(user);
+            return Ok(Some(user));
         }
         let user = store::lookup_connection(&self.db, channel, sender).await?;
-        self.senders.put(channel, sender, user);
+        // Only connected senders are cached: one who has just connected through another
+        // replica must not get the onboarding text again while that replica's notification
+        // is on its way. Unknown senders send a message or two; each costs one lookup.
+        if let Some(user) = user {
+            self.senders.put(channel, sender, user);
+        }
         Ok(user)
     }
 
