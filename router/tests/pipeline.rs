@@ -68,6 +68,25 @@ async fn duplicate_webhooks_across_two_replicas_get_one_reply() {
     b.shutdown().await;
 }
 
+/// One router, the test agent, and a Telegram chat connected to a ready tenant on `plan`.
+async fn one_chat(plan: Plan, chat: i64) -> (World, support::Replica, TestAgent, support::Tenant) {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, plan).await;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    (w, r, agent, tenant)
+}
+
+/// A connection to the tests' Redis.
+async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(clawdbot_testkit::env::get().redis_url.as_str())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+}
+
 /// Runs one Redis command on the dedupe key of a message.
 async fn on_dedupe_key<T: redis::FromRedisValue>(
     w: &World,
@@ -75,12 +94,7 @@ async fn on_dedupe_key<T: redis::FromRedisValue>(
     channel: &str,
     id: &str,
 ) -> T {
-    let redis =
-        redis::Client::open(clawdbot_testkit::env::get().redis_url.as_str()).expect("redis url");
-    let mut conn = redis
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = redis_conn().await;
     redis::cmd(command)
         .arg(format!("{}dedupe:{channel}:{id}", w.redis_prefix))
         .query_async(&mut conn)
@@ -95,20 +109,11 @@ async fn dedupe_ttl(w: &World, channel: &str, id: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_replica_died_before_recording_is_delivered() {
-    let w = World::new().await;
-    let r = w.start_router(w.config()).await;
-    let agent = TestAgent::start().await;
-    let tenant = w.ready_tenant(&agent, Plan::Free).await;
     let chat = 5_100_201;
-    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    let (w, r, agent, _tenant) = one_chat(Plan::Free, chat).await;
     // A replica claimed update 93 and died before recording it: its claim is still in Redis
     // (shortened here from 30 s).
-    let redis =
-        redis::Client::open(clawdbot_testkit::env::get().redis_url.as_str()).expect("redis url");
-    let mut conn = redis
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = redis_conn().await;
     redis::cmd("SET")
         .arg(format!("{}dedupe:telegram:93", w.redis_prefix))
         .arg(1)
@@ -135,12 +140,8 @@ async fn a_retry_after_a_replica_died_before_recording_is_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_redis_forgot_is_stopped_by_the_record_and_gets_no_reply() {
-    let w = World::new().await;
-    let r = w.start_router(w.config()).await;
-    let agent = TestAgent::start().await;
-    let tenant = w.ready_tenant(&agent, Plan::Free).await;
     let chat = 5_100_101;
-    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    let (w, r, _agent, _tenant) = one_chat(Plan::Free, chat).await;
     w.telegram_update(&r, &telegram_text_update(91, chat, "first"))
         .await;
     w.telegram.wait_for_messages(chat, 1, T).await;
@@ -248,15 +249,10 @@ async fn a_full_replica_sheds_load_with_503_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_exceeded_gets_a_friendly_reply_and_no_agent_call() {
-    let w = World::new().await;
-    let r = w.start_router(w.config()).await;
-    let agent = TestAgent::start().await;
-    let tenant = w.ready_tenant(&agent, Plan::Free).await;
     let chat = 5_300_001;
-    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    let (w, r, agent, tenant) = one_chat(Plan::Free, chat).await;
     // The user has already sent the free plan's 100 messages today.
-    let redis = redis::Client::open(clawdbot_testkit::env::get().redis_url.as_str()).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn().await;
     let key = format!(
         "{}quota:{}:{}",
         w.redis_prefix,
@@ -476,12 +472,8 @@ async fn bad_input_is_refused_without_side_effects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_failure_yields_a_polite_reply_and_throttling_is_honoured() {
-    let w = World::new().await;
-    let r = w.start_router(w.config()).await;
-    let agent = TestAgent::start().await;
-    let tenant = w.ready_tenant(&agent, Plan::Free).await;
     let chat = 5_600_001;
-    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    let (w, r, agent, _tenant) = one_chat(Plan::Free, chat).await;
 
     agent.state.fail.store(true, Ordering::Relaxed);
     w.telegram_update(&r, &telegram_text_update(1, chat, "hello"))
