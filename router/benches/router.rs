@@ -3,8 +3,9 @@
 //!
 //!   cargo bench -p clawdbot-router --bench router
 //!
-//! For 1,000 and then 10,000 connected users (`BENCH_USERS`) (each with a ready UserWorkspace and gateway
-//! Secret), an open-loop load at each of `BENCH_RATES` messages/s (default 1000,2500,5000) for `BENCH_SECONDS`
+//! For 1,000 and then 10,000 connected users (`BENCH_USERS`), each with a ready
+//! UserWorkspace and gateway Secret, and after one warm-up message from each, an open-loop
+//! load at each of `BENCH_RATES` messages/s (default 1000,2500,5000) for `BENCH_SECONDS`
 //! (default 4) goes (a) straight to the agent and (b) through Telegram webhooks to the router.
 //! Latency is webhook sent -> agent received (the agent runs in this process: one clock).
 //! Then a closed loop with 64 in flight gives the most messages/s of each path.
@@ -38,6 +39,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A comma-separated list from the environment, or `default`.
+fn env_list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
 #[derive(Default)]
 struct Run {
     sent: u64,
@@ -62,11 +72,7 @@ fn main() {
 
 async fn bench() {
     // Several rates find the knee; 5,000 msg/s is the target's.
-    let rates: Vec<u64> = std::env::var("BENCH_RATES")
-        .unwrap_or_else(|_| "1000,2500,5000".into())
-        .split(',')
-        .filter_map(|r| r.trim().parse().ok())
-        .collect();
+    let rates: Vec<u64> = env_list("BENCH_RATES", "1000,2500,5000");
     let seconds: u64 = env_or("BENCH_SECONDS", 4);
     let w = World::new().await;
     let mut config = w.config();
@@ -98,11 +104,7 @@ async fn bench() {
         "added p99",
         "errors"
     );
-    let user_counts: Vec<usize> = std::env::var("BENCH_USERS")
-        .unwrap_or_else(|_| "1000,10000".into())
-        .split(',')
-        .filter_map(|n| n.trim().parse().ok())
-        .collect();
+    let user_counts: Vec<usize> = env_list("BENCH_USERS", "1000,10000");
     for target in user_counts {
         let before = users.len();
         add_tenants(&w, &agent, &router, &mut users, target).await;
@@ -137,12 +139,10 @@ async fn bench() {
                 );
             }
             println!(
-                "{:>6} {:>6} inside the router (means): webhook answered {:.0} us ({}), agent call {:.0} us",
+                "{:>6} {:>6} inside the router (means): {}",
                 target,
                 rate,
-                stages.webhook_mean_us(),
-                stages.steps_us(),
-                stages.agent_mean_us()
+                stages.means()
             );
             println!(
                 "{:>6} {:>6} added latency: p50 {:.0} us, p99 {:.0} us; router/direct p50 ratio {:.2}, p99 ratio {:.2}",
@@ -478,77 +478,61 @@ async fn closed_loop(
     (last - before) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Sums and counts of the router's own histograms, to tell where a message's time goes.
-#[derive(Default)]
-struct Stages {
-    webhook: (f64, f64),
-    agent: (f64, f64),
-    steps: Vec<(&'static str, (f64, f64))>,
-}
+/// What the benchmark reads of the router's own histograms: (what, histogram, label filter).
+const STAGES: [(&str, &str, &str); 5] = [
+    (
+        "webhook answered",
+        "http_request_duration_seconds",
+        "/webhooks/telegram",
+    ),
+    ("dedupe", "router_stage_seconds", "stage=\"dedupe\""),
+    ("record", "router_stage_seconds", "stage=\"record\""),
+    ("admit", "router_stage_seconds", "stage=\"admit\""),
+    ("agent call", "router_agent_latency_seconds", ""),
+];
+
+/// Sum and count of each of [`STAGES`], to tell where a message's time goes.
+struct Stages(Vec<(f64, f64)>);
 
 impl Stages {
     async fn read(router: &support::Replica) -> Stages {
         let text = router.metrics().await;
-        let value = |prefix: &str, filter: &str| {
+        let value = |series: String, filter: &str| {
             text.lines()
-                .filter(|l| l.starts_with(prefix) && l.contains(filter))
+                .filter(|l| l.starts_with(&series) && l.contains(filter))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>()
         };
-        Stages {
-            webhook: (
-                value("http_request_duration_seconds_sum", "/webhooks/telegram"),
-                value("http_request_duration_seconds_count", "/webhooks/telegram"),
-            ),
-            agent: (
-                value("router_agent_latency_seconds_sum", ""),
-                value("router_agent_latency_seconds_count", ""),
-            ),
-            steps: ["dedupe", "record", "admit"]
-                .into_iter()
-                .map(|step| {
-                    let label = format!("stage=\"{step}\"");
+        Stages(
+            STAGES
+                .iter()
+                .map(|(_, histogram, filter)| {
                     (
-                        step,
-                        (
-                            value("router_stage_seconds_sum", &label),
-                            value("router_stage_seconds_count", &label),
-                        ),
+                        value(format!("{histogram}_sum"), filter),
+                        value(format!("{histogram}_count"), filter),
                     )
                 })
                 .collect(),
-        }
+        )
     }
 
     fn since(&self, before: &Stages) -> Stages {
-        Stages {
-            webhook: (
-                self.webhook.0 - before.webhook.0,
-                self.webhook.1 - before.webhook.1,
-            ),
-            agent: (self.agent.0 - before.agent.0, self.agent.1 - before.agent.1),
-            steps: self
-                .steps
+        Stages(
+            self.0
                 .iter()
-                .zip(&before.steps)
-                .map(|((n, (s, c)), (_, (s0, c0)))| (*n, (s - s0, c - c0)))
+                .zip(&before.0)
+                .map(|((s, c), (s0, c0))| (s - s0, c - c0))
                 .collect(),
-        }
+        )
     }
 
-    fn steps_us(&self) -> String {
-        self.steps
+    /// "webhook answered 1828 us, dedupe 398 us, ...": the mean of each over the run.
+    fn means(&self) -> String {
+        STAGES
             .iter()
-            .map(|(n, (s, c))| format!("{n} {:.0} us", s / c.max(1.0) * 1e6))
+            .zip(&self.0)
+            .map(|((name, _, _), (s, c))| format!("{name} {:.0} us", s / c.max(1.0) * 1e6))
             .collect::<Vec<_>>()
             .join(", ")
-    }
-
-    fn webhook_mean_us(&self) -> f64 {
-        self.webhook.0 / self.webhook.1.max(1.0) * 1e6
-    }
-
-    fn agent_mean_us(&self) -> f64 {
-        self.agent.0 / self.agent.1.max(1.0) * 1e6
     }
 }
