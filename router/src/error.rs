@@ -56,22 +56,23 @@ impl ApiError {
     }
 }
 
+/// 503 with `Retry-After: 1`: the platform delivers the webhook again a moment later.
+fn retry_shortly(error: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "1")],
+        Json(json!({ "error": error })),
+    )
+        .into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
             ApiError::Unauthorized => return StatusCode::UNAUTHORIZED.into_response(),
-            ApiError::Overloaded | ApiError::InProgress => {
-                let error = if matches!(self, ApiError::Overloaded) {
-                    "busy, retry shortly"
-                } else {
-                    "this message is being recorded, retry shortly"
-                };
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(axum::http::header::RETRY_AFTER, "1")],
-                    Json(json!({ "error": error })),
-                )
-                    .into_response();
+            ApiError::Overloaded => return retry_shortly("busy, retry shortly"),
+            ApiError::InProgress => {
+                return retry_shortly("this message is being recorded, retry shortly");
             }
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
