@@ -41,6 +41,41 @@ impl Tenant {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// Ready, with the URL and token a message needs.
+    pub fn usable(&self) -> bool {
+        self.ready && self.url.is_some() && self.token.is_some()
+    }
+
+    /// Hibernated, and no wake asked for since it fell asleep.
+    fn needs_wake(&self) -> bool {
+        self.hibernated
+            && match (self.last_activity, self.hibernated_since) {
+                (Some(a), Some(h)) => a <= h,
+                (None, _) | (Some(_), None) => true,
+            }
+    }
+
+    /// What noting this tenant's activity now would be: None when the note the reflector
+    /// shows is fresh enough; else whether it is a wake, and how long the note stands. A wake
+    /// is repeated at most every few seconds until the reflector shows it; otherwise the note
+    /// need only be a tenth of the idle timeout fresh (never fresher than `window`), and for a
+    /// tenant that never hibernates it only feeds its status.
+    fn activity_due(&self, window: Duration) -> Option<(bool, Duration)> {
+        let wake = self.needs_wake();
+        let stands = activity_window(wake, self.idle_timeout, window);
+        let fresh = self
+            .last_activity
+            .and_then(|t| (Utc::now() - t).to_std().ok())
+            .is_some_and(|age| !wake && age < stands);
+        (!fresh).then_some((wake, stands))
+    }
+
+    /// Whether the reflector already shows a note fresh enough that
+    /// [`Directory::note_activity`] does nothing. Cheap: callers check it before spawning one.
+    pub fn activity_is_fresh(&self, window: Duration) -> bool {
+        self.activity_due(window).is_none()
+    }
 }
 
 #[derive(Default)]
@@ -68,30 +103,6 @@ pub struct Directory {
 }
 
 /// How long one activity note (or wake) of a tenant stands before the next is sent.
-impl Tenant {
-    /// Hibernated, and no wake asked for since it fell asleep.
-    fn needs_wake(&self) -> bool {
-        self.hibernated
-            && match (self.last_activity, self.hibernated_since) {
-                (Some(a), Some(h)) => a <= h,
-                (None, _) | (Some(_), None) => true,
-            }
-    }
-
-    /// Whether the activity note the reflector shows is fresh enough that
-    /// [`Directory::note_activity`] would do nothing: a wake is repeated at most every few
-    /// seconds until the reflector shows it; otherwise the note need only be a tenth of the
-    /// idle timeout fresh (never fresher than `window`), and for a tenant that never
-    /// hibernates it only feeds its status. Cheap: callers check it before spawning a note.
-    pub fn activity_is_fresh(&self, window: Duration) -> bool {
-        let wake = self.needs_wake();
-        let local_window = activity_window(wake, self.idle_timeout, window);
-        self.last_activity
-            .and_then(|t| (Utc::now() - t).to_std().ok())
-            .is_some_and(|age| !wake && age < local_window)
-    }
-}
-
 fn activity_window(wake: bool, idle_timeout: Option<Duration>, window: Duration) -> Duration {
     match (wake, idle_timeout) {
         (true, _) => Duration::from_secs(5).min(window),
@@ -291,10 +302,7 @@ impl Directory {
         let mut changes = self.version.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(t) = self
-                .tenant_of(user)
-                .filter(|t| t.ready && t.url.is_some() && t.token.is_some())
-            {
+            if let Some(t) = self.tenant_of(user).filter(Tenant::usable) {
                 return Some(t);
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -318,13 +326,11 @@ impl Directory {
         window: Duration,
         limits: &crate::limits::Limits,
     ) -> bool {
-        if tenant.activity_is_fresh(window) {
+        let Some((wake, local_window)) = tenant.activity_due(window) else {
             // Another replica (or this one) noted it recently: the reflector shows it.
             return false;
-        }
+        };
         let key = tenant.key();
-        let wake = tenant.needs_wake();
-        let local_window = activity_window(wake, tenant.idle_timeout, window);
         let _permit = if wake {
             None
         } else {
