@@ -330,45 +330,34 @@ impl Core {
             None => None,
         };
         if let Some(code) = code {
-            let Some(id) = row.get().await else {
+            // Redeeming changes state (the code is used up): only for a recorded message.
+            if row.get().await.is_none() {
                 return Ok(NOT_RECORDED);
-            };
-            return self.redeem(id, msg, code).await;
+            }
+            return self.redeem(row, msg, code).await;
         }
         let Some(user) = user else {
-            let Some(id) = row.get().await else {
-                return Ok(NOT_RECORDED);
-            };
             let note = format!(
                 "Hi! I'm Clawdbot, your personal AI assistant. To talk to me here, create your account at {} \
                  and send me the connection code shown there.",
                 self.config.registration_url
             );
-            self.reply(msg, &note, ReplyKind::Final).await;
-            self.finish(id, "done", "onboarding", None).await?;
-            return Ok("onboarding");
+            return self.answer(row, msg, &note, "onboarding").await;
         };
         if start_arg.is_some() {
-            let Some(id) = row.get().await else {
-                return Ok(NOT_RECORDED);
-            };
-            self.reply(msg, "You're connected. Just write to me.", ReplyKind::Final)
+            return self
+                .answer(row, msg, "You're connected. Just write to me.", "start")
                 .await;
-            self.finish(id, "done", "start", None).await?;
-            return Ok("start");
         }
         let Some(tenant) = self.directory.tenant_of(&user.to_string()) else {
-            let Some(id) = row.get().await else {
-                return Ok(NOT_RECORDED);
-            };
-            self.reply(
-                msg,
-                "Your assistant is not set up yet. Please try again in a few minutes.",
-                ReplyKind::Final,
-            )
-            .await;
-            self.finish(id, "done", "no_workspace", None).await?;
-            return Ok("no_workspace");
+            return self
+                .answer(
+                    row,
+                    msg,
+                    "Your assistant is not set up yet. Please try again in a few minutes.",
+                    "no_workspace",
+                )
+                .await;
         };
         let per_day = PlanPolicy::default_for(tenant.plan).messages_per_day;
         let started = Instant::now();
@@ -388,20 +377,12 @@ impl Core {
         match admission {
             Admission::Allowed => {}
             Admission::RateLimited { retry_after_secs } => {
-                let Some(id) = row.get().await else {
-                    return Ok(NOT_RECORDED);
-                };
                 let note = format!(
                     "You're sending messages faster than I can keep up with. Please wait {retry_after_secs} seconds and try again."
                 );
-                self.reply(msg, &note, ReplyKind::Final).await;
-                self.finish(id, "done", "rate_limited", None).await?;
-                return Ok("rate_limited");
+                return self.answer(row, msg, &note, "rate_limited").await;
             }
             Admission::QuotaExceeded { resets_at } => {
-                let Some(id) = row.get().await else {
-                    return Ok(NOT_RECORDED);
-                };
                 let note = format!(
                     "You've used all {per_day} messages of your {} plan for today. Your quota resets at {} UTC \
                      (in about {} hours).",
@@ -409,52 +390,68 @@ impl Core {
                     resets_at.format("%H:%M"),
                     ((resets_at - chrono::Utc::now()).num_minutes() + 59) / 60
                 );
-                self.reply(msg, &note, ReplyKind::Final).await;
-                self.finish(id, "done", "quota_exceeded", None).await?;
-                return Ok("quota_exceeded");
+                return self.answer(row, msg, &note, "quota_exceeded").await;
             }
         }
         self.forward(row, msg, user, tenant, true).await
     }
 
-    async fn redeem(&self, id: i64, msg: &Inbound, code: &str) -> Result<&'static str, ApiError> {
+    /// Answers `msg` with `note` once its record is durable and marks it done with
+    /// `outcome`: every outcome decided without the agent (onboarding, limits, codes).
+    async fn answer(
+        &self,
+        row: &mut RowId,
+        msg: &Inbound,
+        note: &str,
+        outcome: &'static str,
+    ) -> Result<&'static str, ApiError> {
+        let Some(id) = row.get().await else {
+            return Ok(NOT_RECORDED);
+        };
+        self.reply(msg, note, ReplyKind::Final).await;
+        self.finish(id, "done", outcome, None).await?;
+        Ok(outcome)
+    }
+
+    async fn redeem(
+        &self,
+        row: &mut RowId,
+        msg: &Inbound,
+        code: &str,
+    ) -> Result<&'static str, ApiError> {
         let attempts = self
             .limits
             .code_attempt(&msg.channel, &msg.sender_id, CODE_ATTEMPT_WINDOW)
             .await?;
         if attempts > u64::from(self.config.code_attempts) {
-            self.reply(
-                msg,
-                "Too many connection attempts. Please wait 10 minutes and try again.",
-                ReplyKind::Final,
-            )
-            .await;
-            self.finish(id, "done", "code_attempts_exceeded", None)
-                .await?;
-            return Ok("code_attempts_exceeded");
+            return self
+                .answer(
+                    row,
+                    msg,
+                    "Too many connection attempts. Please wait 10 minutes and try again.",
+                    "code_attempts_exceeded",
+                )
+                .await;
         }
         match store::redeem_code(&self.db, code, &msg.channel, &msg.sender_id).await? {
             Some(user) => {
                 // This replica at once; the others through the notification.
                 self.senders.evict(&msg.channel, &msg.sender_id);
                 tracing::info!(%user, channel = %msg.channel, "chat account connected");
-                self.reply(
+                self.answer(
+                    row,
                     msg,
                     "Connected! Your assistant will answer your messages here from now on.",
-                    ReplyKind::Final,
+                    "connected",
                 )
-                .await;
-                self.finish(id, "done", "connected", None).await?;
-                Ok("connected")
+                .await
             }
             None => {
                 let note = format!(
                     "That code is not valid or has expired. Get a new one at {}.",
                     self.config.registration_url
                 );
-                self.reply(msg, &note, ReplyKind::Final).await;
-                self.finish(id, "done", "code_invalid", None).await?;
-                Ok("code_invalid")
+                self.answer(row, msg, &note, "code_invalid").await
             }
         }
     }
@@ -483,8 +480,7 @@ impl Core {
         first_attempt: bool,
     ) -> Result<&'static str, ApiError> {
         let channel = self.channel(&msg.channel)?;
-        let usable = |t: &Tenant| t.ready && t.url.is_some() && t.token.is_some();
-        let tenant = if usable(&tenant) {
+        let tenant = if tenant.usable() {
             self.spawn_activity(&tenant);
             tenant
         } else {
@@ -645,34 +641,31 @@ impl Core {
             };
             let core = self.clone();
             match (row.state.as_str(), row.user_id) {
-                ("held", Some(user)) => {
-                    match self.directory.tenant_of(&user.to_string()) {
-                        Some(t) if t.ready && t.url.is_some() && t.token.is_some() => {
-                            self.tasks.spawn(async move {
-                            let outcome = match core.forward(&mut RowId::Known(row.id), &msg, user, t, false).await {
-                                Ok(o) => o,
-                                Err(e) => {
-                                    tracing::error!(error = %e, "delivering a held message failed");
-                                    "error"
-                                }
-                            };
+                ("held", Some(user)) => match self.directory.tenant_of(&user.to_string()) {
+                    Some(t) if t.usable() => {
+                        let mut id = RowId::Known(row.id);
+                        self.tasks.spawn(async move {
+                            let delivered = core.forward(&mut id, &msg, user, t, false).await;
+                            let outcome = delivered.unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "delivering a held message failed");
+                                "error"
+                            });
                             core.metrics.message(&msg.channel, outcome);
                         });
-                        }
-                        Some(t) => {
-                            // Still asleep: ask again (gated) and look again later.
-                            self.directory
-                                .note_activity(&t, self.config.activity_window, &self.limits)
-                                .await;
-                            store::release(&self.db, row.id, self.config.sweep_interval).await?;
-                        }
-                        None => {
-                            self.reply(&msg, "Your assistant no longer exists, so this message could not be answered.", ReplyKind::Final)
-                            .await;
-                            self.finish(row.id, "failed", "no_workspace", None).await?;
-                        }
                     }
-                }
+                    Some(t) => {
+                        // Still asleep: ask again (gated) and look again later.
+                        self.directory
+                            .note_activity(&t, self.config.activity_window, &self.limits)
+                            .await;
+                        store::release(&self.db, row.id, self.config.sweep_interval).await?;
+                    }
+                    None => {
+                        let note = "Your assistant no longer exists, so this message could not be answered.";
+                        self.reply(&msg, note, ReplyKind::Final).await;
+                        self.finish(row.id, "failed", "no_workspace", None).await?;
+                    }
+                },
                 _ => {
                     tracing::info!(id = row.id, "taking over an unfinished message");
                     let permit = self
