@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(postgresql redis-server etcd-server golang-go rsync jq dpkg-dev curl openssl
-      golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+      golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev gcc libc6-dev
+      containerd runc containernetworking-plugins iptables conntrack iproute2 python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
