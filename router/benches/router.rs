@@ -78,10 +78,10 @@ async fn bench() {
     let mut config = w.config();
     // The outbound Telegram queue keeps to Telegram's limits in production; here it would
     // throttle the replies of 5,000 msg/s to 30/s, which is not what is measured.
-    config.telegram_global_rate = 0.0;
-    config.telegram_chat_rate = 0.0;
-    config.rate_limit_per_minute = 1_000_000;
-    config.database_max_connections = 32;
+    config.telegram.global_rate = 0.0;
+    config.telegram.chat_rate = 0.0;
+    config.limits.rate_limit_per_minute = 1_000_000;
+    config.database.max_connections = 32;
     let agent = TestAgent::start().await;
     agent.state.record.store(false, Ordering::Relaxed);
     let router = w.start_router(config).await;

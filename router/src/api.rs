@@ -29,7 +29,7 @@ fn require_admin(core: &Core, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::as_bytes);
-    if secret_matches(presented, &core.config.admin_token) {
+    if secret_matches(presented, &core.config.server.admin_token) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
@@ -75,7 +75,8 @@ async fn web_token(
     require_admin(&core, &headers)?;
     let secret = core
         .config
-        .web_token_secret
+        .web
+        .token_secret
         .as_ref()
         .ok_or(ApiError::ChannelDisabled)?;
     if !store::user_exists(&core.db, req.user_id).await? {

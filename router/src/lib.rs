@@ -53,12 +53,12 @@ impl Router {
     /// Connects to Postgres (migrating it), Redis and the API server; starts nothing yet.
     pub async fn connect(config: Config, kube: kube::Client) -> anyhow::Result<Self> {
         let db = store::connect(
-            config.database_url.expose(),
-            config.database_max_connections,
+            config.database.url.expose(),
+            config.database.max_connections,
         )
         .await?;
         let limits =
-            limits::Limits::connect(config.redis_url.expose(), &config.redis_prefix).await?;
+            limits::Limits::connect(config.redis.url.expose(), &config.redis.prefix).await?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -87,11 +87,13 @@ pub fn app(router: &Router) -> axum::Router {
     for channel in &router.channels {
         app = app.merge(channel.clone().routes(core.clone()));
     }
-    app.layer(RequestBodyLimitLayer::new(core.config.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            core.metrics.clone(),
-            metrics::track,
-        ))
+    app.layer(RequestBodyLimitLayer::new(
+        core.config.limits.max_body_bytes,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        core.metrics.clone(),
+        metrics::track,
+    ))
 }
 
 /// `/metrics` alone.
@@ -146,7 +148,7 @@ pub async fn launch(
 ) -> anyhow::Result<()> {
     let core = router.core.clone();
     let stop = CancellationToken::new();
-    let watch_ns = core.config.watch_namespace.clone();
+    let watch_ns = core.config.kube.watch_namespace.clone();
     let directory = tokio::spawn(core.directory.clone().run(watch_ns));
     let sweeper = tokio::spawn(core.clone().sweep_loop(stop.clone()));
     let listen = tokio::spawn(core.clone().listen_connection_changes(stop.clone()));

@@ -19,8 +19,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::parse();
     tracing::info!(?config, "starting");
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let metrics = tokio::net::TcpListener::bind(config.metrics_listen).await?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+    let metrics = tokio::net::TcpListener::bind(config.server.metrics_listen).await?;
     let kube = kube::Client::try_default().await?;
     let router = Router::connect(config, kube).await?;
     launch(router, listener, Some(metrics), shutdown_signal()).await

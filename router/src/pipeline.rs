@@ -101,7 +101,7 @@ pub struct Core {
 /// How long a replica owns a message it took: the longest it can spend on it (hold for a
 /// wake, then the agent call) and a margin. After that the sweeper of any replica takes over.
 fn claim_time(config: &Config) -> Duration {
-    config.agent_timeout + config.wake_hold + Duration::from_secs(30)
+    config.limits.agent_timeout + config.limits.wake_hold + Duration::from_secs(30)
 }
 
 /// Outcome of a message whose record did not happen (a duplicate, or a failure the webhook
@@ -171,7 +171,7 @@ impl Core {
             }
         });
         Arc::new(Core {
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
             recorder,
             finisher,
             config,
@@ -340,7 +340,7 @@ impl Core {
             let note = format!(
                 "Hi! I'm Clawdbot, your personal AI assistant. To talk to me here, create your account at {} \
                  and send me the connection code shown there.",
-                self.config.registration_url
+                self.config.onboarding.registration_url
             );
             return self.answer(row, msg, &note, "onboarding").await;
         };
@@ -363,7 +363,7 @@ impl Core {
         let started = Instant::now();
         let admission = match self
             .limits
-            .admit(user, self.config.rate_limit_per_minute, per_day)
+            .admit(user, self.config.limits.rate_limit_per_minute, per_day)
             .await
         {
             Ok(a) => a,
@@ -423,7 +423,7 @@ impl Core {
             .limits
             .code_attempt(&msg.channel, &msg.sender_id, CODE_ATTEMPT_WINDOW)
             .await?;
-        if attempts > u64::from(self.config.code_attempts) {
+        if attempts > u64::from(self.config.onboarding.code_attempts) {
             return self
                 .answer(
                     row,
@@ -449,7 +449,7 @@ impl Core {
             None => {
                 let note = format!(
                     "That code is not valid or has expired. Get a new one at {}.",
-                    self.config.registration_url
+                    self.config.onboarding.registration_url
                 );
                 self.answer(row, msg, &note, "code_invalid").await
             }
@@ -458,14 +458,14 @@ impl Core {
 
     fn spawn_activity(self: &Arc<Self>, tenant: &Tenant) {
         // Nearly always the case: no task per message for nothing.
-        if tenant.activity_is_fresh(self.config.activity_window) {
+        if tenant.activity_is_fresh(self.config.limits.activity_window) {
             return;
         }
         let core = self.clone();
         let tenant = tenant.clone();
         self.tasks.spawn(async move {
             core.directory
-                .note_activity(&tenant, core.config.activity_window, &core.limits)
+                .note_activity(&tenant, core.config.limits.activity_window, &core.limits)
                 .await;
         });
     }
@@ -493,11 +493,11 @@ impl Core {
             }
             // The annotation is the wake signal; the operator scales the agent back up.
             self.directory
-                .note_activity(&tenant, self.config.activity_window, &self.limits)
+                .note_activity(&tenant, self.config.limits.activity_window, &self.limits)
                 .await;
             match self
                 .directory
-                .wait_ready(&user.to_string(), self.config.wake_hold)
+                .wait_ready(&user.to_string(), self.config.limits.wake_hold)
                 .await
             {
                 Some(t) => {
@@ -507,7 +507,7 @@ impl Core {
                     t
                 }
                 None => {
-                    store::hold(&self.db, id, user, self.config.sweep_interval).await?;
+                    store::hold(&self.db, id, user, self.config.limits.sweep_interval).await?;
                     if first_attempt {
                         self.reply(
                             msg,
@@ -537,7 +537,7 @@ impl Core {
             token.expose(),
             &session,
             &msg.text,
-            self.config.agent_timeout,
+            self.config.limits.agent_timeout,
         );
         let typing = async {
             tokio::time::sleep(TYPING_AFTER).await;
@@ -656,9 +656,9 @@ impl Core {
                     Some(t) => {
                         // Still asleep: ask again (gated) and look again later.
                         self.directory
-                            .note_activity(&t, self.config.activity_window, &self.limits)
+                            .note_activity(&t, self.config.limits.activity_window, &self.limits)
                             .await;
-                        store::release(&self.db, row.id, self.config.sweep_interval).await?;
+                        store::release(&self.db, row.id, self.config.limits.sweep_interval).await?;
                     }
                     None => {
                         let note = "Your assistant no longer exists, so this message could not be answered.";
@@ -690,7 +690,7 @@ impl Core {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.config.sweep_interval) => {}
+                _ = tokio::time::sleep(self.config.limits.sweep_interval) => {}
                 r = changes.changed() => {
                     if r.is_err() { return; }
                     // Debounce bursts of watch events.

@@ -123,7 +123,7 @@ async fn telegram_onboarding_with_a_code_then_round_trip() {
 async fn code_attempts_are_limited_per_sender() {
     let w = World::new().await;
     let mut config = w.config();
-    config.code_attempts = 2;
+    config.onboarding.code_attempts = 2;
     let r = w.start_router(config).await;
     let agent = TestAgent::start().await;
     let tenant = w.ready_tenant(&agent, Plan::Free).await;

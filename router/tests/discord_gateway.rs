@@ -32,11 +32,11 @@ async fn start_gateway() -> FakeDiscordGateway {
 /// The world's config with the bot token, this Gateway and a short Lease in the test namespace.
 fn gateway_config(w: &World, gateway: &FakeDiscordGateway, identity: &str) -> Config {
     let mut c = w.config();
-    c.discord_bot_token = Some(Secret::new(DISCORD_BOT_TOKEN));
-    c.discord_gateway_url = gateway.url();
-    c.lease_namespace = w.namespace.clone();
-    c.lease_identity = Some(identity.to_string());
-    c.discord_gateway_lease_seconds = 2;
+    c.discord.bot_token = Some(Secret::new(DISCORD_BOT_TOKEN));
+    c.discord.gateway_url = gateway.url();
+    c.kube.lease_namespace = w.namespace.clone();
+    c.kube.lease_identity = Some(identity.to_string());
+    c.discord.gateway_lease_seconds = 2;
     c
 }
 

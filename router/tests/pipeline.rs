@@ -201,7 +201,7 @@ async fn a_connection_made_on_one_replica_is_seen_by_the_other() {
 async fn a_full_replica_sheds_load_with_503_and_loses_nothing() {
     let w = World::new().await;
     let mut config = w.config();
-    config.max_in_flight = 1;
+    config.limits.max_in_flight = 1;
     let r = w.start_router(config).await;
     let agent = TestAgent::start().await;
     agent.state.delay_ms.store(1500, Ordering::Relaxed);
@@ -339,7 +339,7 @@ async fn a_hibernated_tenant_is_woken_and_answers() {
 async fn a_held_message_survives_its_replica_and_is_delivered_by_another() {
     let w = World::new().await;
     let mut config = w.config();
-    config.wake_hold = Duration::from_millis(300);
+    config.limits.wake_hold = Duration::from_millis(300);
     let a = w.start_router(config.clone()).await;
     let agent = TestAgent::start().await;
     let tenant = w.ready_tenant(&agent, Plan::Free).await;
@@ -393,7 +393,7 @@ async fn a_held_message_survives_its_replica_and_is_delivered_by_another() {
 async fn bad_input_is_refused_without_side_effects() {
     let w = World::new().await;
     let mut config = w.config();
-    config.max_body_bytes = 16 * 1024;
+    config.limits.max_body_bytes = 16 * 1024;
     let r = w.start_router(config).await;
     let hook = format!("{}/webhooks/telegram", r.base);
     let post = |secret: Option<&str>, body: Vec<u8>| {
@@ -529,7 +529,7 @@ async fn agent_failure_yields_a_polite_reply_and_throttling_is_honoured() {
 async fn the_per_minute_rate_limit_answers_with_the_wait() {
     let w = World::new().await;
     let mut config = w.config();
-    config.rate_limit_per_minute = 1;
+    config.limits.rate_limit_per_minute = 1;
     let r = w.start_router(config).await;
     let agent = TestAgent::start().await;
     let tenant = w.ready_tenant(&agent, Plan::Free).await;

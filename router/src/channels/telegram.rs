@@ -112,9 +112,9 @@ impl Telegram {
     /// Enabled when both the bot token and the webhook secret are set.
     pub fn from_config(config: &Config, http: &reqwest::Client) -> Option<Self> {
         let (Some(bot_token), Some(webhook_secret)) =
-            (&config.telegram_bot_token, &config.telegram_webhook_secret)
+            (&config.telegram.bot_token, &config.telegram.webhook_secret)
         else {
-            if config.telegram_bot_token.is_some() {
+            if config.telegram.bot_token.is_some() {
                 tracing::warn!(
                     "TELEGRAM_BOT_TOKEN set without TELEGRAM_WEBHOOK_SECRET: Telegram stays off"
                 );
@@ -123,10 +123,10 @@ impl Telegram {
         };
         Some(Telegram {
             http: http.clone(),
-            api_base: config.telegram_api_base.trim_end_matches('/').to_string(),
+            api_base: config.telegram.api_base.trim_end_matches('/').to_string(),
             bot_token: bot_token.clone(),
             webhook_secret: webhook_secret.clone(),
-            gate: RateGate::new(config.telegram_global_rate, config.telegram_chat_rate),
+            gate: RateGate::new(config.telegram.global_rate, config.telegram.chat_rate),
         })
     }
 

@@ -39,7 +39,7 @@ pub struct Web {
 impl Web {
     pub fn from_config(config: &Config) -> Option<Self> {
         Some(Web {
-            secret: config.web_token_secret.clone()?,
+            secret: config.web.token_secret.clone()?,
             streams: Mutex::new(HashMap::new()),
         })
     }

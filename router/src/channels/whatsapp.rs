@@ -44,21 +44,21 @@ pub struct WhatsApp {
 
 impl WhatsApp {
     pub fn from_config(config: &Config, http: &reqwest::Client) -> Option<Self> {
-        let app_secret = config.whatsapp_app_secret.clone()?;
-        if config.whatsapp_access_token.is_none() {
+        let app_secret = config.whatsapp.app_secret.clone()?;
+        if config.whatsapp.access_token.is_none() {
             tracing::warn!(
                 "WHATSAPP_ACCESS_TOKEN unset: WhatsApp messages are received but replies cannot be sent"
             );
         }
         Some(WhatsApp {
             http: http.clone(),
-            api_base: config.whatsapp_api_base.trim_end_matches('/').to_string(),
-            api_version: config.whatsapp_api_version.clone(),
+            api_base: config.whatsapp.api_base.trim_end_matches('/').to_string(),
+            api_version: config.whatsapp.api_version.clone(),
             app_secret,
-            verify_token: config.whatsapp_verify_token.clone(),
-            access_token: config.whatsapp_access_token.clone(),
-            template: config.whatsapp_reply_template.clone(),
-            template_language: config.whatsapp_template_language.clone(),
+            verify_token: config.whatsapp.verify_token.clone(),
+            access_token: config.whatsapp.access_token.clone(),
+            template: config.whatsapp.reply_template.clone(),
+            template_language: config.whatsapp.template_language.clone(),
         })
     }
 

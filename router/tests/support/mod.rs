@@ -121,22 +121,22 @@ impl World {
     pub fn config(&self) -> Config {
         let env = clawdbot_testkit::env::get();
         let mut c = Config::minimal(&self.database_url, &env.redis_url, ADMIN_TOKEN);
-        c.database_max_connections = 8;
-        c.redis_prefix = self.redis_prefix.clone();
-        c.watch_namespace = Some(self.namespace.clone());
-        c.registration_url = "https://clawdbot.test/signup".into();
-        c.telegram_bot_token = Some(Secret::new(TELEGRAM_TOKEN));
-        c.telegram_webhook_secret = Some(Secret::new(TELEGRAM_SECRET));
-        c.telegram_api_base = self.telegram.base_url().to_string();
-        c.whatsapp_app_secret = Some(Secret::new(WA_APP_SECRET));
-        c.whatsapp_verify_token = Some(Secret::new(WA_VERIFY));
-        c.whatsapp_access_token = Some(Secret::new(WA_ACCESS));
-        c.whatsapp_api_base = self.whatsapp.base_url().to_string();
-        c.discord_public_key = Some(self.discord_signer.public_key_hex());
-        c.discord_api_base = self.discord.base_url().to_string();
-        c.web_token_secret = Some(Secret::new(WEB_SECRET));
-        c.agent_timeout = Duration::from_secs(10);
-        c.sweep_interval = Duration::from_millis(300);
+        c.database.max_connections = 8;
+        c.redis.prefix = self.redis_prefix.clone();
+        c.kube.watch_namespace = Some(self.namespace.clone());
+        c.onboarding.registration_url = "https://clawdbot.test/signup".into();
+        c.telegram.bot_token = Some(Secret::new(TELEGRAM_TOKEN));
+        c.telegram.webhook_secret = Some(Secret::new(TELEGRAM_SECRET));
+        c.telegram.api_base = self.telegram.base_url().to_string();
+        c.whatsapp.app_secret = Some(Secret::new(WA_APP_SECRET));
+        c.whatsapp.verify_token = Some(Secret::new(WA_VERIFY));
+        c.whatsapp.access_token = Some(Secret::new(WA_ACCESS));
+        c.whatsapp.api_base = self.whatsapp.base_url().to_string();
+        c.discord.public_key = Some(self.discord_signer.public_key_hex());
+        c.discord.api_base = self.discord.base_url().to_string();
+        c.web.token_secret = Some(Secret::new(WEB_SECRET));
+        c.limits.agent_timeout = Duration::from_secs(10);
+        c.limits.sweep_interval = Duration::from_millis(300);
         c
     }
 

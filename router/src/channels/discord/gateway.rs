@@ -69,20 +69,20 @@ pub struct Gateway {
 impl Gateway {
     /// Present when the bot token is configured.
     pub fn from_config(config: &Config, kube: kube::Client) -> Option<Self> {
-        let token = config.discord_bot_token.clone()?;
-        let identity = config.lease_identity.clone().unwrap_or_else(|| {
+        let token = config.discord.bot_token.clone()?;
+        let identity = config.kube.lease_identity.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "clawdbot-router".into());
             format!("{host}-{:08x}", rand::random::<u32>())
         });
         Some(Gateway {
             kube,
             token,
-            url: config.discord_gateway_url.trim_end_matches('/').to_string(),
-            lease_name: config.discord_gateway_lease_name.clone(),
-            lease_namespace: config.lease_namespace.clone(),
+            url: config.discord.gateway_url.trim_end_matches('/').to_string(),
+            lease_name: config.discord.gateway_lease_name.clone(),
+            lease_namespace: config.kube.lease_namespace.clone(),
             identity,
             // kube-lease-manager renews `grace` seconds before expiry; both are whole seconds.
-            lease_seconds: config.discord_gateway_lease_seconds.max(2),
+            lease_seconds: config.discord.gateway_lease_seconds.max(2),
         })
     }
 

@@ -89,7 +89,7 @@ pub fn is_snowflake(id: &str) -> bool {
 impl Discord {
     /// Enabled when the public key (interactions) or the bot token (DMs) is set.
     pub fn from_config(config: &Config, http: &reqwest::Client) -> Option<Self> {
-        let public_key = config.discord_public_key.as_deref().and_then(|hex_key| {
+        let public_key = config.discord.public_key.as_deref().and_then(|hex_key| {
             let key = hex::decode(hex_key.trim())
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -101,14 +101,14 @@ impl Discord {
             }
             key
         });
-        if public_key.is_none() && config.discord_bot_token.is_none() {
+        if public_key.is_none() && config.discord.bot_token.is_none() {
             return None;
         }
         Some(Discord {
             http: http.clone(),
-            api_base: config.discord_api_base.trim_end_matches('/').to_string(),
+            api_base: config.discord.api_base.trim_end_matches('/').to_string(),
             public_key,
-            bot_token: config.discord_bot_token.clone(),
+            bot_token: config.discord.bot_token.clone(),
             answered: Mutex::new(HashMap::new()),
         })
     }
