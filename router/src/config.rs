@@ -81,10 +81,11 @@ pub struct ServerConfig {
 #[command(next_help_heading = "Postgres")]
 pub struct DatabaseConfig {
     /// Postgres URL (users, channel connections, codes, inbound messages, usage).
-    #[arg(long = "database-url", env = "DATABASE_URL")]
+    #[arg(id = "database_url", long = "database-url", env = "DATABASE_URL")]
     pub url: Secret,
     /// Most Postgres connections of this replica.
     #[arg(
+        id = "database_max_connections",
         long = "database-max-connections",
         env = "ROUTER_DATABASE_MAX_CONNECTIONS",
         default_value_t = 32
@@ -97,10 +98,11 @@ pub struct DatabaseConfig {
 #[command(next_help_heading = "Redis")]
 pub struct RedisConfig {
     /// Redis URL (dedupe, rate limits, quotas, attempt counters).
-    #[arg(long = "redis-url", env = "REDIS_URL")]
+    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL")]
     pub url: Secret,
     /// Prefix of every Redis key (lets several deployments or tests share one Redis).
     #[arg(
+        id = "redis_prefix",
         long = "redis-prefix",
         env = "ROUTER_REDIS_PREFIX",
         default_value = "clawdbot:"
@@ -145,13 +147,22 @@ pub struct OnboardingConfig {
 #[command(next_help_heading = "Telegram")]
 pub struct TelegramConfig {
     /// Telegram bot token; enables the Telegram channel.
-    #[arg(long = "telegram-bot-token", env = "TELEGRAM_BOT_TOKEN")]
+    #[arg(
+        id = "telegram_bot_token",
+        long = "telegram-bot-token",
+        env = "TELEGRAM_BOT_TOKEN"
+    )]
     pub bot_token: Option<Secret>,
     /// Secret the Bot API sends in `X-Telegram-Bot-Api-Secret-Token` (set with setWebhook).
-    #[arg(long = "telegram-webhook-secret", env = "TELEGRAM_WEBHOOK_SECRET")]
+    #[arg(
+        id = "telegram_webhook_secret",
+        long = "telegram-webhook-secret",
+        env = "TELEGRAM_WEBHOOK_SECRET"
+    )]
     pub webhook_secret: Option<Secret>,
     /// Bot API base URL.
     #[arg(
+        id = "telegram_api_base",
         long = "telegram-api-base",
         env = "TELEGRAM_API_BASE",
         default_value = "https://api.telegram.org"
@@ -159,6 +170,7 @@ pub struct TelegramConfig {
     pub api_base: String,
     /// Messages per second the bot sends in all (Telegram allows about 30; divide by replicas).
     #[arg(
+        id = "telegram_global_rate",
         long = "telegram-global-rate",
         env = "TELEGRAM_GLOBAL_RATE",
         default_value_t = 30.0
@@ -166,6 +178,7 @@ pub struct TelegramConfig {
     pub global_rate: f64,
     /// Messages per second to one chat (Telegram allows about 1).
     #[arg(
+        id = "telegram_chat_rate",
         long = "telegram-chat-rate",
         env = "TELEGRAM_CHAT_RATE",
         default_value_t = 1.0
@@ -178,16 +191,29 @@ pub struct TelegramConfig {
 #[command(next_help_heading = "WhatsApp")]
 pub struct WhatsAppConfig {
     /// WhatsApp app secret (verifies `X-Hub-Signature-256`); enables the WhatsApp channel.
-    #[arg(long = "whatsapp-app-secret", env = "WHATSAPP_APP_SECRET")]
+    #[arg(
+        id = "whatsapp_app_secret",
+        long = "whatsapp-app-secret",
+        env = "WHATSAPP_APP_SECRET"
+    )]
     pub app_secret: Option<Secret>,
     /// Token of the GET verification handshake.
-    #[arg(long = "whatsapp-verify-token", env = "WHATSAPP_VERIFY_TOKEN")]
+    #[arg(
+        id = "whatsapp_verify_token",
+        long = "whatsapp-verify-token",
+        env = "WHATSAPP_VERIFY_TOKEN"
+    )]
     pub verify_token: Option<Secret>,
     /// Graph API access token for sending.
-    #[arg(long = "whatsapp-access-token", env = "WHATSAPP_ACCESS_TOKEN")]
+    #[arg(
+        id = "whatsapp_access_token",
+        long = "whatsapp-access-token",
+        env = "WHATSAPP_ACCESS_TOKEN"
+    )]
     pub access_token: Option<Secret>,
     /// Graph API base URL.
     #[arg(
+        id = "whatsapp_api_base",
         long = "whatsapp-api-base",
         env = "WHATSAPP_API_BASE",
         default_value = "https://graph.facebook.com"
@@ -195,6 +221,7 @@ pub struct WhatsAppConfig {
     pub api_base: String,
     /// Graph API version.
     #[arg(
+        id = "whatsapp_api_version",
         long = "whatsapp-api-version",
         env = "WHATSAPP_API_VERSION",
         default_value = "v21.0"
@@ -203,6 +230,7 @@ pub struct WhatsAppConfig {
     /// Approved template used when a reply is ready after the 24-hour customer service window
     /// closed (free-form messages are refused then). Its one body parameter is the reply's start.
     #[arg(
+        id = "whatsapp_reply_template",
         long = "whatsapp-reply-template",
         env = "WHATSAPP_REPLY_TEMPLATE",
         default_value = "clawdbot_reply_ready"
@@ -210,6 +238,7 @@ pub struct WhatsAppConfig {
     pub reply_template: String,
     /// Language code of that template.
     #[arg(
+        id = "whatsapp_template_language",
         long = "whatsapp-template-language",
         env = "WHATSAPP_TEMPLATE_LANGUAGE",
         default_value = "en"
@@ -222,10 +251,15 @@ pub struct WhatsAppConfig {
 #[command(next_help_heading = "Discord")]
 pub struct DiscordConfig {
     /// Discord application public key (hex); enables the Discord interactions endpoint.
-    #[arg(long = "discord-public-key", env = "DISCORD_PUBLIC_KEY")]
+    #[arg(
+        id = "discord_public_key",
+        long = "discord-public-key",
+        env = "DISCORD_PUBLIC_KEY"
+    )]
     pub public_key: Option<String>,
     /// Discord API base URL.
     #[arg(
+        id = "discord_api_base",
         long = "discord-api-base",
         env = "DISCORD_API_BASE",
         default_value = "https://discord.com/api/v10"
@@ -234,10 +268,15 @@ pub struct DiscordConfig {
     /// Discord bot token; enables direct messages, which Discord delivers only over the
     /// Gateway websocket (held by one replica, see `--discord-gateway-lease-name`), answered
     /// through the REST API.
-    #[arg(long = "discord-bot-token", env = "DISCORD_BOT_TOKEN")]
+    #[arg(
+        id = "discord_bot_token",
+        long = "discord-bot-token",
+        env = "DISCORD_BOT_TOKEN"
+    )]
     pub bot_token: Option<Secret>,
     /// Discord Gateway URL (`/?v=10&encoding=json` is appended).
     #[arg(
+        id = "discord_gateway_url",
         long = "discord-gateway-url",
         env = "DISCORD_GATEWAY_URL",
         default_value = "wss://gateway.discord.gg"
@@ -245,6 +284,7 @@ pub struct DiscordConfig {
     pub gateway_url: String,
     /// Name of the Lease deciding which replica holds the Discord Gateway connection.
     #[arg(
+        id = "discord_gateway_lease_name",
         long = "discord-gateway-lease-name",
         env = "DISCORD_GATEWAY_LEASE_NAME",
         default_value = "clawdbot-router-discord-gateway"
@@ -253,6 +293,7 @@ pub struct DiscordConfig {
     /// Seconds the Gateway lease is valid without renewal: after a holder dies, another
     /// replica connects within this (at once after a clean stop, which releases it).
     #[arg(
+        id = "discord_gateway_lease_seconds",
         long = "discord-gateway-lease-seconds",
         env = "DISCORD_GATEWAY_LEASE_SECONDS",
         default_value_t = 15
@@ -265,7 +306,11 @@ pub struct DiscordConfig {
 #[command(next_help_heading = "Web chat")]
 pub struct WebConfig {
     /// Key signing web chat tokens; enables the web chat channel.
-    #[arg(long = "web-token-secret", env = "ROUTER_WEB_TOKEN_SECRET")]
+    #[arg(
+        id = "web_token_secret",
+        long = "web-token-secret",
+        env = "ROUTER_WEB_TOKEN_SECRET"
+    )]
     pub token_secret: Option<Secret>,
 }
 
@@ -363,6 +408,8 @@ mod tests {
     #[test]
     fn flag_and_env_names_are_stable() {
         use clap::CommandFactory;
+        // Unique argument ids (grouped fields share names such as `url`): clap checks them here.
+        Config::command().debug_assert();
         let mut seen: Vec<(String, String)> = Config::command()
             .get_arguments()
             .filter_map(|a| {
