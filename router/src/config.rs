@@ -59,6 +59,8 @@ pub struct Config {
     pub web: WebConfig,
     #[command(flatten)]
     pub limits: LimitsConfig,
+    #[command(flatten)]
+    pub accounts: AccountsConfig,
 }
 
 /// Addresses and the admin token.
@@ -184,6 +186,14 @@ pub struct TelegramConfig {
         default_value_t = 1.0
     )]
     pub chat_rate: f64,
+    /// The bot's username (without `@`), for the `t.me/<bot>?start=CODE` link shown with a
+    /// connection code.
+    #[arg(
+        id = "telegram_bot_username",
+        long = "telegram-bot-username",
+        env = "TELEGRAM_BOT_USERNAME"
+    )]
+    pub bot_username: Option<String>,
 }
 
 /// The WhatsApp channel.
@@ -244,6 +254,14 @@ pub struct WhatsAppConfig {
         default_value = "en"
     )]
     pub template_language: String,
+    /// The business number users write to (digits, with country code), for the `wa.me`
+    /// link shown with a connection code.
+    #[arg(
+        id = "whatsapp_phone_number",
+        long = "whatsapp-phone-number",
+        env = "WHATSAPP_PHONE_NUMBER"
+    )]
+    pub phone_number: Option<String>,
 }
 
 /// The Discord channel (interactions and DMs over the Gateway).
@@ -299,6 +317,13 @@ pub struct DiscordConfig {
         default_value_t = 15
     )]
     pub gateway_lease_seconds: u64,
+    /// The application id, for the install link shown with a connection code.
+    #[arg(
+        id = "discord_application_id",
+        long = "discord-application-id",
+        env = "DISCORD_APPLICATION_ID"
+    )]
+    pub application_id: Option<String>,
 }
 
 /// The web chat channel.
@@ -344,6 +369,98 @@ pub struct LimitsConfig {
     pub sweep_interval: Duration,
 }
 
+/// Accounts and the `/api/v1` API. The API is served when the token signing key and the
+/// master keys are both set.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Accounts and API")]
+pub struct AccountsConfig {
+    /// Key signing access tokens (HS256), at least 32 bytes; enables the accounts API.
+    #[arg(id = "jwt_secret", long = "jwt-secret", env = "ROUTER_JWT_SECRET")]
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of an access token.
+    #[arg(id = "access_token_ttl", long = "access-token-ttl", env = "ROUTER_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime_duration)]
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token (each refresh issues a new one).
+    #[arg(id = "refresh_token_ttl", long = "refresh-token-ttl", env = "ROUTER_REFRESH_TOKEN_TTL", default_value = "720h", value_parser = humantime_duration)]
+    pub refresh_token_ttl: Duration,
+    /// Master keys of the provider-key vault, `id:base64key[,id:base64key]`, each 32 bytes
+    /// (`openssl rand -base64 32`). Keep the old key listed until `clawdbot-admin
+    /// rotate-master-key` has re-sealed every key under the new one.
+    #[arg(id = "master_keys", long = "master-keys", env = "ROUTER_MASTER_KEYS")]
+    pub master_keys: Option<Secret>,
+    /// Id of the master key that seals new keys (the first listed when unset).
+    #[arg(
+        id = "master_key_id",
+        long = "master-key-id",
+        env = "ROUTER_MASTER_KEY_ID"
+    )]
+    pub master_key_id: Option<String>,
+    /// Namespace of users' UserWorkspaces.
+    #[arg(
+        id = "workspace_namespace",
+        long = "workspace-namespace",
+        env = "ROUTER_WORKSPACE_NAMESPACE",
+        default_value = "default"
+    )]
+    pub workspace_namespace: String,
+    /// The platform's default model for new workspaces.
+    #[arg(
+        id = "workspace_model",
+        long = "workspace-model",
+        env = "ROUTER_WORKSPACE_MODEL",
+        default_value = "qwen2.5-7b-instruct"
+    )]
+    pub workspace_model: String,
+    /// The shared ModelEndpoint serving the default model.
+    #[arg(
+        id = "workspace_model_endpoint",
+        long = "workspace-model-endpoint",
+        env = "ROUTER_WORKSPACE_MODEL_ENDPOINT",
+        default_value = "shared"
+    )]
+    pub workspace_model_endpoint: String,
+    /// `spec.idleTimeout` of new workspaces, such as `30m` (never hibernate when unset).
+    #[arg(
+        id = "workspace_idle_timeout",
+        long = "workspace-idle-timeout",
+        env = "ROUTER_WORKSPACE_IDLE_TIMEOUT"
+    )]
+    pub workspace_idle_timeout: Option<String>,
+    /// The dashboard's origin (`https://app.clawdbot.cloud`): the only origin browsers may
+    /// call the API from. No cross-origin access when unset.
+    #[arg(
+        id = "dashboard_origin",
+        long = "dashboard-origin",
+        env = "ROUTER_DASHBOARD_ORIGIN"
+    )]
+    pub dashboard_origin: Option<String>,
+    /// Failed logins per account per 15 minutes.
+    #[arg(
+        id = "login_attempts_per_account",
+        long = "login-attempts-per-account",
+        env = "ROUTER_LOGIN_ATTEMPTS_PER_ACCOUNT",
+        default_value_t = 10
+    )]
+    pub login_attempts_per_account: u32,
+    /// Failed logins per client address per 15 minutes.
+    #[arg(
+        id = "login_attempts_per_address",
+        long = "login-attempts-per-address",
+        env = "ROUTER_LOGIN_ATTEMPTS_PER_ADDRESS",
+        default_value_t = 50
+    )]
+    pub login_attempts_per_address: u32,
+    /// Take the client address from the last `X-Forwarded-For` entry (only behind an ingress
+    /// that sets it).
+    #[arg(
+        id = "trust_forwarded_for",
+        long = "trust-forwarded-for",
+        env = "ROUTER_TRUST_FORWARDED_FOR",
+        default_value_t = false
+    )]
+    pub trust_forwarded_for: bool,
+}
+
 fn humantime_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -384,12 +501,16 @@ mod tests {
         let mut c = Config::minimal("postgres://u:hunter2@db/x", "redis://r", "admintoken123");
         c.telegram.bot_token = Some(Secret::new("123:ABCsecret"));
         c.discord.bot_token = Some(Secret::new("MTA5.discord-bot-secret"));
+        c.accounts.jwt_secret = Some(Secret::new("jwt-signing-key-0123456789abcdef0123"));
+        c.accounts.master_keys = Some(Secret::new("k1:MASTERKEYBASE64"));
         let shown = format!("{c:?}");
         for secret in [
             "hunter2",
             "admintoken123",
             "ABCsecret",
             "discord-bot-secret",
+            "jwt-signing-key",
+            "MASTERKEYBASE64",
         ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
@@ -464,6 +585,31 @@ mod tests {
             ("sweep-interval", "ROUTER_SWEEP_INTERVAL"),
             ("max-body-bytes", "ROUTER_MAX_BODY_BYTES"),
             ("code-attempts", "ROUTER_CODE_ATTEMPTS"),
+            ("telegram-bot-username", "TELEGRAM_BOT_USERNAME"),
+            ("whatsapp-phone-number", "WHATSAPP_PHONE_NUMBER"),
+            ("discord-application-id", "DISCORD_APPLICATION_ID"),
+            ("jwt-secret", "ROUTER_JWT_SECRET"),
+            ("access-token-ttl", "ROUTER_ACCESS_TOKEN_TTL"),
+            ("refresh-token-ttl", "ROUTER_REFRESH_TOKEN_TTL"),
+            ("master-keys", "ROUTER_MASTER_KEYS"),
+            ("master-key-id", "ROUTER_MASTER_KEY_ID"),
+            ("workspace-namespace", "ROUTER_WORKSPACE_NAMESPACE"),
+            ("workspace-model", "ROUTER_WORKSPACE_MODEL"),
+            (
+                "workspace-model-endpoint",
+                "ROUTER_WORKSPACE_MODEL_ENDPOINT",
+            ),
+            ("workspace-idle-timeout", "ROUTER_WORKSPACE_IDLE_TIMEOUT"),
+            ("dashboard-origin", "ROUTER_DASHBOARD_ORIGIN"),
+            (
+                "login-attempts-per-account",
+                "ROUTER_LOGIN_ATTEMPTS_PER_ACCOUNT",
+            ),
+            (
+                "login-attempts-per-address",
+                "ROUTER_LOGIN_ATTEMPTS_PER_ADDRESS",
+            ),
+            ("trust-forwarded-for", "ROUTER_TRUST_FORWARDED_FOR"),
         ]
         .iter()
         .map(|(l, e)| (l.to_string(), e.to_string()))

@@ -26,6 +26,8 @@ pub struct Tenant {
     pub namespace: String,
     pub name: String,
     pub plan: Plan,
+    /// `spec.suspend`: an admin suspended the account; messages get a notice, not the agent.
+    pub suspended: bool,
     pub ready: bool,
     pub hibernated: bool,
     pub url: Option<String>,
@@ -279,6 +281,7 @@ impl Directory {
             .cloned();
         Some(Tenant {
             plan: ws.spec.plan,
+            suspended: ws.spec.suspend,
             ready: ws.is_ready(),
             hibernated: status.is_some_and(|s| s.phase == Phase::Hibernated),
             url: status.and_then(|s| s.url.clone()),

@@ -36,6 +36,70 @@ pub enum ApiError {
     /// then finds it recorded (or, if that delivery's replica died, records it itself).
     #[error("another delivery of this message is being recorded")]
     InProgress,
+    /// Input that breaks a rule (422), naming the field when one is at fault.
+    #[error("invalid: {message}")]
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
+    /// Authenticated, but the role, plan or a suspension forbids it.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Too many attempts; retry after this many seconds.
+    #[error("too many attempts")]
+    TooManyAttempts(u64),
+    /// A request the framework refused before a handler ran (body too large, wrong type).
+    #[error("rejected: {1}")]
+    Rejected(StatusCode, String),
+}
+
+impl From<clawdbot_accounts::Error> for ApiError {
+    fn from(e: clawdbot_accounts::Error) -> Self {
+        use clawdbot_accounts::Error as E;
+        match e {
+            E::Invalid { field, message } => ApiError::Invalid {
+                field: Some(field.to_string()),
+                message,
+            },
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::NotFound => ApiError::NotFound("not found".into()),
+            E::BadCredentials => {
+                ApiError::Rejected(StatusCode::UNAUTHORIZED, "wrong e-mail or password".into())
+            }
+            E::BadToken => ApiError::Unauthorized,
+            E::TooManyAttempts { retry_after_secs } => ApiError::TooManyAttempts(retry_after_secs),
+            E::Forbidden(m) => ApiError::Forbidden(m),
+            E::Database(e) => ApiError::Database(e),
+            E::Redis(e) => ApiError::Redis(e),
+            other @ (E::Kube(_) | E::Crypto(_) | E::Config(_) | E::Internal(_)) => {
+                ApiError::Internal(format!("accounts ({}): {other}", other.category()))
+            }
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection as J;
+        match &r {
+            J::JsonDataError(e) => {
+                let (field, message) = describe_json_error(&e.body_text());
+                ApiError::Invalid { field, message }
+            }
+            // Over the body limit stays 413; anything else about the body (not JSON, no
+            // JSON content type) is input the endpoint does not accept: 422, as documented.
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::Rejected(r.status(), "the body is over the size limit".into())
+            }
+            _ => ApiError::Invalid {
+                field: None,
+                message: format!(
+                    "the body must be a JSON object ({})",
+                    r.status().canonical_reason().unwrap_or("invalid")
+                ),
+            },
+        }
+    }
 }
 
 impl ApiError {
@@ -52,7 +116,45 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
             ApiError::Overloaded => "overloaded",
             ApiError::InProgress => "in_progress",
+            ApiError::Invalid { .. } => "invalid",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyAttempts(_) => "too_many_attempts",
+            ApiError::Rejected(..) => "rejected",
         }
+    }
+}
+
+/// The field and the reason of a JSON body that does not fit, without the value that was
+/// sent: serde quotes it (`unknown variant `sk-...``), and it may be a key put in the wrong
+/// field.
+pub fn describe_json_error(text: &str) -> (Option<String>, String) {
+    let detail = text.split_once("target type: ").map_or(text, |(_, d)| d);
+    let (path, reason) = match detail.split_once(": ") {
+        Some((p, r)) if !p.contains(' ') && p != "." => (Some(p.to_string()), r),
+        _ => (None, detail),
+    };
+    let field = path.or_else(|| {
+        reason
+            .split_once("missing field `")
+            .and_then(|(_, r)| r.split_once('`'))
+            .map(|(f, _)| f.to_string())
+    });
+    let expected = reason
+        .rsplit_once(", expected ")
+        .map(|(_, e)| e.split(" at line").next().unwrap_or(e));
+    let message = if reason.starts_with("missing field") {
+        "is required".to_string()
+    } else if let Some(e) = expected {
+        format!("has a value that does not fit; expected {e}")
+    } else {
+        "has a value that does not fit".to_string()
+    };
+    match field {
+        Some(f) => {
+            let message = format!("{f} {message}");
+            (Some(f), message)
+        }
+        None => (None, format!("the body {message}")),
     }
 }
 
@@ -69,11 +171,35 @@ fn retry_shortly(error: &str) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
-            ApiError::Unauthorized => return StatusCode::UNAUTHORIZED.into_response(),
+            ApiError::Unauthorized => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                    Json(json!({ "error": "unauthorized" })),
+                )
+                    .into_response();
+            }
             ApiError::Overloaded => return retry_shortly("busy, retry shortly"),
             ApiError::InProgress => {
                 return retry_shortly("this message is being recorded, retry shortly");
             }
+            ApiError::Invalid { field, message } => {
+                let mut body = json!({ "error": message });
+                if let Some(f) = field {
+                    body["field"] = json!(f);
+                }
+                return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+            }
+            ApiError::TooManyAttempts(secs) => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                    Json(json!({ "error": "too many failed attempts; try again later" })),
+                )
+                    .into_response();
+            }
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+            ApiError::Rejected(status, m) => (*status, m.clone()),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
@@ -101,5 +227,37 @@ impl IntoResponse for ApiError {
             }
         };
         (status, Json(json!({"error": message}))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_name_the_field_and_never_echo_the_value() {
+        let (f, m) = describe_json_error(
+            "Failed to deserialize the JSON body into the target type: provider: unknown variant `sk-proj-secret123`, expected `openai` or `anthropic` at line 1 column 40",
+        );
+        assert_eq!(f.as_deref(), Some("provider"));
+        assert!(
+            !m.contains("sk-proj") && m.contains("`openai` or `anthropic`"),
+            "{m}"
+        );
+        let (f, m) = describe_json_error(
+            "Failed to deserialize the JSON body into the target type: missing field `password` at line 1 column 20",
+        );
+        assert_eq!(
+            (f.as_deref(), m.as_str()),
+            (Some("password"), "password is required")
+        );
+        let (f, m) = describe_json_error(
+            "Failed to deserialize the JSON body into the target type: key: invalid type: integer `12345`, expected a string at line 1 column 9",
+        );
+        assert_eq!(f.as_deref(), Some("key"));
+        assert!(
+            !m.contains("12345") && m.ends_with("expected a string"),
+            "{m}"
+        );
     }
 }

@@ -6,6 +6,9 @@
 //! - [`directory`]: tenants from UserWorkspace and gateway-Secret watches.
 //! - [`store`] (Postgres) and [`limits`] (Redis).
 //!
+//! - [`api`]: the accounts API under `/api/v1` (on `clawdbot-accounts`), and the admin-token
+//!   endpoints.
+//!
 //! [`app`] builds the HTTP surface; [`launch`] serves it until a shutdown signal.
 
 pub mod admin;
@@ -23,6 +26,7 @@ pub mod pipeline;
 pub mod store;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
-pub use config::{Config, Secret};
+pub use config::{AccountsConfig, Config, Secret};
 pub use pipeline::Core;
 
 use crate::channels::Channel;
@@ -47,6 +51,57 @@ pub struct Router {
     pub channels: Vec<Arc<dyn Channel>>,
     /// The Discord Gateway connection (DMs), when a bot token is configured.
     pub discord_gateway: Option<Gateway>,
+    /// The accounts API, when its keys are configured.
+    pub api: Option<Arc<api::ApiState>>,
+}
+
+/// The accounts domain from its configuration; `None` when the API is not configured.
+pub async fn connect_accounts(
+    config: &AccountsConfig,
+    redis_url: &str,
+    redis_prefix: &str,
+    db: sqlx::PgPool,
+    kube: kube::Client,
+) -> anyhow::Result<Option<clawdbot_accounts::Accounts>> {
+    use clawdbot_accounts::{attempts, password, provision, service};
+    let (secret, master) = match (&config.jwt_secret, &config.master_keys) {
+        (Some(s), Some(m)) => (s, m),
+        (None, None) => return Ok(None),
+        _ => anyhow::bail!(
+            "the accounts API needs both ROUTER_JWT_SECRET and ROUTER_MASTER_KEYS (or neither)"
+        ),
+    };
+    let keyring =
+        clawdbot_accounts::Keyring::parse(master.expose(), config.master_key_id.as_deref())?;
+    let conn = redis::aio::ConnectionManager::new(redis::Client::open(redis_url)?).await?;
+    let attempts = attempts::LoginAttempts::new(
+        conn,
+        redis_prefix,
+        attempts::AttemptLimits {
+            per_account: config.login_attempts_per_account,
+            per_address: config.login_attempts_per_address,
+            window: Duration::from_secs(15 * 60),
+        },
+    );
+    let settings = service::Settings {
+        token_secret: secret.expose().as_bytes().to_vec(),
+        access_ttl: config.access_token_ttl,
+        refresh_ttl: config.refresh_token_ttl,
+        keyring,
+        workspace: provision::WorkspaceDefaults {
+            namespace: config.workspace_namespace.clone(),
+            endpoint: config.workspace_model_endpoint.clone(),
+            model: config.workspace_model.clone(),
+            idle_timeout: config.workspace_idle_timeout.clone(),
+        },
+    };
+    Ok(Some(clawdbot_accounts::Accounts::new(
+        settings,
+        db,
+        kube,
+        attempts,
+        password::Hasher::production(),
+    )?))
 }
 
 impl Router {
@@ -65,13 +120,36 @@ impl Router {
             .build()?;
         let channels = channels::build(&config, &http);
         let discord_gateway = Gateway::from_config(&config, kube.clone());
+        let accounts = connect_accounts(
+            &config.accounts,
+            config.redis.url.expose(),
+            &config.redis.prefix,
+            db.clone(),
+            kube.clone(),
+        )
+        .await?;
+        let links = api::ChannelLinks {
+            telegram_bot: config.telegram.bot_username.clone(),
+            whatsapp_number: config.whatsapp.phone_number.clone(),
+            discord_application_id: config.discord.application_id.clone(),
+        };
+        let trust_forwarded_for = config.accounts.trust_forwarded_for;
         let metrics = Arc::new(Metrics::new());
         let directory = Directory::new(kube);
         let core = Core::new(config, db, limits, directory, metrics, &channels);
+        let api = accounts.map(|accounts| {
+            Arc::new(api::ApiState {
+                core: core.clone(),
+                accounts,
+                links,
+                trust_forwarded_for,
+            })
+        });
         Ok(Router {
             core,
             channels,
             discord_gateway,
+            api,
         })
     }
 }
@@ -83,7 +161,11 @@ pub fn app(router: &Router) -> axum::Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(core.clone())
-        .merge(api::routes(core.clone()));
+        .merge(api::routes(
+            core.clone(),
+            router.api.clone(),
+            core.config.accounts.dashboard_origin.as_deref(),
+        ));
     for channel in &router.channels {
         app = app.merge(channel.clone().routes(core.clone()));
     }
@@ -172,9 +254,13 @@ pub async fn launch(
         stopping.cancel();
     });
     tracing::info!(addr = ?listener.local_addr().ok(), "router listening");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
+    // The peer address reaches the handlers (login attempts are limited per address).
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
+    .await;
     stop.cancel();
     if let Some(mut gateway) = discord_gateway {
         // Disconnects, waits for the DMs it received to be recorded, releases the Lease.

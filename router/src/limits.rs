@@ -191,6 +191,59 @@ impl Limits {
         Ok(set.is_some())
     }
 
+    /// Removes every key about a deleted user: its rate and quota counters, its tenant's
+    /// activity gates, the code-attempt counters of its chat accounts and the dedupe keys of
+    /// its messages.
+    pub async fn forget_user(
+        &self,
+        user: Uuid,
+        tenant: &str,
+        senders: &[(String, String)],
+        messages: &[(String, String)],
+    ) -> Result<(), redis::RedisError> {
+        let mut keys: Vec<String> = senders
+            .iter()
+            .map(|(c, s)| self.key(format_args!("code-attempts:{c}:{s}")))
+            .chain(
+                messages
+                    .iter()
+                    .map(|(c, id)| self.key(format_args!("dedupe:{c}:{id}"))),
+            )
+            .chain(["activity", "wake"].map(|g| self.key(format_args!("gate:{g}:{tenant}"))))
+            .collect();
+        let mut conn = self.conn.clone();
+        // Built before the loop: a `format_args!` temporary must not live across an await.
+        let patterns = [
+            self.key(format_args!("rate:{user}:*")),
+            self.key(format_args!("quota:{user}:*")),
+        ];
+        for pattern in patterns {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await?;
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        for chunk in keys.chunks(500) {
+            redis::cmd("DEL")
+                .arg(chunk)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
         redis::cmd("PING")
             .query_async::<String>(&mut self.conn.clone())

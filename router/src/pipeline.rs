@@ -359,6 +359,11 @@ impl Core {
                 )
                 .await;
         };
+        if tenant.suspended {
+            let note = "Your account is suspended, so your assistant cannot answer. \
+                        Please contact support.";
+            return self.answer(row, msg, note, "suspended").await;
+        }
         let per_day = PlanPolicy::default_for(tenant.plan).messages_per_day;
         let started = Instant::now();
         let admission = match self
@@ -747,6 +752,12 @@ impl Core {
 
     /// Waits for in-flight messages (bounded); whatever is unfinished stays in Postgres and
     /// another replica's sweeper finishes it.
+    /// Drops a chat account from this replica's cache (it was disconnected or its user
+    /// deleted here; other replicas hear of it through the table's notification).
+    pub fn forget_sender(&self, channel: &str, sender: &str) {
+        self.senders.evict(channel, sender);
+    }
+
     pub async fn drain(&self, timeout: Duration) {
         self.tasks.close();
         if tokio::time::timeout(timeout, self.tasks.wait())

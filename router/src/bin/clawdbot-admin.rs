@@ -1,9 +1,11 @@
-//! `clawdbot-admin`: create users and workspaces and connection codes until the accounts API
-//! exists. Uses `DATABASE_URL` and the current kubeconfig.
+//! `clawdbot-admin`: the first admin, master-key rotation, and users, workspaces and codes
+//! for operators' automation. Uses `DATABASE_URL`, the router's accounts settings
+//! (`ROUTER_JWT_SECRET`, `ROUTER_MASTER_KEYS`, ...) and the current kubeconfig; calls the same
+//! functions as the API.
 
 use clap::{Parser, Subcommand};
 use clawdbot_api::Plan;
-use clawdbot_router::{Secret, admin};
+use clawdbot_router::{AccountsConfig, Secret, admin};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -12,6 +14,19 @@ struct Cli {
     /// Postgres URL.
     #[arg(long, env = "DATABASE_URL", global = true)]
     database_url: Option<Secret>,
+    /// Redis URL (the accounts' login counters).
+    #[arg(long, env = "REDIS_URL", global = true)]
+    redis_url: Option<Secret>,
+    /// Prefix of Redis keys, as the router's.
+    #[arg(
+        long,
+        env = "ROUTER_REDIS_PREFIX",
+        default_value = "clawdbot:",
+        global = true
+    )]
+    redis_prefix: String,
+    #[command(flatten)]
+    accounts: AccountsConfig,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +58,19 @@ enum Command {
         #[arg(long)]
         idle_timeout: Option<String>,
     },
+    /// Makes an account an admin, creating it (and its workspace) if the e-mail is new. The
+    /// password is read from `CLAWDBOT_ADMIN_PASSWORD` or, when unset, from standard input.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+    },
+    /// Prints a new random master key (base64) to add to `ROUTER_MASTER_KEYS`.
+    GenerateMasterKey,
+    /// Re-seals every stored provider key under the current master key
+    /// (`ROUTER_MASTER_KEY_ID`). Run it with the old and the new key both in
+    /// `ROUTER_MASTER_KEYS`, after every router has both; retire the old key afterwards.
+    /// Agents keep answering throughout: their Secrets hold the keys and do not change.
+    RotateMasterKey,
     /// Prints a one-time connection code (valid 10 minutes) for a user.
     GenerateCode {
         #[arg(long)]
@@ -87,10 +115,47 @@ async fn main() -> anyhow::Result<()> {
             admin::apply_workspace(client, &req).await?;
             println!("userworkspace {namespace}/{name} applied");
         }
+        Command::CreateAdmin { email } => {
+            let password = match std::env::var("CLAWDBOT_ADMIN_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    eprintln!("password (10 to 128 characters), then Enter:");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let accounts = accounts(&cli, db().await?).await?;
+            let user = accounts.create_admin(email, &password).await?;
+            println!("{} is an admin ({})", email, user.id);
+        }
+        Command::GenerateMasterKey => {
+            println!("{}", clawdbot_accounts::Keyring::generate_key());
+        }
+        Command::RotateMasterKey => {
+            let accounts = accounts(&cli, db().await?).await?;
+            let report = accounts.rotate_master_key().await?;
+            println!(
+                "re-sealed {} provider keys under the current master key ({} changed meanwhile and were left to the next run)",
+                report.resealed, report.raced
+            );
+        }
         Command::GenerateCode { user } => {
             let (code, expires) = admin::generate_code(&db().await?, *user).await?;
             println!("{code} (expires {})", expires.to_rfc3339());
         }
     }
     Ok(())
+}
+
+/// The accounts domain as the router builds it.
+async fn accounts(cli: &Cli, db: sqlx::PgPool) -> anyhow::Result<clawdbot_accounts::Accounts> {
+    let redis = cli
+        .redis_url
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("REDIS_URL is not set"))?;
+    let kube = kube::Client::try_default().await?;
+    clawdbot_router::connect_accounts(&cli.accounts, redis.expose(), &cli.redis_prefix, db, kube)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("ROUTER_JWT_SECRET and ROUTER_MASTER_KEYS are not set"))
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each suite uses a different part
 
 pub mod agent;
+pub mod api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,6 +155,7 @@ impl World {
             .await
             .expect("router connects");
         let core = router.core.clone();
+        let api = router.api.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             clawdbot_router::launch(router, listener, Some(metrics), async {
@@ -165,6 +167,7 @@ impl World {
             base,
             metrics_url,
             core,
+            api,
             stop: Some(stop),
             task: Some(task),
         };
@@ -305,6 +308,7 @@ pub struct Replica {
     pub base: String,
     pub metrics_url: String,
     pub core: Arc<clawdbot_router::Core>,
+    pub api: Option<Arc<clawdbot_router::api::ApiState>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }

@@ -1,4 +1,5 @@
-//! Admin endpoints, until the accounts API exists: connection codes and web chat tokens.
+//! The operators' automation endpoints: connection codes and web chat tokens for any user.
+//! Allowed with the admin token (`ROUTER_ADMIN_TOKEN`) or an access token of an admin.
 
 use std::sync::Arc;
 
@@ -10,30 +11,47 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use clawdbot_accounts::{Accounts, Role};
+
+use super::extract::bearer;
 use crate::channels::telegram::secret_matches;
 use crate::channels::web::{self, Web};
 use crate::error::ApiError;
 use crate::pipeline::Core;
 use crate::store;
 
-pub fn routes(core: Arc<Core>) -> axum::Router {
+/// What the admin endpoints need: the core, and the accounts to check an admin's token.
+#[derive(Clone)]
+pub struct AdminState {
+    pub core: Arc<Core>,
+    pub accounts: Option<Accounts>,
+}
+
+pub fn routes(state: AdminState) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/channels/generate-code", post(generate_code))
         .route("/api/v1/web/token", post(web_token))
-        .with_state(core)
+        .with_state(state)
 }
 
-fn require_admin(core: &Core, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::as_bytes);
-    if secret_matches(presented, &core.config.server.admin_token) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+async fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = bearer(headers);
+    if secret_matches(
+        presented.map(str::as_bytes),
+        &state.core.config.server.admin_token,
+    ) {
+        return Ok(());
     }
+    // An admin's access token, checked against the account as it is now.
+    if let (Some(accounts), Some(token)) = (&state.accounts, presented)
+        && let Ok(claims) = accounts.verify_access(token)
+        && let Ok(user) = accounts.user(claims.sub).await
+        && user.role == Role::Admin
+        && !user.suspended()
+    {
+        return Ok(());
+    }
+    Err(ApiError::Unauthorized)
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,11 +67,12 @@ pub struct CodeResponse {
 
 #[tracing::instrument(skip_all, fields(user = %req.user_id))]
 async fn generate_code(
-    State(core): State<Arc<Core>>,
+    State(state): State<AdminState>,
     headers: HeaderMap,
     Json(req): Json<UserRequest>,
 ) -> Result<Json<CodeResponse>, ApiError> {
-    require_admin(&core, &headers)?;
+    require_admin(&state, &headers).await?;
+    let core = &state.core;
     if !store::user_exists(&core.db, req.user_id).await? {
         return Err(ApiError::NotFound("no such user".into()));
     }
@@ -68,11 +87,12 @@ pub struct TokenResponse {
 
 #[tracing::instrument(skip_all, fields(user = %req.user_id))]
 async fn web_token(
-    State(core): State<Arc<Core>>,
+    State(state): State<AdminState>,
     headers: HeaderMap,
     Json(req): Json<UserRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    require_admin(&core, &headers)?;
+    require_admin(&state, &headers).await?;
+    let core = &state.core;
     let secret = core
         .config
         .web

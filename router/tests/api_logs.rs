@@ -1,0 +1,217 @@
+//! No secret reaches a log line: this suite captures every log line of the process (debug
+//! level, every crate) while it drives the API through sign-up, sign-in, failed logins,
+//! refresh, reuse, keys, rotation, the admin token, export and deletion, then searches the
+//! capture for each secret it used. One test in its own binary, so the capture is global.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::api::{ApiClient, JWT_SECRET, MASTER_K1, MASTER_K2};
+use support::{
+    ADMIN_TOKEN, TELEGRAM_SECRET, TELEGRAM_TOKEN, WA_ACCESS, WA_APP_SECRET, WEB_SECRET, World,
+};
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .init();
+        buf
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn the_logs_of_the_api_hold_no_secret() {
+    let logs = capture();
+    let w = World::new().await;
+    let config = w.api_config();
+    // What the router logs at start (main.rs logs the whole config).
+    tracing::info!(?config, "starting");
+    let r = w.start_router(config).await;
+
+    let password = "my secret password 4711";
+    let wrong = "a wrong password 0815";
+    let new_password = "the next password 2342";
+    let openai = "sk-proj-LOGTESTaaaaaaaaaaaaaaaaaaaa5555";
+    let anthropic = "sk-ant-api03-LOGTESTbbbbbbbbbbbbbbbb6666";
+    let mail = format!("logs-{:08x}@example.com", rand::random::<u32>());
+
+    let mut a = ApiClient::new(&r);
+    a.register(&mail, password).await;
+    let first_refresh = a.refresh.clone().unwrap();
+    let first_access = a.access.clone().unwrap();
+    sqlx::query("UPDATE users SET plan = 'pro' WHERE id = $1")
+        .bind(a.user())
+        .execute(&w.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        ApiClient::new(&r).login(&mail, wrong).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, next) = a
+        .call(
+            Method::POST,
+            "/auth/refresh",
+            Some(json!({"refresh_token": first_refresh})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    a.keep(&next);
+    // Reuse, so the warning path runs.
+    let (s, _) = a
+        .call(
+            Method::POST,
+            "/auth/refresh",
+            Some(json!({"refresh_token": first_refresh})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.login(&mail, password).await.0, StatusCode::OK);
+    let (s, key) = a
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(json!({"provider": "openai", "key": openai})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = key["id"].as_str().unwrap().to_string();
+    let (s, body) = a
+        .call(
+            Method::PATCH,
+            &format!("/api-keys/{id}"),
+            Some(json!({"key": format!("bad {openai}")})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "a key with a space");
+    assert!(
+        !body.to_string().contains("LOGTEST"),
+        "the error does not echo the key"
+    );
+    let (s, _) = a
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(json!({"provider": "anthropic", "key": anthropic})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Bad bodies whose echo would leak: a key in a wrong-typed field.
+    let (s, body) = a
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(json!({"provider": openai, "key": openai})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "provider");
+    assert!(
+        !body.to_string().contains("LOGTEST"),
+        "the error does not echo the value"
+    );
+    let (s, _) = a
+        .call(
+            Method::PATCH,
+            "/users/me",
+            Some(json!({"new_password": new_password, "current_password": password})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = a.get("/users/me/export").await;
+    assert_eq!(s, StatusCode::OK);
+    // The admin token, and rotation.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/channels/generate-code", r.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"user_id": a.user()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut both = w.api_config().accounts;
+    both.master_keys = Some(clawdbot_router::Secret::new(format!(
+        "{MASTER_K1},{MASTER_K2}"
+    )));
+    both.master_key_id = Some("k2".into());
+    let env = clawdbot_testkit::env::get();
+    let rotating = clawdbot_router::connect_accounts(
+        &both,
+        &env.redis_url,
+        &w.redis_prefix,
+        w.db.clone(),
+        w.kube.clone(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(rotating.rotate_master_key().await.unwrap().resealed, 2);
+    let last_refresh = a.refresh.clone().unwrap();
+    let last_access = a.access.clone().unwrap();
+    let (s, _) = a.call(Method::DELETE, "/users/me", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    r.shutdown().await;
+
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("account registered"),
+        "the capture works: {}",
+        &text[..text.len().min(2000)]
+    );
+    let master_k1 = MASTER_K1.split_once(':').unwrap().1;
+    let master_k2 = MASTER_K2.split_once(':').unwrap().1;
+    for (what, secret) in [
+        ("password", password),
+        ("wrong password", wrong),
+        ("new password", new_password),
+        ("openai key", openai),
+        ("anthropic key", anthropic),
+        ("first refresh token", first_refresh.as_str()),
+        ("last refresh token", last_refresh.as_str()),
+        ("first access token", first_access.as_str()),
+        ("last access token", last_access.as_str()),
+        ("jwt secret", JWT_SECRET),
+        ("master key k1", master_k1),
+        ("master key k2", master_k2),
+        ("admin token", ADMIN_TOKEN),
+        ("telegram token", TELEGRAM_TOKEN),
+        ("telegram secret", TELEGRAM_SECRET),
+        ("whatsapp app secret", WA_APP_SECRET),
+        ("whatsapp access token", WA_ACCESS),
+        ("web secret", WEB_SECRET),
+    ] {
+        assert!(!text.contains(secret), "the {what} is in the logs");
+    }
+    // Partial leaks too: the distinctive middle of each provider key.
+    assert!(
+        !text.contains("LOGTEST"),
+        "part of a provider key is in the logs"
+    );
+}
