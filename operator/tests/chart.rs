@@ -169,7 +169,7 @@ fn chart_lints_clean_with_every_values_file() {
     let small = example("values-small.yaml");
     let large = example("values-large.yaml");
     let chart = chart();
-    for file in [stores.path().to_str().unwrap(), &small, &large] {
+    for file in [stores.path().to_str().unwrap(), small.as_str(), large.as_str()] {
         for kube in [OLD_KUBE, NEW_KUBE] {
             let out = helm(&[
                 "lint",
@@ -263,11 +263,8 @@ fn default_values_render_for_old_and_current_kubernetes() {
 
 #[test]
 fn every_example_renders() {
-    let small = docs(&render_ok(
-        "clawdbot",
-        NEW_KUBE,
-        &["-f", &example("values-small.yaml")],
-    ));
+    let small = example("values-small.yaml");
+    let small = docs(&render_ok("clawdbot", NEW_KUBE, &["-f", small.as_str()]));
     assert_eq!(of_kind(&small, "UserWorkspace").len(), 10);
     assert_eq!(of_kind(&small, "StatefulSet").len(), 2, "bundled Postgres and Redis");
     assert!(of_kind(&small, "HorizontalPodAutoscaler").is_empty());
@@ -278,11 +275,8 @@ fn every_example_renders() {
     assert_eq!(router["spec"]["replicas"], 1);
     assert_restricted(&small);
 
-    let large = docs(&render_ok(
-        "clawdbot",
-        NEW_KUBE,
-        &["-f", &example("values-large.yaml")],
-    ));
+    let large = example("values-large.yaml");
+    let large = docs(&render_ok("clawdbot", NEW_KUBE, &["-f", large.as_str()]));
     let hpa = of_kind(&large, "HorizontalPodAutoscaler")[0];
     assert_eq!(hpa["spec"]["minReplicas"], 6);
     assert_eq!(of_kind(&large, "ServiceMonitor").len(), 2);
@@ -643,14 +637,16 @@ tenancy: {{namespace: {tenants_ns}}}
     ));
     let tenants = values_file(TENANTS);
     let small = example("values-small.yaml");
+    let large = example("values-large.yaml");
     let large_ns = format!("tenancy.namespace={tenants_ns},tenancy.createNamespace=false");
+    let all_namespaces = [STORES, &["--set", "tenancy.allNamespaces=true"][..]].concat();
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("defaults", STORES.to_vec()),
         ("tenants", vec!["-f", tenants.path().to_str().unwrap()]),
         ("everything on", vec!["-f", everything.path().to_str().unwrap()]),
-        ("values-small", vec!["-f", &small]),
-        ("values-large", vec!["-f", &example("values-large.yaml"), "--set", &large_ns]),
-        ("all namespaces", [STORES, &["--set", "tenancy.allNamespaces=true"]].concat()),
+        ("values-small", vec!["-f", small.as_str()]),
+        ("values-large", vec!["-f", large.as_str(), "--set", large_ns.as_str()]),
+        ("all namespaces", all_namespaces),
     ];
     for (what, args) in cases {
         let all = docs(&render_ok(&ns, OLD_KUBE, &args));
