@@ -117,7 +117,12 @@ fn of_kind<'a>(all: &'a [Value], k: &str) -> Vec<&'a Value> {
 }
 
 fn example(name: &str) -> String {
-    root().join("examples").join(name).to_str().unwrap().to_string()
+    root()
+        .join("examples")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// A values file written for one test.
@@ -163,13 +168,16 @@ fn chart_crds_are_the_generated_ones() {
 
 #[test]
 fn chart_lints_clean_with_every_values_file() {
-    let stores = values_file(
-        "database: {url: postgres://u:p@db:5432/x}\nredis: {url: redis://r:6379}\n",
-    );
+    let stores =
+        values_file("database: {url: postgres://u:p@db:5432/x}\nredis: {url: redis://r:6379}\n");
     let small = example("values-small.yaml");
     let large = example("values-large.yaml");
     let chart = chart();
-    for file in [stores.path().to_str().unwrap(), small.as_str(), large.as_str()] {
+    for file in [
+        stores.path().to_str().unwrap(),
+        small.as_str(),
+        large.as_str(),
+    ] {
         for kube in [OLD_KUBE, NEW_KUBE] {
             let out = helm(&[
                 "lint",
@@ -185,7 +193,10 @@ fn chart_lints_clean_with_every_values_file() {
                 !out.contains("[WARNING]") && !out.contains("[ERROR]"),
                 "lint with {file} on {kube}:\n{out}"
             );
-            assert!(out.contains("1 chart(s) linted, 0 chart(s) failed"), "{out}");
+            assert!(
+                out.contains("1 chart(s) linted, 0 chart(s) failed"),
+                "{out}"
+            );
         }
     }
 }
@@ -225,7 +236,12 @@ fn default_values_render_for_old_and_current_kubernetes() {
         (NEW_KUBE, "policy/v1", "autoscaling/v2"),
     ] {
         let all = docs(&render_ok("clawdbot", kube, STORES));
-        let api = |k: &str| of_kind(&all, k)[0]["apiVersion"].as_str().unwrap().to_string();
+        let api = |k: &str| {
+            of_kind(&all, k)[0]["apiVersion"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(api("PodDisruptionBudget"), pdb, "{kube}");
         assert_eq!(api("HorizontalPodAutoscaler"), hpa, "{kube}");
         assert_eq!(of_kind(&all, "Deployment").len(), 2, "operator and router");
@@ -266,7 +282,11 @@ fn every_example_renders() {
     let small = example("values-small.yaml");
     let small = docs(&render_ok("clawdbot", NEW_KUBE, &["-f", small.as_str()]));
     assert_eq!(of_kind(&small, "UserWorkspace").len(), 10);
-    assert_eq!(of_kind(&small, "StatefulSet").len(), 2, "bundled Postgres and Redis");
+    assert_eq!(
+        of_kind(&small, "StatefulSet").len(),
+        2,
+        "bundled Postgres and Redis"
+    );
     assert!(of_kind(&small, "HorizontalPodAutoscaler").is_empty());
     let router = of_kind(&small, "Deployment")
         .into_iter()
@@ -315,7 +335,12 @@ fn every_example_renders() {
         let plans = rendered_plans(all);
         for v in of_kind(all, "UserWorkspace") {
             let ws: UserWorkspace = serde_yaml::from_value(v.clone()).unwrap();
-            assert_eq!(ws.validate(&plans[&ws.spec.plan]), Ok(()), "{:?}", ws.metadata.name);
+            assert_eq!(
+                ws.validate(&plans[&ws.spec.plan]),
+                Ok(()),
+                "{:?}",
+                ws.metadata.name
+            );
         }
     }
 }
@@ -325,7 +350,10 @@ fn schema_rejects_bad_values_with_a_message_naming_them() {
     let tenant = "tenants[0].name=alice,tenants[0].ownerId=u-1";
     let cases: &[(&str, &[&str])] = &[
         ("router.replica=3", &["/router", "'replica' not allowed"]),
-        ("tenancy.namespaces=x", &["/tenancy", "'namespaces' not allowed"]),
+        (
+            "tenancy.namespaces=x",
+            &["/tenancy", "'namespaces' not allowed"],
+        ),
         (
             &format!("{tenant},tenants[0].plan=gold"),
             &["/tenants/0/plan", "'free', 'pro', 'team'"],
@@ -338,8 +366,14 @@ fn schema_rejects_bad_values_with_a_message_naming_them() {
             &format!("{tenant},tenants[0].storge.size=1Gi"),
             &["/tenants/0", "'storge' not allowed"],
         ),
-        ("plans.gold.messagesPerDay=5", &["/plans", "'gold' not allowed"]),
-        ("plans.free.messagesPerDay=-5", &["/plans/free/messagesPerDay", "-5"]),
+        (
+            "plans.gold.messagesPerDay=5",
+            &["/plans", "'gold' not allowed"],
+        ),
+        (
+            "plans.free.messagesPerDay=-5",
+            &["/plans/free/messagesPerDay", "-5"],
+        ),
         ("operator.replicas=-1", &["/operator/replicas", "-1"]),
         (
             "tenants[0].name=Bad_Name,tenants[0].ownerId=u",
@@ -358,7 +392,10 @@ fn schema_rejects_bad_values_with_a_message_naming_them() {
             .err()
             .unwrap_or_else(|| panic!("{set} was accepted"));
         for e in *expect {
-            assert!(err.contains(e), "{set}: the error should name {e:?}:\n{err}");
+            assert!(
+                err.contains(e),
+                "{set}: the error should name {e:?}:\n{err}"
+            );
         }
     }
     // Two tenants with one name: refused by the template, naming it.
@@ -368,7 +405,10 @@ fn schema_rejects_bad_values_with_a_message_naming_them() {
         "tenants[0].name=a,tenants[0].ownerId=o1,tenants[1].name=a,tenants[1].ownerId=o2",
     ]);
     let err = render("clawdbot", NEW_KUBE, &args).unwrap_err();
-    assert!(err.contains("tenants[1]") && err.contains("\"a\" is used twice"), "{err}");
+    assert!(
+        err.contains("tenants[1]") && err.contains("\"a\" is used twice"),
+        "{err}"
+    );
 }
 
 const TENANTS: &str = r#"
@@ -389,6 +429,15 @@ tenants:
     storage: {size: 20Gi}
     idleTimeout: "0"
     labels: {team: acme}
+  - name: dana
+    ownerId: owner-dana
+    plan: team
+    model: {name: llama3.1:8b, dedicated: {engine: ollama, models: [{name: llama3.1:8b}]}}
+  - name: erik
+    ownerId: owner-erik
+    plan: pro
+    model: {provider: anthropic, name: claude-sonnet-4-5}
+    keysSecretRef: {name: erik-keys}
 "#;
 
 fn workspaces(all: &[Value]) -> Vec<UserWorkspace> {
@@ -407,22 +456,42 @@ fn tenants_become_userworkspaces() {
         &["-f", values.path().to_str().unwrap()],
     ));
     let plans = rendered_plans(&all);
-    assert_eq!(plans[&Plan::Free].messages_per_day, 7, "a plan figure from values");
+    assert_eq!(
+        plans[&Plan::Free].messages_per_day,
+        7,
+        "a plan figure from values"
+    );
     assert_eq!(plans[&Plan::Free].max_storage_bytes, 2_147_483_648);
-    assert_eq!(plans[&Plan::Pro], clawdbot_api::PlanPolicy::default_for(Plan::Pro));
+    assert_eq!(
+        plans[&Plan::Pro],
+        clawdbot_api::PlanPolicy::default_for(Plan::Pro)
+    );
 
     let ws = workspaces(&all);
-    let names: Vec<&str> = ws.iter().map(|w| w.metadata.name.as_deref().unwrap()).collect();
-    assert_eq!(names, ["alice", "bob", "acme"]);
+    let names: Vec<&str> = ws
+        .iter()
+        .map(|w| w.metadata.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "acme", "dana", "erik"]);
     for w in &ws {
         assert_eq!(w.metadata.namespace.as_deref(), Some("platform"));
-        assert_eq!(w.spec.model.name, "qwen2.5-7b-instruct", "from tenantDefaults");
-        assert_eq!(w.validate(&plans[&w.spec.plan]), Ok(()));
+        assert_eq!(w.validate(&plans[&w.spec.plan]), Ok(()), "{names:?}");
     }
+    assert_eq!(
+        ws[0].spec.model.name, "qwen2.5-7b-instruct",
+        "from tenantDefaults"
+    );
+    // A tenant's own model source replaces the default endpointRef instead of joining it.
+    let (dana, erik) = (&ws[3].spec.model, &ws[4].spec.model);
+    assert!(dana.dedicated.is_some() && dana.endpoint_ref.is_none());
+    assert!(erik.endpoint_ref.is_none() && erik.dedicated.is_none());
     let (alice, bob, acme) = (&ws[0], &ws[1], &ws[2]);
     assert_eq!(alice.spec.owner_id, "owner-alice");
     assert_eq!(alice.spec.plan, Plan::Free);
-    assert_eq!(alice.idle_timeout(), Some(std::time::Duration::from_secs(1800)));
+    assert_eq!(
+        alice.idle_timeout(),
+        Some(std::time::Duration::from_secs(1800))
+    );
     assert_eq!(bob.spec.plan, Plan::Pro);
     assert_eq!(
         bob.effective_runtime(&plans[&Plan::Pro]),
@@ -434,7 +503,10 @@ fn tenants_become_userworkspaces() {
     assert_eq!(acme_value["spec"]["storage"]["retention"], "Retain");
     assert_eq!(acme.idle_timeout(), None, "0: never hibernate");
     assert_eq!(acme_value["metadata"]["labels"]["team"], "acme");
-    assert!(acme_value["spec"].get("labels").is_none(), "labels are metadata, not spec");
+    assert!(
+        acme_value["spec"].get("labels").is_none(),
+        "labels are metadata, not spec"
+    );
 
     // A changed list: bob leaves, alice moves to pro, carol arrives.
     let changed = values_file(
@@ -456,7 +528,13 @@ fn tenants_become_userworkspaces() {
         .collect();
     assert_eq!(
         now,
-        [("alice", Plan::Pro), ("carol", Plan::Free), ("acme", Plan::Team)]
+        [
+            ("alice", Plan::Pro),
+            ("carol", Plan::Free),
+            ("acme", Plan::Team),
+            ("dana", Plan::Team),
+            ("erik", Plan::Pro)
+        ]
     );
 }
 
@@ -493,8 +571,13 @@ fn secret_values_reach_only_the_secret_never_notes_or_other_manifests() {
     let notes = render_ok("clawdbot", NEW_KUBE, &notes_args);
 
     // NOTES says how to connect each bot, with the public URL, and reads secrets by command.
-    assert!(notes.contains("https://bots.example.com/webhooks/telegram"), "{notes}");
-    assert!(notes.contains("/webhooks/whatsapp") && notes.contains("/webhooks/discord/interactions"));
+    assert!(
+        notes.contains("https://bots.example.com/webhooks/telegram"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("/webhooks/whatsapp") && notes.contains("/webhooks/discord/interactions")
+    );
     assert!(notes.contains("s TELEGRAM_WEBHOOK_SECRET"), "{notes}");
 
     let all = docs(&manifests);
@@ -545,7 +628,10 @@ fn generated_secrets_and_existing_secret() {
     assert!(!data.contains_key("TELEGRAM_BOT_TOKEN") && !data.contains_key("STRIPE_SECRET_KEY"));
     // Two renders generate different keys: nothing fixed is baked into the chart.
     let again = docs(&render_ok("clawdbot", NEW_KUBE, STORES));
-    assert_ne!(&secret_data(of_kind(&again, "Secret")[0])["CLAWDBOT_MASTER_KEY"], master);
+    assert_ne!(
+        &secret_data(of_kind(&again, "Secret")[0])["CLAWDBOT_MASTER_KEY"],
+        master
+    );
 
     // existingSecret: no Secret of the chart's, every reference points at the user's.
     let all = docs(&render_ok(
@@ -554,7 +640,11 @@ fn generated_secrets_and_existing_secret() {
         &["--set", "secrets.existingSecret=my-secrets"],
     ));
     assert!(of_kind(&all, "Secret").is_empty());
-    let text = render_ok("clawdbot", NEW_KUBE, &["--set", "secrets.existingSecret=my-secrets"]);
+    let text = render_ok(
+        "clawdbot",
+        NEW_KUBE,
+        &["--set", "secrets.existingSecret=my-secrets"],
+    );
     assert!(text.contains("name: my-secrets, key: DATABASE_URL"));
     assert!(!text.contains("clawdbot-secrets"));
 }
@@ -585,6 +675,12 @@ fn kubectl(args: &[&str], input: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// One document of a stream for kubectl, as JSON: serde_yaml writes the string `yes` unquoted,
+/// which kubectl's YAML 1.1 reader takes for a boolean.
+fn manifest(obj: &Value) -> String {
+    format!("---\n{}\n", serde_json::to_string(obj).unwrap())
+}
+
 /// Kinds the local API server cannot validate: the Prometheus Operator's CRDs are not
 /// installed there (and are not ours to install on a shared server).
 const NOT_ON_THE_LOCAL_SERVER: &[&str] = &["ServiceMonitor", "PrometheusRule"];
@@ -596,13 +692,15 @@ fn dry_run(all: &[Value], what: &str) {
         if NOT_ON_THE_LOCAL_SERVER.contains(&kind(obj)) {
             continue;
         }
-        input.push_str("---\n");
-        input.push_str(&serde_yaml::to_string(obj).unwrap());
+        input.push_str(&manifest(obj));
         count += 1;
     }
     let (ok, out) = kubectl(&["apply", "--dry-run=server", "-f", "-"], &input);
     assert!(ok, "{what}: kubectl apply --dry-run=server failed:\n{out}");
-    let applied = out.lines().filter(|l| l.ends_with("(server dry run)")).count();
+    let applied = out
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .count();
     assert_eq!(applied, count, "{what}: every object is checked:\n{out}");
 }
 
@@ -615,9 +713,17 @@ async fn every_manifest_passes_server_side_dry_run() {
     // validation would refuse them, the server drops them.
     let crds: String = std::fs::read_dir(chart().join("crds"))
         .unwrap()
-        .map(|e| format!("---\n{}", std::fs::read_to_string(e.unwrap().path()).unwrap()))
+        .map(|e| {
+            format!(
+                "---\n{}",
+                std::fs::read_to_string(e.unwrap().path()).unwrap()
+            )
+        })
         .collect();
-    let (ok, out) = kubectl(&["apply", "--dry-run=server", "--validate=false", "-f", "-"], &crds);
+    let (ok, out) = kubectl(
+        &["apply", "--dry-run=server", "--validate=false", "-f", "-"],
+        &crds,
+    );
     assert!(ok, "CRDs: {out}");
 
     let everything = values_file(&format!(
@@ -643,9 +749,15 @@ tenancy: {{namespace: {tenants_ns}}}
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("defaults", STORES.to_vec()),
         ("tenants", vec!["-f", tenants.path().to_str().unwrap()]),
-        ("everything on", vec!["-f", everything.path().to_str().unwrap()]),
+        (
+            "everything on",
+            vec!["-f", everything.path().to_str().unwrap()],
+        ),
         ("values-small", vec!["-f", small.as_str()]),
-        ("values-large", vec!["-f", large.as_str(), "--set", large_ns.as_str()]),
+        (
+            "values-large",
+            vec!["-f", large.as_str(), "--set", large_ns.as_str()],
+        ),
         ("all namespaces", all_namespaces),
     ];
     for (what, args) in cases {
@@ -688,7 +800,11 @@ tenants:
     model: {name: llama3.1:8b, dedicated: {engine: ollama, models: [{name: llama3.1:8b}], gpusPerReplica: 0}}
 "#,
     );
-    let all = docs(&render_ok(&ns, OLD_KUBE, &["-f", values.path().to_str().unwrap()]));
+    let all = docs(&render_ok(
+        &ns,
+        OLD_KUBE,
+        &["-f", values.path().to_str().unwrap()],
+    ));
     let operator_rbac: Vec<Value> = all
         .iter()
         .filter(|o| {
@@ -700,11 +816,12 @@ tenants:
         })
         .cloned()
         .collect();
-    assert_eq!(operator_rbac.len(), 5, "SA, Role + binding, lease Role + binding");
-    let input: String = operator_rbac
-        .iter()
-        .map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap()))
-        .collect();
+    assert_eq!(
+        operator_rbac.len(),
+        5,
+        "SA, Role + binding, lease Role + binding"
+    );
+    let input: String = operator_rbac.iter().map(manifest).collect();
     let (ok, out) = kubectl(&["apply", "-f", "-"], &input);
     assert!(ok, "{out}");
 
@@ -723,16 +840,22 @@ tenants:
     let crs: String = all
         .iter()
         .filter(|o| ["UserWorkspace", "ModelEndpoint"].contains(&kind(o)))
-        .map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap()))
+        .map(manifest)
         .collect();
     let (ok, out) = kubectl(&["apply", "-f", "-"], &crs);
     assert!(ok, "{out}");
     for name in ["alice", "acme"] {
-        wait_ws(&admin, &ns, name, "provisioned under the chart's RBAC", |w| {
-            w.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Phase::Provisioning)
-        })
+        wait_ws(
+            &admin,
+            &ns,
+            name,
+            "provisioned under the chart's RBAC",
+            |w| {
+                w.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::Provisioning)
+            },
+        )
         .await;
     }
     // The dedicated endpoint was created (apply = create) and got its status.
