@@ -76,6 +76,11 @@ pub struct ServerConfig {
     /// Bearer token of the admin endpoints (`/api/v1/channels/generate-code`).
     #[arg(long, env = "ROUTER_ADMIN_TOKEN")]
     pub admin_token: Secret,
+    /// The router's public HTTPS base URL, as the platforms reach it (for example
+    /// `https://bot.example.com`). With it the router registers its own Telegram webhook at
+    /// `<url>/webhooks/telegram`; without it Telegram updates are fetched by long polling.
+    #[arg(long, env = "ROUTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// Postgres.
@@ -83,12 +88,12 @@ pub struct ServerConfig {
 #[command(next_help_heading = "Postgres")]
 pub struct DatabaseConfig {
     /// Postgres URL (users, channel connections, codes, inbound messages, usage).
-    #[arg(id = "database_url", long = "database-url", env = "DATABASE_URL")]
+    #[arg(long = "database-url", id = "database_url", env = "DATABASE_URL")]
     pub url: Secret,
     /// Most Postgres connections of this replica.
     #[arg(
-        id = "database_max_connections",
         long = "database-max-connections",
+        id = "database_max_connections",
         env = "ROUTER_DATABASE_MAX_CONNECTIONS",
         default_value_t = 32
     )]
@@ -100,12 +105,12 @@ pub struct DatabaseConfig {
 #[command(next_help_heading = "Redis")]
 pub struct RedisConfig {
     /// Redis URL (dedupe, rate limits, quotas, attempt counters).
-    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL")]
+    #[arg(long = "redis-url", id = "redis_url", env = "REDIS_URL")]
     pub url: Secret,
     /// Prefix of every Redis key (lets several deployments or tests share one Redis).
     #[arg(
-        id = "redis_prefix",
         long = "redis-prefix",
+        id = "redis_prefix",
         env = "ROUTER_REDIS_PREFIX",
         default_value = "clawdbot:"
     )]
@@ -150,42 +155,71 @@ pub struct OnboardingConfig {
 pub struct TelegramConfig {
     /// Telegram bot token; enables the Telegram channel.
     #[arg(
-        id = "telegram_bot_token",
         long = "telegram-bot-token",
+        id = "telegram_bot_token",
         env = "TELEGRAM_BOT_TOKEN"
     )]
     pub bot_token: Option<Secret>,
     /// Secret the Bot API sends in `X-Telegram-Bot-Api-Secret-Token` (set with setWebhook).
     #[arg(
-        id = "telegram_webhook_secret",
         long = "telegram-webhook-secret",
+        id = "telegram_webhook_secret",
         env = "TELEGRAM_WEBHOOK_SECRET"
     )]
     pub webhook_secret: Option<Secret>,
     /// Bot API base URL.
     #[arg(
-        id = "telegram_api_base",
         long = "telegram-api-base",
+        id = "telegram_api_base",
         env = "TELEGRAM_API_BASE",
         default_value = "https://api.telegram.org"
     )]
     pub api_base: String,
     /// Messages per second the bot sends in all (Telegram allows about 30; divide by replicas).
     #[arg(
-        id = "telegram_global_rate",
         long = "telegram-global-rate",
+        id = "telegram_global_rate",
         env = "TELEGRAM_GLOBAL_RATE",
         default_value_t = 30.0
     )]
     pub global_rate: f64,
     /// Messages per second to one chat (Telegram allows about 1).
     #[arg(
-        id = "telegram_chat_rate",
         long = "telegram-chat-rate",
+        id = "telegram_chat_rate",
         env = "TELEGRAM_CHAT_RATE",
         default_value_t = 1.0
     )]
     pub chat_rate: f64,
+    /// How updates arrive: `auto` (a webhook registered with setWebhook when ROUTER_PUBLIC_URL
+    /// is set, long polling otherwise), `webhook` (served; registered only when
+    /// ROUTER_PUBLIC_URL is set, else by hand) or `polling` (getUpdates, one replica at a time).
+    #[arg(
+        long = "telegram-updates",
+        id = "telegram_updates",
+        env = "TELEGRAM_UPDATES",
+        value_enum,
+        default_value_t = TelegramUpdatesMode::Auto
+    )]
+    pub updates: TelegramUpdatesMode,
+    /// Name of the Lease deciding which replica long-polls Telegram (the Bot API refuses a
+    /// second concurrent getUpdates).
+    #[arg(
+        long = "telegram-polling-lease-name",
+        id = "telegram_polling_lease_name",
+        env = "TELEGRAM_POLLING_LEASE_NAME",
+        default_value = "clawdbot-router-telegram-polling"
+    )]
+    pub polling_lease_name: String,
+    /// Seconds the polling Lease is valid without renewal: after a poller dies, another
+    /// replica polls within this (at once after a clean stop, which releases it).
+    #[arg(
+        long = "telegram-polling-lease-seconds",
+        id = "telegram_polling_lease_seconds",
+        env = "TELEGRAM_POLLING_LEASE_SECONDS",
+        default_value_t = 15
+    )]
+    pub polling_lease_seconds: u64,
     /// The bot's username (without `@`), for the `t.me/<bot>?start=CODE` link shown with a
     /// connection code.
     #[arg(
@@ -196,43 +230,51 @@ pub struct TelegramConfig {
     pub bot_username: Option<String>,
 }
 
+/// How Telegram's updates reach the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TelegramUpdatesMode {
+    Auto,
+    Webhook,
+    Polling,
+}
+
 /// The WhatsApp channel.
 #[derive(Clone, Debug, clap::Args)]
 #[command(next_help_heading = "WhatsApp")]
 pub struct WhatsAppConfig {
     /// WhatsApp app secret (verifies `X-Hub-Signature-256`); enables the WhatsApp channel.
     #[arg(
-        id = "whatsapp_app_secret",
         long = "whatsapp-app-secret",
+        id = "whatsapp_app_secret",
         env = "WHATSAPP_APP_SECRET"
     )]
     pub app_secret: Option<Secret>,
     /// Token of the GET verification handshake.
     #[arg(
-        id = "whatsapp_verify_token",
         long = "whatsapp-verify-token",
+        id = "whatsapp_verify_token",
         env = "WHATSAPP_VERIFY_TOKEN"
     )]
     pub verify_token: Option<Secret>,
     /// Graph API access token for sending.
     #[arg(
-        id = "whatsapp_access_token",
         long = "whatsapp-access-token",
+        id = "whatsapp_access_token",
         env = "WHATSAPP_ACCESS_TOKEN"
     )]
     pub access_token: Option<Secret>,
     /// Graph API base URL.
     #[arg(
-        id = "whatsapp_api_base",
         long = "whatsapp-api-base",
+        id = "whatsapp_api_base",
         env = "WHATSAPP_API_BASE",
         default_value = "https://graph.facebook.com"
     )]
     pub api_base: String,
     /// Graph API version.
     #[arg(
-        id = "whatsapp_api_version",
         long = "whatsapp-api-version",
+        id = "whatsapp_api_version",
         env = "WHATSAPP_API_VERSION",
         default_value = "v21.0"
     )]
@@ -240,16 +282,16 @@ pub struct WhatsAppConfig {
     /// Approved template used when a reply is ready after the 24-hour customer service window
     /// closed (free-form messages are refused then). Its one body parameter is the reply's start.
     #[arg(
-        id = "whatsapp_reply_template",
         long = "whatsapp-reply-template",
+        id = "whatsapp_reply_template",
         env = "WHATSAPP_REPLY_TEMPLATE",
         default_value = "clawdbot_reply_ready"
     )]
     pub reply_template: String,
     /// Language code of that template.
     #[arg(
-        id = "whatsapp_template_language",
         long = "whatsapp-template-language",
+        id = "whatsapp_template_language",
         env = "WHATSAPP_TEMPLATE_LANGUAGE",
         default_value = "en"
     )]
@@ -270,15 +312,15 @@ pub struct WhatsAppConfig {
 pub struct DiscordConfig {
     /// Discord application public key (hex); enables the Discord interactions endpoint.
     #[arg(
-        id = "discord_public_key",
         long = "discord-public-key",
+        id = "discord_public_key",
         env = "DISCORD_PUBLIC_KEY"
     )]
     pub public_key: Option<String>,
     /// Discord API base URL.
     #[arg(
-        id = "discord_api_base",
         long = "discord-api-base",
+        id = "discord_api_base",
         env = "DISCORD_API_BASE",
         default_value = "https://discord.com/api/v10"
     )]
@@ -287,23 +329,23 @@ pub struct DiscordConfig {
     /// Gateway websocket (held by one replica, see `--discord-gateway-lease-name`), answered
     /// through the REST API.
     #[arg(
-        id = "discord_bot_token",
         long = "discord-bot-token",
+        id = "discord_bot_token",
         env = "DISCORD_BOT_TOKEN"
     )]
     pub bot_token: Option<Secret>,
     /// Discord Gateway URL (`/?v=10&encoding=json` is appended).
     #[arg(
-        id = "discord_gateway_url",
         long = "discord-gateway-url",
+        id = "discord_gateway_url",
         env = "DISCORD_GATEWAY_URL",
         default_value = "wss://gateway.discord.gg"
     )]
     pub gateway_url: String,
     /// Name of the Lease deciding which replica holds the Discord Gateway connection.
     #[arg(
-        id = "discord_gateway_lease_name",
         long = "discord-gateway-lease-name",
+        id = "discord_gateway_lease_name",
         env = "DISCORD_GATEWAY_LEASE_NAME",
         default_value = "clawdbot-router-discord-gateway"
     )]
@@ -311,8 +353,8 @@ pub struct DiscordConfig {
     /// Seconds the Gateway lease is valid without renewal: after a holder dies, another
     /// replica connects within this (at once after a clean stop, which releases it).
     #[arg(
-        id = "discord_gateway_lease_seconds",
         long = "discord-gateway-lease-seconds",
+        id = "discord_gateway_lease_seconds",
         env = "DISCORD_GATEWAY_LEASE_SECONDS",
         default_value_t = 15
     )]
@@ -332,8 +374,8 @@ pub struct DiscordConfig {
 pub struct WebConfig {
     /// Key signing web chat tokens; enables the web chat channel.
     #[arg(
-        id = "web_token_secret",
         long = "web-token-secret",
+        id = "web_token_secret",
         env = "ROUTER_WEB_TOKEN_SECRET"
     )]
     pub token_secret: Option<Secret>,
@@ -559,6 +601,13 @@ mod tests {
             ("telegram-api-base", "TELEGRAM_API_BASE"),
             ("telegram-global-rate", "TELEGRAM_GLOBAL_RATE"),
             ("telegram-chat-rate", "TELEGRAM_CHAT_RATE"),
+            ("telegram-updates", "TELEGRAM_UPDATES"),
+            ("telegram-polling-lease-name", "TELEGRAM_POLLING_LEASE_NAME"),
+            (
+                "telegram-polling-lease-seconds",
+                "TELEGRAM_POLLING_LEASE_SECONDS",
+            ),
+            ("public-url", "ROUTER_PUBLIC_URL"),
             ("whatsapp-app-secret", "WHATSAPP_APP_SECRET"),
             ("whatsapp-verify-token", "WHATSAPP_VERIFY_TOKEN"),
             ("whatsapp-access-token", "WHATSAPP_ACCESS_TOKEN"),

@@ -20,6 +20,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod inbound;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
@@ -42,6 +43,7 @@ pub use pipeline::Core;
 
 use crate::channels::Channel;
 use crate::channels::discord::gateway::Gateway;
+use crate::channels::telegram_updates::Updates;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
 
@@ -53,6 +55,8 @@ pub struct Router {
     pub discord_gateway: Option<Gateway>,
     /// The accounts API, when its keys are configured.
     pub api: Option<Arc<api::ApiState>>,
+    /// Telegram's updates: the webhook to register, or long polling.
+    pub telegram_updates: Option<Updates>,
 }
 
 /// The accounts domain from its configuration; `None` when the API is not configured.
@@ -120,6 +124,7 @@ impl Router {
             .build()?;
         let channels = channels::build(&config, &http);
         let discord_gateway = Gateway::from_config(&config, kube.clone());
+        let telegram_updates = Updates::from_config(&config, &http, kube.clone())?;
         let accounts = connect_accounts(
             &config.accounts,
             config.redis.url.expose(),
@@ -150,6 +155,7 @@ impl Router {
             channels,
             discord_gateway,
             api,
+            telegram_updates,
         })
     }
 }
@@ -238,6 +244,10 @@ pub async fn launch(
         .discord_gateway
         .take()
         .map(|g| tokio::spawn(g.run(core.clone(), stop.clone())));
+    let telegram_updates = router
+        .telegram_updates
+        .take()
+        .map(|u| tokio::spawn(u.run(core.clone(), stop.clone())));
     let metrics_server = metrics_listener.map(|l| {
         let app = metrics_app(core.metrics.clone());
         let stop = stop.clone();
@@ -270,6 +280,16 @@ pub async fn launch(
         {
             tracing::warn!("the discord gateway did not stop in time");
             gateway.abort();
+        }
+    }
+    if let Some(updates) = telegram_updates {
+        // A poll in progress is dropped unconfirmed (Telegram sends it again); the Lease is
+        // released for the next replica.
+        if tokio::time::timeout(Duration::from_secs(15), updates)
+            .await
+            .is_err()
+        {
+            tracing::warn!("telegram polling did not stop in time");
         }
     }
     core.drain(Duration::from_secs(20)).await;
