@@ -20,6 +20,6 @@ install() {
 
 case "${1:-install}" in
     install) install ;;
-    run) shift; st="$(install)"; exec "$st" "$@" ;;
+    run) shift; st="$(install)"; exec "$st" run "$@" ;;
     *) echo "usage: $0 install | run <st args>" >&2; exit 2 ;;
 esac

@@ -24,7 +24,7 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Provider {
+pub enum AgentProvider {
     Platform,
     Openai,
     Anthropic,
@@ -32,7 +32,7 @@ pub enum Provider {
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub enum Scope {
+pub enum SessionScopeName {
     /// A conversation per chat partner.
     PerPeer,
     /// One conversation across every direct chat.
@@ -42,42 +42,42 @@ pub enum Scope {
 /// The assistant's settings.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ConfigView {
-    pub provider: Provider,
+    pub provider: AgentProvider,
     /// The model in use (the platform default when none was chosen).
     pub model: String,
     pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
-    pub session_scope: Scope,
+    pub session_scope: SessionScopeName,
     pub web_search: bool,
 }
 
 /// A change; what is absent stays.
 #[derive(Deserialize, ToSchema)]
 pub struct ConfigPatch {
-    pub provider: Option<Provider>,
+    pub provider: Option<AgentProvider>,
     /// One of `GET /api/v1/models`; required when the provider changes to one of your own.
     pub model: Option<String>,
     /// 0 to 2.
     pub temperature: Option<f64>,
     /// 1 to 131072.
     pub max_tokens: Option<u32>,
-    pub session_scope: Option<Scope>,
+    pub session_scope: Option<SessionScopeName>,
     pub web_search: Option<bool>,
 }
 
 fn view(s: &AgentSettings, default_model: &str) -> ConfigView {
     ConfigView {
         provider: match s.provider {
-            ModelProvider::Platform => Provider::Platform,
-            ModelProvider::Openai => Provider::Openai,
-            ModelProvider::Anthropic => Provider::Anthropic,
+            ModelProvider::Platform => AgentProvider::Platform,
+            ModelProvider::Openai => AgentProvider::Openai,
+            ModelProvider::Anthropic => AgentProvider::Anthropic,
         },
         model: s.model.clone().unwrap_or_else(|| default_model.to_string()),
         temperature: s.temperature,
         max_tokens: s.max_tokens,
         session_scope: match s.session_scope {
-            SessionScope::PerPeer => Scope::PerPeer,
-            SessionScope::Main => Scope::Main,
+            SessionScope::PerPeer => SessionScopeName::PerPeer,
+            SessionScope::Main => SessionScopeName::Main,
         },
         web_search: s.web_search,
     }
@@ -112,16 +112,16 @@ async fn update_config(
 ) -> Result<axum::Json<ConfigView>, ApiError> {
     let patch = SettingsPatch {
         provider: req.provider.map(|p| match p {
-            Provider::Platform => ModelProvider::Platform,
-            Provider::Openai => ModelProvider::Openai,
-            Provider::Anthropic => ModelProvider::Anthropic,
+            AgentProvider::Platform => ModelProvider::Platform,
+            AgentProvider::Openai => ModelProvider::Openai,
+            AgentProvider::Anthropic => ModelProvider::Anthropic,
         }),
         model: req.model,
         temperature: req.temperature,
         max_tokens: req.max_tokens,
         session_scope: req.session_scope.map(|s| match s {
-            Scope::PerPeer => SessionScope::PerPeer,
-            Scope::Main => SessionScope::Main,
+            SessionScopeName::PerPeer => SessionScope::PerPeer,
+            SessionScopeName::Main => SessionScope::Main,
         }),
         web_search: req.web_search,
     };

@@ -27,25 +27,25 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Provider {
+pub enum KeyProviderName {
     Openai,
     Anthropic,
 }
 
-impl From<Provider> for KeyProvider {
-    fn from(p: Provider) -> Self {
+impl From<KeyProviderName> for KeyProvider {
+    fn from(p: KeyProviderName) -> Self {
         match p {
-            Provider::Openai => KeyProvider::Openai,
-            Provider::Anthropic => KeyProvider::Anthropic,
+            KeyProviderName::Openai => KeyProvider::Openai,
+            KeyProviderName::Anthropic => KeyProvider::Anthropic,
         }
     }
 }
 
-impl From<KeyProvider> for Provider {
+impl From<KeyProvider> for KeyProviderName {
     fn from(p: KeyProvider) -> Self {
         match p {
-            KeyProvider::Openai => Provider::Openai,
-            KeyProvider::Anthropic => Provider::Anthropic,
+            KeyProvider::Openai => KeyProviderName::Openai,
+            KeyProvider::Anthropic => KeyProviderName::Anthropic,
         }
     }
 }
@@ -53,7 +53,7 @@ impl From<KeyProvider> for Provider {
 /// A key to store.
 #[derive(Deserialize, ToSchema)]
 pub struct NewKey {
-    pub provider: Provider,
+    pub provider: KeyProviderName,
     /// The key as the provider issued it (`sk-...`, `sk-ant-...`). Never shown again.
     pub key: String,
 }
@@ -68,7 +68,7 @@ pub struct ReplaceKey {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct KeyView {
     pub id: Uuid,
-    pub provider: Provider,
+    pub provider: KeyProviderName,
     /// The first three and last four characters, such as `sk-...abcd`.
     pub masked: String,
     pub created_at: DateTime<Utc>,
