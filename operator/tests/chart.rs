@@ -578,7 +578,14 @@ fn secret_values_reach_only_the_secret_never_notes_or_other_manifests() {
     assert!(
         notes.contains("/webhooks/whatsapp") && notes.contains("/webhooks/discord/interactions")
     );
-    assert!(notes.contains("s TELEGRAM_WEBHOOK_SECRET"), "{notes}");
+    assert!(notes.contains("s WHATSAPP_VERIFY_TOKEN"), "{notes}");
+    // With a public URL the router registers its own Telegram webhook; without one it polls.
+    assert!(
+        notes.contains("the router registers its own webhook"),
+        "{notes}"
+    );
+    let polling = render_ok("clawdbot", NEW_KUBE, &[STORES, &["--notes"][..]].concat());
+    assert!(polling.contains("long-polls Telegram"), "{polling}");
 
     let all = docs(&manifests);
     let secret = of_kind(&all, "Secret")[0];
@@ -711,15 +718,11 @@ async fn every_manifest_passes_server_side_dry_run() {
 
     // The CRDs as the chart ships them. The 1.20 server does not know CEL rules; kubectl's own
     // validation would refuse them, the server drops them.
-    let crds: String = std::fs::read_dir(chart().join("crds"))
-        .unwrap()
-        .map(|e| {
-            format!(
-                "---\n{}",
-                std::fs::read_to_string(e.unwrap().path()).unwrap()
-            )
-        })
-        .collect();
+    let mut crds = String::new();
+    for entry in std::fs::read_dir(chart().join("crds")).unwrap() {
+        crds.push_str("---\n");
+        crds.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
     let (ok, out) = kubectl(
         &["apply", "--dry-run=server", "--validate=false", "-f", "-"],
         &crds,
@@ -746,7 +749,7 @@ tenancy: {{namespace: {tenants_ns}}}
     let large = example("values-large.yaml");
     let large_ns = format!("tenancy.namespace={tenants_ns},tenancy.createNamespace=false");
     let all_namespaces = [STORES, &["--set", "tenancy.allNamespaces=true"][..]].concat();
-    let cases: Vec<(&str, Vec<&str>)> = vec![
+    let cases: [(&str, Vec<&str>); 6] = [
         ("defaults", STORES.to_vec()),
         ("tenants", vec!["-f", tenants.path().to_str().unwrap()]),
         (
