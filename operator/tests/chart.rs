@@ -541,7 +541,7 @@ fn tenants_become_userworkspaces() {
 /// Distinctive values for every secret setting.
 const SECRETS: &[(&str, &str)] = &[
     ("adminToken", "admin-tok-9f8e7d"),
-    ("masterKey", "master-key-1a2b3c"),
+    ("masterKey", "k9:bWFzdGVyLWtleS0xYTJiM2MtbWFzdGVyLWtleS0xYTI="),
     ("jwtSecret", "jwt-secret-4d5e6f"),
     ("webTokenSecret", "web-secret-7a8b9c"),
     ("telegramBotToken", "123456:tg-bot-secret"),
@@ -624,11 +624,13 @@ fn generated_secrets_and_existing_secret() {
     let data = secret_data(of_kind(&all, "Secret")[0]);
     // Generated once (offline there is nothing to look up, so they are new here).
     assert_eq!(data["ROUTER_ADMIN_TOKEN"].len(), 48);
-    let master = &data["CLAWDBOT_MASTER_KEY"];
+    // The router's key ring format, `id:base64`, with one AES-256 key of 32 random bytes.
+    let master = &data["ROUTER_MASTER_KEYS"];
+    let key = master.strip_prefix("k1:").expect("key id k1");
     assert!(
-        master.len() == 44 && master.ends_with('=') && !master.ends_with("=="),
+        key.len() == 44 && key.ends_with('=') && !key.ends_with("=="),
         "AES-256: 32 random bytes, base64: {} characters",
-        master.len()
+        key.len()
     );
     assert!(data.contains_key("TELEGRAM_WEBHOOK_SECRET") && data.contains_key("ROUTER_JWT_SECRET"));
     // Not given, not generated: the channel stays off.
@@ -636,7 +638,7 @@ fn generated_secrets_and_existing_secret() {
     // Two renders generate different keys: nothing fixed is baked into the chart.
     let again = docs(&render_ok("clawdbot", NEW_KUBE, STORES));
     assert_ne!(
-        &secret_data(of_kind(&again, "Secret")[0])["CLAWDBOT_MASTER_KEY"],
+        &secret_data(of_kind(&again, "Secret")[0])["ROUTER_MASTER_KEYS"],
         master
     );
 
