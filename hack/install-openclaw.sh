@@ -11,7 +11,8 @@ image=$here/../agent-image/openclaw
 cache=${CLAWDBOT_CACHE:-$HOME/.cache/clawdbot}
 dest=$cache/openclaw-2026.9.6
 stamp=$dest/.installed
-want=$(cat "$image/install-runtime.sh" "$image/package.json" "$image/package-lock.json" | sha256sum | cut -d' ' -f1)
+want=$(cat "$image/install-runtime.sh" "$image/package.json" "$image/package-lock.json" \
+  $(find "$image/plugins" -type f | LC_ALL=C sort) | sha256sum | cut -d' ' -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$dest/node/bin/node" ] &&
    [ -f "$dest/app/node_modules/openclaw/openclaw.mjs" ]; then

@@ -47,4 +47,11 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
   # bookkeeping) is run here so the installed package is complete before the FS goes read-only.
   node node_modules/openclaw/scripts/postinstall-bundled-plugins.mjs
 )
+
+# The image's own plugins (the conversations API on the gateway port), loaded by path from
+# PREFIX/plugins (the operator renders `plugins.load.paths`). They import only
+# `openclaw/plugin-sdk/*`, which OpenClaw resolves for the plugins it loads.
+rm -rf "$prefix/plugins"
+cp -R "$here/plugins" "$prefix/plugins"
+
 "$prefix/node/bin/node" "$prefix/app/node_modules/openclaw/openclaw.mjs" --version

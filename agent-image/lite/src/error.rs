@@ -77,6 +77,12 @@ pub enum Error {
     StorageFull { used: u64, limit: u64 },
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
+    /// A read of the conversations named something that is not there.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A read of the conversations with a parameter that cannot be used.
+    #[error("bad request: {0}")]
+    BadRequest(String),
 }
 
 impl Error {
@@ -105,6 +111,8 @@ impl Error {
             Error::MissingKey { .. } => "missing_api_key",
             Error::StorageFull { .. } => "storage_quota_exceeded",
             Error::Serve(_) => "serve",
+            Error::NotFound(_) => "not_found",
+            Error::BadRequest(_) => "bad_request",
         }
     }
 

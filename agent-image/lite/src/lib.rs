@@ -9,6 +9,7 @@
 //! - `skills/*.md`, `skills/<name>/SKILL.md`: skills loaded into the system prompt.
 
 pub mod agent;
+pub mod conversations;
 pub mod error;
 pub mod memory;
 pub mod metrics;

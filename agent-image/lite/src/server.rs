@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use clawdbot_api::conversations::{
+    self, ConversationExport, MessagePage, MessagesQuery, SessionList, SessionsQuery,
+};
 use clawdbot_api::gateway::{
     CHAT_COMPLETIONS_PATH, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
     ChatMessage, Choice, ChunkChoice, DEFAULT_AGENT_MODEL, Delta, ErrorBody, MODELS_PATH,
@@ -94,6 +97,9 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route(CHAT_COMPLETIONS_PATH, post(chat))
         .route(MODELS_PATH, get(models))
+        .route(conversations::SESSIONS_PATH, get(sessions))
+        .route(conversations::MESSAGES_PATH, get(messages))
+        .route(conversations::EXPORT_PATH, get(export))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(api)
@@ -310,6 +316,76 @@ async fn chat(
             .insert(AGENT_ERROR_HEADER, HeaderValue::from_static(cat));
     }
     resp
+}
+
+/// A failed read of the conversations as an OpenAI-style error; internals are logged, not
+/// echoed.
+fn read_error(e: crate::Error) -> Response {
+    match e {
+        crate::Error::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found_error", m),
+        crate::Error::BadRequest(m) => error(StatusCode::BAD_REQUEST, "invalid_request_error", m),
+        other => {
+            tracing::error!(error = %other, "reading the conversations failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the conversations could not be read",
+            )
+        }
+    }
+}
+
+fn bad_query(rejection: axum::extract::rejection::QueryRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        rejection.body_text(),
+    )
+}
+
+async fn sessions(
+    State(state): State<AppState>,
+    q: Result<Query<SessionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(r) => return bad_query(r),
+    };
+    let dir = std::path::Path::new(&state.agent.config.data_dir);
+    match crate::conversations::list(dir, &q).await {
+        Ok(list) => Json::<SessionList>(list).into_response(),
+        Err(e) => read_error(e),
+    }
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    q: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(r) => return bad_query(r),
+    };
+    if q.key.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "missing `key` (the session key)",
+        );
+    }
+    let dir = std::path::Path::new(&state.agent.config.data_dir);
+    match crate::conversations::messages(dir, &q).await {
+        Ok(page) => Json::<MessagePage>(page).into_response(),
+        Err(e) => read_error(e),
+    }
+}
+
+async fn export(State(state): State<AppState>) -> Response {
+    let dir = std::path::Path::new(&state.agent.config.data_dir);
+    match crate::conversations::export(dir).await {
+        Ok(all) => Json::<ConversationExport>(all).into_response(),
+        Err(e) => read_error(e),
+    }
 }
 
 fn failed_outcome() -> Outcome {

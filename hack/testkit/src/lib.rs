@@ -8,6 +8,8 @@
 //!   Discord wire formats.
 //! - [`fake_discord_gateway`]: a local Discord Gateway websocket (HELLO, IDENTIFY, heartbeats,
 //!   READY, RESUME, dispatches).
+//! - [`fake_oidc`]: a local OpenID provider (discovery, JWKS, authorize, token with PKCE,
+//!   RS256 ID tokens), standing in for Google sign-in.
 //! - [`model_server`]: the real SmolLM2 model behind llama-cpp-python's OpenAI server.
 //!
 //! Tests wait on conditions ([`wait_for`]), never on fixed sleeps.
@@ -16,6 +18,7 @@ pub mod env;
 pub mod fake_chat;
 pub mod fake_discord_gateway;
 pub mod fake_llm;
+pub mod fake_oidc;
 pub mod kube;
 pub mod model_server;
 

@@ -4,6 +4,7 @@
 //! in one crate means the three binaries cannot drift apart: a renamed field breaks the build,
 //! not production.
 
+pub mod conversations;
 pub mod gateway;
 pub mod lite;
 pub mod model_endpoint;
