@@ -43,14 +43,14 @@ async fn age_session(vol: &Volume, key: &str, days: i64) {
     let path = clawdbot_lite_agent::store::SessionStore::session_path(&vol.data(), key);
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
-        .unwrap();
+        .expect("open the session store");
     let then = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
     sqlx::query("UPDATE messages SET created_at = ?")
         .bind(then)
         .execute(&mut conn)
         .await
-        .unwrap();
-    conn.close().await.unwrap();
+        .expect("age the messages");
+    conn.close().await.expect("close the session store");
 }
 
 #[tokio::test]
