@@ -460,7 +460,7 @@ async fn tables(w: &World) -> Vec<String> {
     )
     .fetch_all(&w.db)
     .await
-    .unwrap()
+    .expect("list tables")
 }
 
 /// Rows of any table whose text contains `needle`.
@@ -473,7 +473,7 @@ async fn rows_mentioning(w: &World, needle: &str) -> Vec<String> {
         .bind(needle)
         .fetch_one(&w.db)
         .await
-        .unwrap();
+        .expect("search a table");
         if n > 0 {
             found.push(format!("{t}: {n}"));
         }
@@ -483,13 +483,16 @@ async fn rows_mentioning(w: &World, needle: &str) -> Vec<String> {
 
 async fn redis_keys(w: &World) -> Vec<String> {
     let env = clawdbot_testkit::env::get();
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let client = redis::Client::open(env.redis_url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
     redis::cmd("KEYS")
         .arg(format!("{}*", w.redis_prefix))
         .query_async(&mut conn)
         .await
-        .unwrap()
+        .expect("redis keys")
 }
 
 #[tokio::test]
@@ -678,9 +681,7 @@ async fn a_second_account_reaches_nothing_of_the_first() {
         assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: {body_seen}");
     }
     // Admin endpoints: forbidden to a user, for their own id or another's.
-    for path in ["/admin/users".to_string()] {
-        assert_eq!(b.get(&path).await.0, StatusCode::FORBIDDEN);
-    }
+    assert_eq!(b.get("/admin/users").await.0, StatusCode::FORBIDDEN);
     for action in ["suspend", "resume"] {
         let (s, _) = b
             .call(Method::POST, &format!("/admin/users/{a_id}/{action}"), None)

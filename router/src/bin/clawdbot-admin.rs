@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let accounts = accounts(&cli, db().await?).await?;
             let user = accounts.create_admin(email, &password).await?;
-            println!("{} is an admin ({})", email, user.id);
+            println!("{email} is an admin ({})", user.id);
         }
         Command::GenerateMasterKey => {
             println!("{}", clawdbot_accounts::Keyring::generate_key());
