@@ -541,7 +541,10 @@ fn tenants_become_userworkspaces() {
 /// Distinctive values for every secret setting.
 const SECRETS: &[(&str, &str)] = &[
     ("adminToken", "admin-tok-9f8e7d"),
-    ("masterKey", "k9:bWFzdGVyLWtleS0xYTJiM2MtbWFzdGVyLWtleS0xYTI="),
+    (
+        "masterKey",
+        "k9:bWFzdGVyLWtleS0xYTJiM2MtbWFzdGVyLWtleS0xYTI=",
+    ),
     ("jwtSecret", "jwt-secret-4d5e6f"),
     ("webTokenSecret", "web-secret-7a8b9c"),
     ("telegramBotToken", "123456:tg-bot-secret"),
