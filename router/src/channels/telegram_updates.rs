@@ -217,6 +217,14 @@ async fn register_webhook(bot: &BotApi, url: &str, secret: &Secret, stop: &Cance
 /// Long polling while this replica holds the Lease (the caller ends it when the Lease is
 /// lost). Returns on `stop`.
 async fn poll(bot: &BotApi, core: &Arc<Core>, stop: &CancellationToken) {
+    // Not before the tenant view is complete (as a webhook replica is not ready before it):
+    // an update taken earlier would find its sender's tenant missing.
+    while !core.directory.synced() {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
     let mut webhook_deleted = false;
     let mut offset: Option<i64> = None;
     let mut backoff = Duration::from_secs(1);
