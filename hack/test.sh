@@ -9,6 +9,18 @@ source "$HOME/.cargo/env" 2>/dev/null || true
 
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
+# One cargo target dir outside the clone, keyed by the toolchain: a fresh clone (CI's) reuses
+# every dependency already built on this machine and recompiles only the workspace's own
+# crates; cargo's fingerprints decide what a change rebuilds. Pruned when it grows past 40 GB
+# (artifacts of old dependency versions pile up there).
+CACHE=${CLAWDBOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clawdbot}
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="$CACHE/target-$(rustc -V | sha256sum | cut -c1-12)"
+  if [ -d "$CARGO_TARGET_DIR" ] && [ "$(du -s --block-size=1G "$CARGO_TARGET_DIR" | cut -f1)" -gt 40 ]; then
+    rm -rf "$CARGO_TARGET_DIR"
+  fi
+fi
+
 step "install dependencies"
 bash hack/install-deps.sh
 

@@ -74,6 +74,11 @@ pub struct ServerConfig {
     /// Bearer token of the admin endpoints (`/api/v1/channels/generate-code`).
     #[arg(long, env = "ROUTER_ADMIN_TOKEN")]
     pub admin_token: Secret,
+    /// The router's public HTTPS base URL, as the platforms reach it (for example
+    /// `https://bot.example.com`). With it the router registers its own Telegram webhook at
+    /// `<url>/webhooks/telegram`; without it Telegram updates are fetched by long polling.
+    #[arg(long, env = "ROUTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// Postgres.
@@ -81,11 +86,12 @@ pub struct ServerConfig {
 #[command(next_help_heading = "Postgres")]
 pub struct DatabaseConfig {
     /// Postgres URL (users, channel connections, codes, inbound messages, usage).
-    #[arg(long = "database-url", env = "DATABASE_URL")]
+    #[arg(long = "database-url", id = "database_url", env = "DATABASE_URL")]
     pub url: Secret,
     /// Most Postgres connections of this replica.
     #[arg(
         long = "database-max-connections",
+        id = "database_max_connections",
         env = "ROUTER_DATABASE_MAX_CONNECTIONS",
         default_value_t = 32
     )]
@@ -97,11 +103,12 @@ pub struct DatabaseConfig {
 #[command(next_help_heading = "Redis")]
 pub struct RedisConfig {
     /// Redis URL (dedupe, rate limits, quotas, attempt counters).
-    #[arg(long = "redis-url", env = "REDIS_URL")]
+    #[arg(long = "redis-url", id = "redis_url", env = "REDIS_URL")]
     pub url: Secret,
     /// Prefix of every Redis key (lets several deployments or tests share one Redis).
     #[arg(
         long = "redis-prefix",
+        id = "redis_prefix",
         env = "ROUTER_REDIS_PREFIX",
         default_value = "clawdbot:"
     )]
@@ -145,14 +152,23 @@ pub struct OnboardingConfig {
 #[command(next_help_heading = "Telegram")]
 pub struct TelegramConfig {
     /// Telegram bot token; enables the Telegram channel.
-    #[arg(long = "telegram-bot-token", env = "TELEGRAM_BOT_TOKEN")]
+    #[arg(
+        long = "telegram-bot-token",
+        id = "telegram_bot_token",
+        env = "TELEGRAM_BOT_TOKEN"
+    )]
     pub bot_token: Option<Secret>,
     /// Secret the Bot API sends in `X-Telegram-Bot-Api-Secret-Token` (set with setWebhook).
-    #[arg(long = "telegram-webhook-secret", env = "TELEGRAM_WEBHOOK_SECRET")]
+    #[arg(
+        long = "telegram-webhook-secret",
+        id = "telegram_webhook_secret",
+        env = "TELEGRAM_WEBHOOK_SECRET"
+    )]
     pub webhook_secret: Option<Secret>,
     /// Bot API base URL.
     #[arg(
         long = "telegram-api-base",
+        id = "telegram_api_base",
         env = "TELEGRAM_API_BASE",
         default_value = "https://api.telegram.org"
     )]
@@ -160,6 +176,7 @@ pub struct TelegramConfig {
     /// Messages per second the bot sends in all (Telegram allows about 30; divide by replicas).
     #[arg(
         long = "telegram-global-rate",
+        id = "telegram_global_rate",
         env = "TELEGRAM_GLOBAL_RATE",
         default_value_t = 30.0
     )]
@@ -167,10 +184,48 @@ pub struct TelegramConfig {
     /// Messages per second to one chat (Telegram allows about 1).
     #[arg(
         long = "telegram-chat-rate",
+        id = "telegram_chat_rate",
         env = "TELEGRAM_CHAT_RATE",
         default_value_t = 1.0
     )]
     pub chat_rate: f64,
+    /// How updates arrive: `auto` (a webhook registered with setWebhook when ROUTER_PUBLIC_URL
+    /// is set, long polling otherwise), `webhook` (served; registered only when
+    /// ROUTER_PUBLIC_URL is set, else by hand) or `polling` (getUpdates, one replica at a time).
+    #[arg(
+        long = "telegram-updates",
+        id = "telegram_updates",
+        env = "TELEGRAM_UPDATES",
+        value_enum,
+        default_value_t = TelegramUpdatesMode::Auto
+    )]
+    pub updates: TelegramUpdatesMode,
+    /// Name of the Lease deciding which replica long-polls Telegram (the Bot API refuses a
+    /// second concurrent getUpdates).
+    #[arg(
+        long = "telegram-polling-lease-name",
+        id = "telegram_polling_lease_name",
+        env = "TELEGRAM_POLLING_LEASE_NAME",
+        default_value = "clawdbot-router-telegram-polling"
+    )]
+    pub polling_lease_name: String,
+    /// Seconds the polling Lease is valid without renewal: after a poller dies, another
+    /// replica polls within this (at once after a clean stop, which releases it).
+    #[arg(
+        long = "telegram-polling-lease-seconds",
+        id = "telegram_polling_lease_seconds",
+        env = "TELEGRAM_POLLING_LEASE_SECONDS",
+        default_value_t = 15
+    )]
+    pub polling_lease_seconds: u64,
+}
+
+/// How Telegram's updates reach the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TelegramUpdatesMode {
+    Auto,
+    Webhook,
+    Polling,
 }
 
 /// The WhatsApp channel.
@@ -178,17 +233,30 @@ pub struct TelegramConfig {
 #[command(next_help_heading = "WhatsApp")]
 pub struct WhatsAppConfig {
     /// WhatsApp app secret (verifies `X-Hub-Signature-256`); enables the WhatsApp channel.
-    #[arg(long = "whatsapp-app-secret", env = "WHATSAPP_APP_SECRET")]
+    #[arg(
+        long = "whatsapp-app-secret",
+        id = "whatsapp_app_secret",
+        env = "WHATSAPP_APP_SECRET"
+    )]
     pub app_secret: Option<Secret>,
     /// Token of the GET verification handshake.
-    #[arg(long = "whatsapp-verify-token", env = "WHATSAPP_VERIFY_TOKEN")]
+    #[arg(
+        long = "whatsapp-verify-token",
+        id = "whatsapp_verify_token",
+        env = "WHATSAPP_VERIFY_TOKEN"
+    )]
     pub verify_token: Option<Secret>,
     /// Graph API access token for sending.
-    #[arg(long = "whatsapp-access-token", env = "WHATSAPP_ACCESS_TOKEN")]
+    #[arg(
+        long = "whatsapp-access-token",
+        id = "whatsapp_access_token",
+        env = "WHATSAPP_ACCESS_TOKEN"
+    )]
     pub access_token: Option<Secret>,
     /// Graph API base URL.
     #[arg(
         long = "whatsapp-api-base",
+        id = "whatsapp_api_base",
         env = "WHATSAPP_API_BASE",
         default_value = "https://graph.facebook.com"
     )]
@@ -196,6 +264,7 @@ pub struct WhatsAppConfig {
     /// Graph API version.
     #[arg(
         long = "whatsapp-api-version",
+        id = "whatsapp_api_version",
         env = "WHATSAPP_API_VERSION",
         default_value = "v21.0"
     )]
@@ -204,6 +273,7 @@ pub struct WhatsAppConfig {
     /// closed (free-form messages are refused then). Its one body parameter is the reply's start.
     #[arg(
         long = "whatsapp-reply-template",
+        id = "whatsapp_reply_template",
         env = "WHATSAPP_REPLY_TEMPLATE",
         default_value = "clawdbot_reply_ready"
     )]
@@ -211,6 +281,7 @@ pub struct WhatsAppConfig {
     /// Language code of that template.
     #[arg(
         long = "whatsapp-template-language",
+        id = "whatsapp_template_language",
         env = "WHATSAPP_TEMPLATE_LANGUAGE",
         default_value = "en"
     )]
@@ -222,11 +293,16 @@ pub struct WhatsAppConfig {
 #[command(next_help_heading = "Discord")]
 pub struct DiscordConfig {
     /// Discord application public key (hex); enables the Discord interactions endpoint.
-    #[arg(long = "discord-public-key", env = "DISCORD_PUBLIC_KEY")]
+    #[arg(
+        long = "discord-public-key",
+        id = "discord_public_key",
+        env = "DISCORD_PUBLIC_KEY"
+    )]
     pub public_key: Option<String>,
     /// Discord API base URL.
     #[arg(
         long = "discord-api-base",
+        id = "discord_api_base",
         env = "DISCORD_API_BASE",
         default_value = "https://discord.com/api/v10"
     )]
@@ -234,11 +310,16 @@ pub struct DiscordConfig {
     /// Discord bot token; enables direct messages, which Discord delivers only over the
     /// Gateway websocket (held by one replica, see `--discord-gateway-lease-name`), answered
     /// through the REST API.
-    #[arg(long = "discord-bot-token", env = "DISCORD_BOT_TOKEN")]
+    #[arg(
+        long = "discord-bot-token",
+        id = "discord_bot_token",
+        env = "DISCORD_BOT_TOKEN"
+    )]
     pub bot_token: Option<Secret>,
     /// Discord Gateway URL (`/?v=10&encoding=json` is appended).
     #[arg(
         long = "discord-gateway-url",
+        id = "discord_gateway_url",
         env = "DISCORD_GATEWAY_URL",
         default_value = "wss://gateway.discord.gg"
     )]
@@ -246,6 +327,7 @@ pub struct DiscordConfig {
     /// Name of the Lease deciding which replica holds the Discord Gateway connection.
     #[arg(
         long = "discord-gateway-lease-name",
+        id = "discord_gateway_lease_name",
         env = "DISCORD_GATEWAY_LEASE_NAME",
         default_value = "clawdbot-router-discord-gateway"
     )]
@@ -254,6 +336,7 @@ pub struct DiscordConfig {
     /// replica connects within this (at once after a clean stop, which releases it).
     #[arg(
         long = "discord-gateway-lease-seconds",
+        id = "discord_gateway_lease_seconds",
         env = "DISCORD_GATEWAY_LEASE_SECONDS",
         default_value_t = 15
     )]
@@ -265,7 +348,11 @@ pub struct DiscordConfig {
 #[command(next_help_heading = "Web chat")]
 pub struct WebConfig {
     /// Key signing web chat tokens; enables the web chat channel.
-    #[arg(long = "web-token-secret", env = "ROUTER_WEB_TOKEN_SECRET")]
+    #[arg(
+        long = "web-token-secret",
+        id = "web_token_secret",
+        env = "ROUTER_WEB_TOKEN_SECRET"
+    )]
     pub token_secret: Option<Secret>,
 }
 
@@ -391,6 +478,13 @@ mod tests {
             ("telegram-api-base", "TELEGRAM_API_BASE"),
             ("telegram-global-rate", "TELEGRAM_GLOBAL_RATE"),
             ("telegram-chat-rate", "TELEGRAM_CHAT_RATE"),
+            ("telegram-updates", "TELEGRAM_UPDATES"),
+            ("telegram-polling-lease-name", "TELEGRAM_POLLING_LEASE_NAME"),
+            (
+                "telegram-polling-lease-seconds",
+                "TELEGRAM_POLLING_LEASE_SECONDS",
+            ),
+            ("public-url", "ROUTER_PUBLIC_URL"),
             ("whatsapp-app-secret", "WHATSAPP_APP_SECRET"),
             ("whatsapp-verify-token", "WHATSAPP_VERIFY_TOKEN"),
             ("whatsapp-access-token", "WHATSAPP_ACCESS_TOKEN"),

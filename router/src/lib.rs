@@ -17,6 +17,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod inbound;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
@@ -38,6 +39,7 @@ pub use pipeline::Core;
 
 use crate::channels::Channel;
 use crate::channels::discord::gateway::Gateway;
+use crate::channels::telegram_updates::Updates;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
 
@@ -47,6 +49,8 @@ pub struct Router {
     pub channels: Vec<Arc<dyn Channel>>,
     /// The Discord Gateway connection (DMs), when a bot token is configured.
     pub discord_gateway: Option<Gateway>,
+    /// Telegram's updates: the webhook to register, or long polling.
+    pub telegram_updates: Option<Updates>,
 }
 
 impl Router {
@@ -65,6 +69,7 @@ impl Router {
             .build()?;
         let channels = channels::build(&config, &http);
         let discord_gateway = Gateway::from_config(&config, kube.clone());
+        let telegram_updates = Updates::from_config(&config, &http, kube.clone())?;
         let metrics = Arc::new(Metrics::new());
         let directory = Directory::new(kube);
         let core = Core::new(config, db, limits, directory, metrics, &channels);
@@ -72,6 +77,7 @@ impl Router {
             core,
             channels,
             discord_gateway,
+            telegram_updates,
         })
     }
 }
@@ -156,6 +162,10 @@ pub async fn launch(
         .discord_gateway
         .take()
         .map(|g| tokio::spawn(g.run(core.clone(), stop.clone())));
+    let telegram_updates = router
+        .telegram_updates
+        .take()
+        .map(|u| tokio::spawn(u.run(core.clone(), stop.clone())));
     let metrics_server = metrics_listener.map(|l| {
         let app = metrics_app(core.metrics.clone());
         let stop = stop.clone();
@@ -184,6 +194,16 @@ pub async fn launch(
         {
             tracing::warn!("the discord gateway did not stop in time");
             gateway.abort();
+        }
+    }
+    if let Some(updates) = telegram_updates {
+        // A poll in progress is dropped unconfirmed (Telegram sends it again); the Lease is
+        // released for the next replica.
+        if tokio::time::timeout(Duration::from_secs(15), updates)
+            .await
+            .is_err()
+        {
+            tracing::warn!("telegram polling did not stop in time");
         }
     }
     core.drain(Duration::from_secs(20)).await;

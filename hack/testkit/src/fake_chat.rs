@@ -121,6 +121,11 @@ struct TelegramState {
     /// Number of upcoming sendMessage calls to refuse with 429, and the retry_after to send.
     throttle: Mutex<(u32, u64)>,
     next_message_id: Mutex<i64>,
+    /// Updates waiting for `getUpdates` (a webhook, once set, makes `getUpdates` fail with
+    /// 409 as the Bot API does).
+    updates: Mutex<Vec<Value>>,
+    updates_added: Notify,
+    webhook: Mutex<Option<Value>>,
 }
 
 /// The Telegram Bot API, as far as a bot that answers messages uses it.
@@ -144,6 +149,9 @@ impl FakeTelegram {
             log: Log::default(),
             throttle: Mutex::new((0, 0)),
             next_message_id: Mutex::new(1),
+            updates: Mutex::new(Vec::new()),
+            updates_added: Notify::new(),
+            webhook: Mutex::new(None),
         });
         let router = axum::Router::new()
             .route("/{bot}/{method}", post(telegram_method))
@@ -167,6 +175,35 @@ impl FakeTelegram {
     /// Every request received (including refused ones and chat actions).
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.log.all()
+    }
+
+    /// Queues an update for the bot's `getUpdates` (what Telegram does when no webhook is set).
+    pub fn push_update(&self, update: Value) {
+        self.state.updates.lock().expect("lock").push(update);
+        self.state.updates_added.notify_waiters();
+    }
+
+    /// Updates queued and not yet confirmed by a `getUpdates` with a higher offset.
+    pub fn pending_updates(&self) -> usize {
+        self.state.updates.lock().expect("lock").len()
+    }
+
+    /// The webhook set with `setWebhook` (its parameters as sent), if any.
+    pub fn webhook(&self) -> Option<Value> {
+        self.state.webhook.lock().expect("lock").clone()
+    }
+
+    /// Waits until the bot has set a webhook, and returns its parameters.
+    pub async fn wait_for_webhook(&self, timeout: Duration) -> Value {
+        self.state
+            .log
+            .wait("a setWebhook call", timeout, |log| {
+                log.iter()
+                    .rev()
+                    .find(|r| r.path.ends_with("/setWebhook") && r.body.get("_refused").is_none())
+                    .map(|r| r.body.clone())
+            })
+            .await
     }
 
     /// Messages accepted for `chat_id`, in order.
@@ -303,10 +340,75 @@ async fn telegram_method(
             state.log.push(path, &headers, body);
             Json(json!({"ok": true, "result": true})).into_response()
         }
+        "setWebhook" => {
+            let url = body["url"].as_str().unwrap_or_default();
+            if !url.starts_with("https://") {
+                let description =
+                    "Bad Request: bad webhook: An HTTPS URL must be provided for webhook";
+                body["_refused"] = json!(description);
+                state.log.push(path, &headers, body);
+                return telegram_error(StatusCode::BAD_REQUEST, description);
+            }
+            *state.webhook.lock().expect("lock") = Some(body.clone());
+            state.log.push(path, &headers, body);
+            Json(json!({"ok": true, "result": true, "description": "Webhook was set"}))
+                .into_response()
+        }
+        "deleteWebhook" => {
+            *state.webhook.lock().expect("lock") = None;
+            if body["drop_pending_updates"].as_bool() == Some(true) {
+                state.updates.lock().expect("lock").clear();
+            }
+            state.log.push(path, &headers, body);
+            Json(json!({"ok": true, "result": true, "description": "Webhook was deleted"}))
+                .into_response()
+        }
+        "getUpdates" => get_updates(&state, path, &headers, body).await,
         other => {
             state.log.push(path, &headers, body);
             (StatusCode::NOT_FOUND, Json(json!({"ok": false, "error_code": 404, "description": format!("Not Found: method {other}")})))
                 .into_response()
+        }
+    }
+}
+
+fn telegram_error(status: StatusCode, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"ok": false, "error_code": status.as_u16(), "description": description})),
+    )
+        .into_response()
+}
+
+/// `getUpdates` as the Bot API documents it: an `offset` confirms (drops) every update below
+/// it; the call waits up to `timeout` seconds for an update; refused with 409 while a webhook
+/// is set.
+async fn get_updates(
+    state: &TelegramState,
+    path: String,
+    headers: &HeaderMap,
+    mut body: Value,
+) -> Response {
+    if state.webhook.lock().expect("lock").is_some() {
+        let description = "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first";
+        body["_refused"] = json!(description);
+        state.log.push(path, headers, body);
+        return telegram_error(StatusCode::CONFLICT, description);
+    }
+    let offset = body["offset"].as_i64().unwrap_or(0);
+    let limit = body["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(body["timeout"].as_u64().unwrap_or(0));
+    state.log.push(path, headers, body);
+    loop {
+        let added = state.updates_added.notified();
+        let batch: Vec<Value> = {
+            let mut queued = state.updates.lock().expect("lock");
+            queued.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            queued.iter().take(limit).cloned().collect()
+        };
+        if !batch.is_empty() || tokio::time::timeout_at(deadline, added).await.is_err() {
+            return Json(json!({"ok": true, "result": batch})).into_response();
         }
     }
 }

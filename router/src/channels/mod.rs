@@ -13,6 +13,7 @@ use crate::pipeline::Core;
 
 pub mod discord;
 pub mod telegram;
+pub mod telegram_updates;
 pub mod web;
 pub mod whatsapp;
 

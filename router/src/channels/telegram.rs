@@ -104,28 +104,22 @@ pub struct Telegram {
     http: reqwest::Client,
     api_base: String,
     bot_token: Secret,
-    webhook_secret: Secret,
+    /// Checked on every webhook post; without it the webhook route is not served (long
+    /// polling brings the updates instead).
+    webhook_secret: Option<Secret>,
     gate: RateGate,
 }
 
 impl Telegram {
-    /// Enabled when both the bot token and the webhook secret are set.
+    /// Enabled when the bot token is set (updates then come by webhook or long polling:
+    /// [`super::telegram_updates`]).
     pub fn from_config(config: &Config, http: &reqwest::Client) -> Option<Self> {
-        let (Some(bot_token), Some(webhook_secret)) =
-            (&config.telegram.bot_token, &config.telegram.webhook_secret)
-        else {
-            if config.telegram.bot_token.is_some() {
-                tracing::warn!(
-                    "TELEGRAM_BOT_TOKEN set without TELEGRAM_WEBHOOK_SECRET: Telegram stays off"
-                );
-            }
-            return None;
-        };
+        let bot_token = config.telegram.bot_token.as_ref()?;
         Some(Telegram {
             http: http.clone(),
             api_base: config.telegram.api_base.trim_end_matches('/').to_string(),
             bot_token: bot_token.clone(),
-            webhook_secret: webhook_secret.clone(),
+            webhook_secret: config.telegram.webhook_secret.clone(),
             gate: RateGate::new(config.telegram.global_rate, config.telegram.chat_rate),
         })
     }
@@ -198,6 +192,9 @@ impl Channel for Telegram {
     }
 
     fn routes(self: Arc<Self>, core: Arc<Core>) -> axum::Router {
+        if self.webhook_secret.is_none() {
+            return axum::Router::new();
+        }
         axum::Router::new()
             .route("/webhooks/telegram", post(webhook))
             .with_state((self, core))
@@ -237,6 +234,53 @@ impl Channel for Telegram {
     }
 }
 
+/// The message an update carries, if it is a text message from a user; both the webhook and
+/// long polling (`getUpdates`) hand their updates here, so the two paths cannot drift apart.
+pub fn parse_update(body: &[u8]) -> Result<Option<Inbound>, serde_json::Error> {
+    let update: Update = serde_json::from_slice(body)?;
+    let UpdateKind::Message(message) = update.kind else {
+        tracing::debug!(
+            update_id = update.id.0,
+            "ignoring a telegram update that is not a message"
+        );
+        return Ok(None);
+    };
+    let Some(text) = message.text() else {
+        tracing::debug!(
+            update_id = update.id.0,
+            "ignoring a telegram message without text"
+        );
+        return Ok(None);
+    };
+    let Some(from) = message.from.as_ref() else {
+        tracing::debug!(
+            update_id = update.id.0,
+            "ignoring a telegram message without sender"
+        );
+        return Ok(None);
+    };
+    let chat = message.chat.id.0;
+    let conversation = if message.chat.is_private() {
+        "dm"
+    } else {
+        "group"
+    };
+    Ok(Some(Inbound {
+        channel: NAME.to_string(),
+        external_id: update.id.0.to_string(),
+        sender_id: from.id.0.to_string(),
+        conversation: conversation.to_string(),
+        peer: chat.to_string(),
+        text: text.to_string(),
+        reply_to: json!({"chat_id": chat}),
+        sent_at: if message.date.timestamp() > 0 {
+            message.date
+        } else {
+            Utc::now()
+        },
+    }))
+}
+
 /// Constant-time comparison of a presented secret with the configured one.
 pub fn secret_matches(presented: Option<&[u8]>, expected: &Secret) -> bool {
     use subtle::ConstantTimeEq;
@@ -250,56 +294,18 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    if !secret_matches(
-        headers.get(SECRET_HEADER).map(|v| v.as_bytes()),
-        &telegram.webhook_secret,
-    ) {
+    let Some(expected) = &telegram.webhook_secret else {
+        return Err(ApiError::Unauthorized);
+    };
+    if !secret_matches(headers.get(SECRET_HEADER).map(|v| v.as_bytes()), expected) {
         return Err(ApiError::Unauthorized);
     }
-    let update: Update = serde_json::from_slice(&body).map_err(|e| {
+    let Some(inbound) = parse_update(&body).map_err(|e| {
         tracing::info!(error = %e, "malformed telegram update");
         ApiError::BadRequest("malformed Telegram update".into())
-    })?;
-    let UpdateKind::Message(message) = update.kind else {
-        tracing::debug!(
-            update_id = update.id.0,
-            "ignoring a telegram update that is not a message"
-        );
+    })?
+    else {
         return Ok(StatusCode::OK);
-    };
-    let Some(text) = message.text() else {
-        tracing::debug!(
-            update_id = update.id.0,
-            "ignoring a telegram message without text"
-        );
-        return Ok(StatusCode::OK);
-    };
-    let Some(from) = message.from.as_ref() else {
-        tracing::debug!(
-            update_id = update.id.0,
-            "ignoring a telegram message without sender"
-        );
-        return Ok(StatusCode::OK);
-    };
-    let chat = message.chat.id.0;
-    let conversation = if message.chat.is_private() {
-        "dm"
-    } else {
-        "group"
-    };
-    let inbound = Inbound {
-        channel: NAME.to_string(),
-        external_id: update.id.0.to_string(),
-        sender_id: from.id.0.to_string(),
-        conversation: conversation.to_string(),
-        peer: chat.to_string(),
-        text: text.to_string(),
-        reply_to: json!({"chat_id": chat}),
-        sent_at: if message.date.timestamp() > 0 {
-            message.date
-        } else {
-            Utc::now()
-        },
     };
     core.accept(inbound).await?;
     Ok(StatusCode::OK)

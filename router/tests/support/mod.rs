@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawdbot_api::{Plan, UserWorkspace, conditions, names};
+use clawdbot_router::config::TelegramUpdatesMode;
 use clawdbot_router::{Config, Router, Secret, admin};
 use clawdbot_testkit::fake_chat::{DiscordSigner, FakeDiscord, FakeTelegram, FakeWhatsApp};
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
@@ -128,6 +129,11 @@ impl World {
         c.telegram.bot_token = Some(Secret::new(TELEGRAM_TOKEN));
         c.telegram.webhook_secret = Some(Secret::new(TELEGRAM_SECRET));
         c.telegram.api_base = self.telegram.base_url().to_string();
+        // The suites post updates to the webhook themselves (as if it had been registered
+        // by hand); tests of registration and long polling choose another mode.
+        c.telegram.updates = TelegramUpdatesMode::Webhook;
+        // Leases (Discord Gateway, Telegram polling) per test, not shared across tests.
+        c.kube.lease_namespace = self.namespace.clone();
         c.whatsapp.app_secret = Some(Secret::new(WA_APP_SECRET));
         c.whatsapp.verify_token = Some(Secret::new(WA_VERIFY));
         c.whatsapp.access_token = Some(Secret::new(WA_ACCESS));

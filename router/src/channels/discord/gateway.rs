@@ -25,7 +25,6 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
-use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -36,14 +35,11 @@ use twilight_gateway::{CloseFrame, ConfigBuilder, Intents, Message, Session, Sha
 use super::{NAME, is_snowflake};
 use crate::config::{Config, Secret};
 use crate::inbound::Inbound;
+use crate::lease::{self, Leader, lost};
 use crate::pipeline::Core;
 
 /// DMs and their text; no guild intents, so guild messages are not even sent.
 pub const INTENTS: Intents = Intents::DIRECT_MESSAGES.union(Intents::MESSAGE_CONTENT);
-/// Field manager of the router's writes to its Lease, followed by the replica's identity:
-/// kube-lease-manager relies on server-side apply conflicts between replicas to keep two
-/// from taking a free Lease at once, which needs one manager per replica.
-const FIELD_MANAGER_PREFIX: &str = "clawdbot-router";
 /// After Discord closed the connection for good (bad token, intents not allowed), try again
 /// after this, in case the Developer Portal setting was fixed meanwhile.
 const FATAL_RETRY: Duration = Duration::from_secs(60);
@@ -60,91 +56,37 @@ pub struct Gateway {
     kube: kube::Client,
     token: Secret,
     url: String,
-    lease_name: String,
-    lease_namespace: String,
-    identity: String,
-    lease_seconds: u64,
+    leader: Leader,
 }
 
 impl Gateway {
     /// Present when the bot token is configured.
     pub fn from_config(config: &Config, kube: kube::Client) -> Option<Self> {
         let token = config.discord.bot_token.clone()?;
-        let identity = config.kube.lease_identity.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "clawdbot-router".into());
-            format!("{host}-{:08x}", rand::random::<u32>())
-        });
+        let leader = Leader::new(
+            kube.clone(),
+            &config.discord.gateway_lease_name,
+            &config.kube.lease_namespace,
+            lease::identity(config),
+            config.discord.gateway_lease_seconds,
+        );
         Some(Gateway {
             kube,
             token,
             url: config.discord.gateway_url.trim_end_matches('/').to_string(),
-            lease_name: config.discord.gateway_lease_name.clone(),
-            lease_namespace: config.kube.lease_namespace.clone(),
-            identity,
-            // kube-lease-manager renews `grace` seconds before expiry; both are whole seconds.
-            lease_seconds: config.discord.gateway_lease_seconds.max(2),
+            leader,
         })
     }
 
     /// Competes for the Lease and holds the connection while leading, until `stop`; then
     /// disconnects and releases the Lease so that another replica connects at once.
     pub async fn run(self, core: Arc<Core>, stop: CancellationToken) {
-        let mut backoff = Duration::from_secs(1);
-        while !stop.is_cancelled() {
-            match self.candidacy(&core, &stop).await {
-                Ok(()) => backoff = Duration::from_secs(1),
-                Err(e) => {
-                    tracing::warn!(error = %e, lease = %self.lease_name, "discord gateway lease unavailable; retrying");
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
-    }
-
-    /// One Lease manager's life: wait for the Lease, connect while holding it. Returns on
-    /// `stop` (Ok) or when the Lease manager fails.
-    async fn candidacy(
-        &self,
-        core: &Arc<Core>,
-        stop: &CancellationToken,
-    ) -> Result<(), LeaseManagerError> {
-        let manager = LeaseManagerBuilder::new(self.kube.clone(), &self.lease_name)
-            .with_namespace(&self.lease_namespace)
-            .with_identity(&self.identity)
-            .with_field_manager(field_manager(&self.identity))
-            .with_duration(self.lease_seconds)
-            .with_grace((self.lease_seconds / 3).max(1))
-            .build()
-            .await?;
-        let (mut leading, task) = manager.watch().await;
-        tracing::info!(identity = %self.identity, lease = %self.lease_name, "waiting for the discord gateway lease");
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                changed = leading.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    if *leading.borrow_and_update() {
-                        self.hold(core, &mut leading, stop).await;
-                    }
-                }
-            }
-        }
-        // Closing the channel makes the manager release the Lease and return.
-        drop(leading);
-        match task.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            Err(e) => {
-                tracing::error!(error = %e, "discord gateway lease task failed");
-                Ok(())
-            }
-        }
+        self.leader
+            .run(&stop, |mut leading| {
+                let (this, core, stop) = (&self, &core, &stop);
+                async move { this.hold(core, &mut leading, stop).await }
+            })
+            .await;
     }
 
     /// Holds the Gateway connection until the Lease is lost or `stop`.
@@ -154,7 +96,7 @@ impl Gateway {
         leading: &mut watch::Receiver<bool>,
         stop: &CancellationToken,
     ) {
-        tracing::info!(identity = %self.identity, "holding the discord gateway lease; connecting");
+        tracing::info!(identity = %self.leader.identity, "holding the discord gateway lease; connecting");
         core.metrics.discord_gateway_connected.set(1);
         let deliveries = TaskTracker::new();
         let mut handover = self.take_handover().await;
@@ -220,7 +162,7 @@ impl Gateway {
             }
         }
         core.metrics.discord_gateway_connected.set(0);
-        tracing::info!(identity = %self.identity, "disconnected from the discord gateway");
+        tracing::info!(identity = %self.leader.identity, "disconnected from the discord gateway");
         deliveries.close();
         if tokio::time::timeout(Duration::from_secs(5), deliveries.wait())
             .await
@@ -231,12 +173,12 @@ impl Gateway {
     }
 
     fn leases(&self) -> Api<Lease> {
-        Api::namespaced(self.kube.clone(), &self.lease_namespace)
+        Api::namespaced(self.kube.clone(), &self.leader.namespace)
     }
 
     fn patch_params(&self) -> PatchParams {
         PatchParams {
-            field_manager: Some(field_manager(&self.identity)),
+            field_manager: Some(lease::field_manager(&self.leader.identity)),
             ..Default::default()
         }
     }
@@ -245,7 +187,7 @@ impl Gateway {
     /// either way (it is good for one resume).
     async fn take_handover(&self) -> Option<Handover> {
         let leases = self.leases();
-        let raw = match leases.get_opt(&self.lease_name).await {
+        let raw = match leases.get_opt(&self.leader.name).await {
             Ok(lease) => lease?.metadata.annotations?.remove(HANDOVER_ANNOTATION)?,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the discord gateway lease");
@@ -255,7 +197,7 @@ impl Gateway {
         let clear = json!({"metadata": {"annotations": {HANDOVER_ANNOTATION: null}}});
         if let Err(e) = leases
             .patch(
-                &self.lease_name,
+                &self.leader.name,
                 &self.patch_params(),
                 &Patch::Merge(&clear),
             )
@@ -285,7 +227,7 @@ impl Gateway {
         match self
             .leases()
             .patch(
-                &self.lease_name,
+                &self.leader.name,
                 &self.patch_params(),
                 &Patch::Merge(&patch),
             )
@@ -338,20 +280,6 @@ impl Handover {
         (now - self.at)
             .to_std()
             .is_ok_and(|age| age < HANDOVER_MAX_AGE)
-    }
-}
-
-/// The replica's field manager: its own, as kube-lease-manager needs.
-fn field_manager(identity: &str) -> String {
-    clawdbot_api::names::lease_field_manager(FIELD_MANAGER_PREFIX, identity)
-}
-
-/// Resolves once this replica no longer holds the Lease (or the manager is gone).
-async fn lost(leading: &mut watch::Receiver<bool>) {
-    while *leading.borrow_and_update() {
-        if leading.changed().await.is_err() {
-            return;
-        }
     }
 }
 
@@ -695,7 +623,10 @@ mod tests {
 
     #[test]
     fn each_replica_writes_the_lease_as_its_own_field_manager() {
-        assert_eq!(field_manager("router-7d9f"), "clawdbot-router-router-7d9f");
+        assert_eq!(
+            lease::field_manager("router-7d9f"),
+            "clawdbot-router-router-7d9f"
+        );
     }
 
     #[test]
