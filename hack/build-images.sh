@@ -84,6 +84,8 @@ finish() {
 key_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 cargo_build() {
+  # CLAWDBOT_IMAGE_NO_CARGO=1: the binaries are built already (by the caller's own cargo run).
+  [ "${CLAWDBOT_IMAGE_NO_CARGO:-0}" = 1 ] && return 0
   local flag=(); [ "$PROFILE" = release ] && flag=(--release)
   (cd "$ROOT" && cargo build -q --locked "${flag[@]}" "$@")
 }

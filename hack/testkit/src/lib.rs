@@ -9,6 +9,8 @@
 //! - [`fake_discord_gateway`]: a local Discord Gateway websocket (HELLO, IDENTIFY, heartbeats,
 //!   READY, RESUME, dispatches).
 //! - [`model_server`]: the real SmolLM2 model behind llama-cpp-python's OpenAI server.
+//! - [`node`]: the real single-node Kubernetes: its bridge address, its images, namespaces
+//!   whose pods really run, and what the kubelet says about them.
 //!
 //! Tests wait on conditions ([`wait_for`]), never on fixed sleeps.
 
@@ -18,6 +20,7 @@ pub mod fake_discord_gateway;
 pub mod fake_llm;
 pub mod kube;
 pub mod model_server;
+pub mod node;
 
 use std::future::Future;
 use std::time::Duration;
