@@ -76,6 +76,12 @@ pub struct Cli {
         default_value = "https://api.anthropic.com"
     )]
     pub anthropic_base_url: String,
+    /// How the URLs the operator writes (a workspace's `status.url`, the model endpoint an
+    /// agent calls) name a Service: `dns` (`<service>.<namespace>.svc`, the default, for a
+    /// cluster with DNS) or `cluster-ip` (the Service's ClusterIP, for a cluster without DNS
+    /// such as the development node, and a router running outside the cluster).
+    #[arg(long, env = "SERVICE_ADDRESSES", value_enum, default_value_t = ServiceAddresses::Dns)]
+    pub service_addresses: ServiceAddresses,
     /// YAML file mapping plan names to policy overrides (see `PlanPolicy`).
     #[arg(long, env = "PLANS_FILE")]
     pub plans_file: Option<PathBuf>,
@@ -93,6 +99,19 @@ pub struct OperatorConfig {
     pub openai_base_url: String,
     pub anthropic_base_url: String,
     pub plans: BTreeMap<Plan, PlanPolicy>,
+    pub service_addresses: ServiceAddresses,
+}
+
+/// How a Service is named in the URLs the operator writes (`--service-addresses`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceAddresses {
+    /// `http://<service>.<namespace>.svc:<port>`: needs cluster DNS (CoreDNS).
+    #[default]
+    Dns,
+    /// `http://<clusterIP>:<port>`: reachable through kube-proxy from every pod and from the
+    /// node itself, with no DNS. Stable for the Service's life; a recreated Service gets a
+    /// new address, which the next reconcile writes.
+    ClusterIp,
 }
 
 impl Default for OperatorConfig {
@@ -110,6 +129,7 @@ impl Default for OperatorConfig {
                 .iter()
                 .map(|p| (*p, PlanPolicy::default_for(*p)))
                 .collect(),
+            service_addresses: ServiceAddresses::Dns,
         }
     }
 }
@@ -135,6 +155,7 @@ impl OperatorConfig {
             openai_base_url: cli.openai_base_url.clone(),
             anthropic_base_url: cli.anthropic_base_url.clone(),
             plans,
+            service_addresses: cli.service_addresses,
         })
     }
 

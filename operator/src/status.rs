@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use clawdbot_api::conditions::*;
 use clawdbot_api::plan::Runtime;
 use clawdbot_api::workspace::{Phase, UserWorkspaceStatus};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -108,9 +109,75 @@ pub enum Facts {
         model: ModelState,
         sleep: Sleep,
         agent_ready: bool,
+        /// Why the agent's pod cannot run, when it cannot (see [`pod_failure`]).
+        agent_failure: Option<String>,
         url: String,
         runtime: Runtime,
     },
+}
+
+/// Container states in which a pod will not become ready without a change (or a long wait):
+/// what the kubelet reports for a missing image, a crash loop, a bad config reference.
+const STUCK_CONTAINER_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// How long a pod may stay unscheduled before that counts as a failure (a volume being
+/// provisioned takes a moment).
+const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(20);
+
+/// Whether a scheduler message names something the tenant's pod lacks (a volume, memory,
+/// CPU), rather than a node it was kept off on purpose (a node selector, a taint).
+fn unschedulable_for_good(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("volume") || m.contains("insufficient")
+}
+
+/// Why the agent's pods cannot run, in the kubelet's (or scheduler's) words, or None while
+/// they are merely starting.
+pub fn pod_failure(pods: &[Pod], now: DateTime<Utc>) -> Option<String> {
+    pods.iter().find_map(|pod| {
+        let name = pod.metadata.name.as_deref().unwrap_or("pod");
+        let status = pod.status.as_ref()?;
+        let stuck = status
+            .container_statuses
+            .iter()
+            .chain(status.init_container_statuses.iter())
+            .flatten()
+            .find_map(|c| {
+                let waiting = c.state.as_ref()?.waiting.as_ref()?;
+                let reason = waiting.reason.as_deref()?;
+                STUCK_CONTAINER_REASONS.contains(&reason).then(|| {
+                    format!(
+                        "pod {name}: {reason}: {}",
+                        waiting.message.as_deref().unwrap_or("")
+                    )
+                })
+            });
+        stuck.or_else(|| {
+            let c = status.conditions.iter().flatten().find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.message.as_deref().is_some_and(unschedulable_for_good)
+            })?;
+            let since = c.last_transition_time.as_ref().map(from_time)?;
+            let waited = (now - since).to_std().unwrap_or_default();
+            (waited >= UNSCHEDULABLE_GRACE).then(|| {
+                format!(
+                    "pod {name}: {}: {}",
+                    c.reason.as_deref().unwrap_or("Unschedulable"),
+                    c.message.as_deref().unwrap_or("")
+                )
+            })
+        })
+    })
 }
 
 /// The status to write, from the old status, the facts and the time.
@@ -177,6 +244,7 @@ pub fn workspace_status(
             model,
             sleep,
             agent_ready,
+            agent_failure,
             url,
             runtime,
         } => {
@@ -220,6 +288,17 @@ pub fn workspace_status(
                             true,
                             REASON_AGENT_READY,
                             "the agent answers",
+                            generation,
+                            now,
+                        );
+                    } else if let Some(failure) = agent_failure {
+                        status.phase = Phase::Failed;
+                        set_condition(
+                            c,
+                            READY,
+                            false,
+                            REASON_AGENT_NOT_RUNNING,
+                            failure.clone(),
                             generation,
                             now,
                         );
@@ -283,6 +362,7 @@ mod tests {
             model: model_ok(),
             sleep,
             agent_ready,
+            agent_failure: None,
             url: "http://x".into(),
             runtime: Runtime::Lite,
         }
@@ -372,6 +452,60 @@ mod tests {
         );
         assert_eq!(s.phase, Phase::Running);
         assert_eq!(s.url.as_deref(), Some("http://x"));
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pod_that_cannot_run_is_reported_with_the_kubelets_reason() {
+        let pulling = pod(
+            serde_json::json!({"containerStatuses": [{"name": "agent", "image": "x",
+            "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
+        assert_eq!(pod_failure(&[pulling], t(0)), None);
+        let missing = pod(
+            serde_json::json!({"containerStatuses": [{"name": "agent", "image": "x",
+            "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image x not present"}}}]}),
+        );
+        assert_eq!(
+            pod_failure(&[missing], t(0)).as_deref(),
+            Some("pod p: ErrImageNeverPull: image x not present")
+        );
+        let unscheduled = |since: i64| {
+            pod(
+                serde_json::json!({"conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "pod has unbound immediate PersistentVolumeClaims",
+                "lastTransitionTime": t(since).to_rfc3339()}]}),
+            )
+        };
+        assert_eq!(pod_failure(&[unscheduled(0)], t(5)), None);
+        assert!(
+            pod_failure(&[unscheduled(0)], t(30))
+                .is_some_and(|m| m.contains("Unschedulable: pod has unbound"))
+        );
+        let s = workspace_status(
+            None,
+            &Facts::Provisioned {
+                model: model_ok(),
+                sleep: Sleep::Awake,
+                agent_ready: false,
+                agent_failure: Some("pod p: CrashLoopBackOff: back-off".into()),
+                url: "http://x".into(),
+                runtime: Runtime::Lite,
+            },
+            Some(1),
+            None,
+            t(0),
+        );
+        assert_eq!(s.phase, Phase::Failed);
+        let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.reason, REASON_AGENT_NOT_RUNNING);
+        assert!(ready.message.contains("CrashLoopBackOff"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use clawdbot_api::workspace::Phase;
-use clawdbot_api::{Plan, UserWorkspace, annotations, names};
+use clawdbot_api::{Plan, UserWorkspace, annotations, conditions, names};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{Api, Patch, PatchParams};
@@ -30,6 +30,9 @@ pub struct Tenant {
     pub suspended: bool,
     pub ready: bool,
     pub hibernated: bool,
+    /// The operator reports that the agent's pod cannot run (`AgentNotRunning`): a message
+    /// waits for it without holding the sender's request open.
+    pub unavailable: bool,
     pub url: Option<String>,
     pub token: Option<Secret>,
     pub last_activity: Option<DateTime<Utc>>,
@@ -284,6 +287,11 @@ impl Directory {
             suspended: ws.spec.suspend,
             ready: ws.is_ready(),
             hibernated: status.is_some_and(|s| s.phase == Phase::Hibernated),
+            unavailable: status.is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == conditions::READY && c.reason == conditions::REASON_AGENT_NOT_RUNNING
+                })
+            }),
             url: status.and_then(|s| s.url.clone()),
             token,
             last_activity: ws

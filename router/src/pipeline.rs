@@ -500,11 +500,13 @@ impl Core {
             self.directory
                 .note_activity(&tenant, self.config.limits.activity_window, &self.limits)
                 .await;
-            match self
-                .directory
-                .wait_ready(&user.to_string(), self.config.limits.wake_hold)
-                .await
-            {
+            // An agent whose pod cannot run will not be ready within the hold: say so now.
+            let hold = if tenant.unavailable {
+                Duration::ZERO
+            } else {
+                self.config.limits.wake_hold
+            };
+            match self.directory.wait_ready(&user.to_string(), hold).await {
                 Some(t) => {
                     self.metrics
                         .wake_seconds
@@ -514,12 +516,12 @@ impl Core {
                 None => {
                     store::hold(&self.db, id, user, self.config.limits.sweep_interval).await?;
                     if first_attempt {
-                        self.reply(
-                            msg,
-                            "Your assistant is waking up. I'll send the answer as soon as it is ready.",
-                            ReplyKind::Note,
-                        )
-                        .await;
+                        let note = if tenant.unavailable {
+                            "Your assistant is unavailable right now. Your message is kept and will be answered as soon as it is back."
+                        } else {
+                            "Your assistant is waking up. I'll send the answer as soon as it is ready."
+                        };
+                        self.reply(msg, note, ReplyKind::Note).await;
                     }
                     tracing::info!(tenant = %tenant.key(), "tenant not ready; message held");
                     return Ok("held");

@@ -10,6 +10,11 @@ pub struct TestEnv {
     pub kubeconfig: String,
     pub database_url: String,
     pub redis_url: String,
+    /// The host's address on the node's pod bridge, when the real node runs (pods reach
+    /// servers the test starts there); None with the API server only (`CLAWDBOT_NODE=0`).
+    pub node_host_ip: Option<String>,
+    /// The node's containerd socket (to check which images it holds).
+    pub containerd_address: Option<String>,
 }
 
 static ENV: OnceLock<TestEnv> = OnceLock::new();
@@ -44,6 +49,8 @@ pub fn get() -> &'static TestEnv {
             kubeconfig: var("CLAWDBOT_TEST_KUBECONFIG"),
             database_url: var("CLAWDBOT_TEST_DATABASE_URL"),
             redis_url: var("CLAWDBOT_TEST_REDIS_URL"),
+            node_host_ip: vars.get("CLAWDBOT_NODE_HOST_IP").cloned(),
+            containerd_address: vars.get("CONTAINERD_ADDRESS").cloned(),
         }
     })
 }

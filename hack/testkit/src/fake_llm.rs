@@ -217,12 +217,17 @@ impl FakeLlm {
     }
 
     pub async fn start(flavor: Flavor) -> Self {
+        Self::start_on(flavor, "127.0.0.1").await
+    }
+
+    /// A server on `ip` (e.g. the node's bridge address, for agents running in pods).
+    pub async fn start_on(flavor: Flavor, ip: &str) -> Self {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/models", get(models))
             .route("/v1/{*rest}", any(handle))
             .with_state((flavor, shared.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
             .expect("bind fake model server");
         let addr = listener.local_addr().expect("local addr");

@@ -22,11 +22,14 @@ pub async fn client() -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// Creates a namespace with a unique name starting with `prefix`.
+/// Creates a namespace with a unique name starting with `prefix`. Its pods are never scheduled
+/// on the real node (see [`crate::node::NO_NODE_ANNOTATION`]): the tests using it play the
+/// kubelet's part; [`crate::node::fresh_namespace`] gives one whose pods run.
 pub async fn fresh_namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{:08x}", rand::random::<u32>());
     let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
+            "annotations": {crate::node::NO_NODE_ANNOTATION: crate::node::NO_NODE_SELECTOR}}
     }))
     .expect("namespace");
     Api::<Namespace>::all(client.clone())

@@ -11,6 +11,8 @@
 //! - [`fake_oidc`]: a local OpenID provider (discovery, JWKS, authorize, token with PKCE,
 //!   RS256 ID tokens), standing in for Google sign-in.
 //! - [`model_server`]: the real SmolLM2 model behind llama-cpp-python's OpenAI server.
+//! - [`node`]: the real single-node Kubernetes: its bridge address, its images, namespaces
+//!   whose pods really run, and what the kubelet says about them.
 //!
 //! Tests wait on conditions ([`wait_for`]), never on fixed sleeps.
 
@@ -21,6 +23,7 @@ pub mod fake_llm;
 pub mod fake_oidc;
 pub mod kube;
 pub mod model_server;
+pub mod node;
 
 use std::future::Future;
 use std::time::Duration;

@@ -47,6 +47,8 @@ pub struct Options {
     pub n_threads: u32,
     /// How long to wait for `/v1/models` to answer.
     pub startup_timeout: Duration,
+    /// Address to listen on: loopback, or the node's bridge address for agents in pods.
+    pub host: String,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             n_ctx: 4096,
             n_threads: 1,
             startup_timeout: Duration::from_secs(120),
+            host: "127.0.0.1".into(),
         }
     }
 }
@@ -63,6 +66,7 @@ impl Default for Options {
 #[derive(Debug)]
 pub struct ModelServer {
     child: Child,
+    host: String,
     port: u16,
     log: PathBuf,
     _dir: TempDir,
@@ -71,7 +75,7 @@ pub struct ModelServer {
 impl ModelServer {
     /// OpenAI-compatible base URL, ending in `/v1` (`{base_url}/chat/completions`).
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
+        format!("http://{}:{}/v1", self.host, self.port)
     }
     /// The model name to send in requests.
     pub fn model_name(&self) -> &'static str {
@@ -111,7 +115,7 @@ pub async fn start_with(options: Options) -> ModelServer {
     let mut child = Command::new(install.python)
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(&install.gguf)
-        .args(["--model_alias", MODEL_NAME, "--host", "127.0.0.1"])
+        .args(["--model_alias", MODEL_NAME, "--host", &options.host])
         .args(["--port", &port.to_string()])
         .args(["--n_ctx", &options.n_ctx.to_string()])
         .args(["--n_threads", &options.n_threads.to_string()])
@@ -126,7 +130,7 @@ pub async fn start_with(options: Options) -> ModelServer {
     let deadline = tokio::time::Instant::now() + options.startup_timeout;
     let mut delay = Duration::from_millis(50);
     loop {
-        if http_get_ok(port, "/v1/models").await {
+        if http_get_ok(&options.host, port, "/v1/models").await {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -148,6 +152,7 @@ pub async fn start_with(options: Options) -> ModelServer {
     }
     ModelServer {
         child,
+        host: options.host.clone(),
         port,
         log,
         _dir: dir,
@@ -208,13 +213,11 @@ pub fn free_port() -> u16 {
         .expect("binding a free port")
 }
 
-/// Whether `GET path` on 127.0.0.1:port answers 200 (a plain HTTP/1.0 request, no client crate).
-async fn http_get_ok(port: u16, path: &str) -> bool {
+/// Whether `GET path` on host:port answers 200 (a plain HTTP/1.0 request, no client crate).
+async fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = [0u8; 16];
         let n = stream.read(&mut head).await.ok()?;

@@ -35,6 +35,9 @@ pub mod conditions {
     pub const REASON_SECRET_MISSING: &str = "SecretMissing";
     pub const REASON_AGENT_STARTING: &str = "AgentStarting";
     pub const REASON_AGENT_READY: &str = "AgentReady";
+    /// The agent's pod cannot run (image missing, crash loop, volume not bound): the message
+    /// carries the kubelet's or the scheduler's reason.
+    pub const REASON_AGENT_NOT_RUNNING: &str = "AgentNotRunning";
     pub const REASON_IDLE: &str = "Idle";
     pub const REASON_AWAKE: &str = "Awake";
     pub const REASON_SUSPENDED: &str = "Suspended";

@@ -7,12 +7,34 @@ pub mod model;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, SeccompProfile, SecurityContext,
+    Capabilities, PodSecurityContext, SeccompProfile, SecurityContext, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
+use crate::config::ServiceAddresses;
 use crate::error::{Error, Result};
+
+/// The base URL the operator writes for a Service: `dns_url` (its DNS name) or, without
+/// cluster DNS, `http://<clusterIP>:<port><path>` from the applied Service (None until the API
+/// server has allocated the address).
+pub fn service_url(
+    mode: ServiceAddresses,
+    dns_url: String,
+    applied: &Service,
+    port: u16,
+    path: &str,
+) -> Option<String> {
+    match mode {
+        ServiceAddresses::Dns => Some(dns_url),
+        ServiceAddresses::ClusterIp => applied
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref())
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+            .map(|ip| format!("http://{ip}:{port}{path}")),
+    }
+}
 
 /// Metadata of a child object: name, namespace, labels and the controller owner reference.
 pub(crate) fn child_meta<K: Resource<DynamicType = ()>>(

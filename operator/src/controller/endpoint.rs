@@ -18,6 +18,7 @@ use super::{Context, apply, key};
 use crate::build::model::{
     build_cache_pvc, build_server_deployment, build_server_service, endpoint_url,
 };
+use crate::build::service_url;
 use crate::error::{Error, Result, backoff};
 use crate::status::set_condition;
 
@@ -81,7 +82,7 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
         build_server_service(ep)?,
         build_server_deployment(ep, &ctx.config)?,
     );
-    let (_, deployment) =
+    let (applied_service, deployment) =
         futures::try_join!(apply(ctx, &service), apply::<Deployment>(ctx, &deployment))?;
     let ready = deployment
         .status
@@ -89,7 +90,16 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     status.ready_replicas = ready;
-    status.url = Some(endpoint_url(ep)?);
+    status.url = Some(
+        service_url(
+            ctx.config.service_addresses,
+            endpoint_url(ep)?,
+            &applied_service,
+            ep.spec.engine.port(),
+            "/v1",
+        )
+        .unwrap_or(endpoint_url(ep)?),
+    );
     status.served_models = ep.spec.models.iter().map(|m| m.name.clone()).collect();
     if ready > 0 {
         set_condition(

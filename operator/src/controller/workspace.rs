@@ -12,8 +12,8 @@ use clawdbot_api::workspace::{
     ModelProvider, Phase, RetentionPolicy, UserWorkspace, UserWorkspaceStatus,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -23,8 +23,12 @@ use tracing::{info, instrument, warn};
 use super::{Context, apply, key};
 use crate::build::agent::{self, AgentInputs};
 use crate::build::model::endpoint_url;
+use crate::build::service_url;
+use crate::config::ServiceAddresses;
 use crate::error::{Error, Result, backoff};
-use crate::status::{Facts, ModelState, Sleep, from_time, hibernation, to_time, workspace_status};
+use crate::status::{
+    Facts, ModelState, Sleep, from_time, hibernation, pod_failure, to_time, workspace_status,
+};
 
 pub const CONTROLLER: &str = "userworkspace";
 
@@ -152,7 +156,17 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
                 }
             };
             Ok(ModelResolution::Resolved {
-                url: Some(endpoint_url(&ep)?),
+                // Without cluster DNS the endpoint's own status has the address (its
+                // Service's ClusterIP), written by the endpoint controller.
+                url: Some(match ctx.config.service_addresses {
+                    ServiceAddresses::Dns => endpoint_url(&ep)?,
+                    ServiceAddresses::ClusterIp => {
+                        match ep.status.as_ref().and_then(|s| s.url.clone()) {
+                            Some(url) => url,
+                            None => endpoint_url(&ep)?,
+                        }
+                    }
+                }),
                 endpoint: Some((ep.name_any(), ep.spec.engine.port())),
                 state,
             })
@@ -274,7 +288,7 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
 
     // 4. Apply. The children are independent; the workload goes last so that its volumes and
     // config exist when its pod starts.
-    futures::try_join!(
+    let (_, _, _, _, applied_service, _) = futures::try_join!(
         apply(ctx, &service_account),
         apply(ctx, &config_map),
         apply(ctx, &secret),
@@ -292,16 +306,67 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0)
             >= 1;
+    // A pod that is not ready may never be (no image, a crash loop, no volume): the Deployment
+    // does not say so, its pods do. Looked at only while the agent is awake and not ready.
+    let (agent_failure, on_a_node) = if sleep == Sleep::Awake && !agent_ready {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let selector = names::agent_selector(&name)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        let on_a_node = list
+            .items
+            .iter()
+            .any(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_some()));
+        (pod_failure(&list.items, now), on_a_node)
+    } else {
+        (None, false)
+    };
+    let failure_event = agent_failure.clone();
     let facts = Facts::Provisioned {
         model: model_state,
         sleep,
         agent_ready,
-        url: names::agent_url(&name, &ns),
+        agent_failure,
+        url: service_url(
+            ctx.config.service_addresses,
+            names::agent_url(&name, &ns),
+            &applied_service,
+            names::AGENT_PORT,
+            "",
+        )
+        .unwrap_or_else(|| names::agent_url(&name, &ns)),
         runtime,
     };
     let old_phase = ws.status.as_ref().map(|s| s.phase);
-    write_status(ws, &facts, signal_time, now, ctx).await?;
+    let changed = write_status(ws, &facts, signal_time, now, ctx).await?;
     ctx.succeeded(&format!("{}/missing", key(ws)));
+    if let Some(failure) = failure_event
+        && changed
+    {
+        warn!(%failure, "agent pod cannot run");
+        ctx.event(
+            ws,
+            EventType::Warning,
+            REASON_AGENT_NOT_RUNNING,
+            "Start",
+            failure,
+        )
+        .await;
+    }
+    // Failing pods, and pods starting on a node, are looked at again with a growing delay (2 s
+    // to 5 min): the Deployment's status says nothing until a pod becomes ready. A pod no node
+    // has taken (none fits yet) changes nothing by itself, so it costs no reconciles.
+    let agent_key = format!("{}/agent", key(ws));
+    let starting = facts_failing(&facts) || on_a_node;
+    let agent_check = if starting {
+        Some(backoff(ctx.failed(&agent_key)))
+    } else {
+        ctx.succeeded(&agent_key);
+        None
+    };
     match (old_phase, sleep) {
         (Some(p), Sleep::Idle | Sleep::Suspended) if p != Phase::Hibernated => {
             info!("hibernated");
@@ -332,8 +397,19 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(
         wake_check
             .unwrap_or(Duration::from_secs(3600))
+            .min(agent_check.unwrap_or(Duration::from_secs(3600)))
             .min(Duration::from_secs(3600)),
     ))
+}
+
+fn facts_failing(facts: &Facts) -> bool {
+    matches!(
+        facts,
+        Facts::Provisioned {
+            agent_failure: Some(_),
+            ..
+        }
+    )
 }
 
 /// A spec that cannot be reconciled as written: a Failed status naming every problem and one

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod node;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,10 +95,23 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        Self::build(false).await
+    }
+
+    /// A world whose namespace's pods really run on the node (kubelet, containerd).
+    pub async fn on_node() -> World {
+        Self::build(true).await
+    }
+
+    async fn build(on_node: bool) -> World {
         clawdbot_testkit::init_tracing();
         let kube = clawdbot_testkit::kube::client().await;
         install_crd(&kube).await;
-        let namespace = clawdbot_testkit::kube::fresh_namespace(&kube, "router").await;
+        let namespace = if on_node {
+            clawdbot_testkit::node::fresh_namespace(&kube, "router-node").await
+        } else {
+            clawdbot_testkit::kube::fresh_namespace(&kube, "router").await
+        };
         let database_url = fresh_database().await;
         clawdbot_router::store::connect(&database_url, 4)
             .await

@@ -1,0 +1,284 @@
+//! The whole platform on the real node: the operator (in-process) turns a UserWorkspace into a
+//! lite agent pod that the kubelet really runs (restricted security settings, a `local` volume
+//! from hack/provisioner, the token from the Secret), and the router (in-process, outside the
+//! cluster) reaches it through its Service's ClusterIP (`--service-addresses=cluster-ip`: no
+//! cluster DNS here). The model is the user's own "OpenAI" key, pointed at a local server on
+//! the node's bridge address. Needs `hack/dev-env.sh up` (the node) and `hack/build-images.sh
+//! lite`.
+
+mod support;
+
+use std::time::Duration;
+
+use clawdbot_api::workspace::Phase;
+use clawdbot_api::{Plan, conditions, names};
+use clawdbot_testkit::fake_chat::telegram_text_update;
+use clawdbot_testkit::fake_llm::{FakeLlm, Flavor, Reply};
+use clawdbot_testkit::{node, wait_for};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::Api;
+use support::World;
+use support::node::{
+    API_KEY, LITE_IMAGE, Operator, create_workspace, create_workspace_with_model, operator_config,
+    wait_phase,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lite_workspace_runs_on_the_node_answers_through_its_service_and_hibernates() {
+    let w = World::on_node().await;
+    node::require_image(LITE_IMAGE, "lite");
+    let llm = FakeLlm::start_on(Flavor::OpenAi, &node::host_ip()).await;
+    llm.require_api_key(API_KEY);
+    llm.push(Reply::text("Hello Ada, from a pod."));
+    llm.push(Reply::text("Your name is Ada."));
+    let operator = Operator::start(&w.kube, &w.namespace, operator_config(llm.base_url())).await;
+    let mut config = w.config();
+    config.limits.wake_hold = Duration::from_secs(60);
+    config.limits.agent_timeout = Duration::from_secs(30);
+    let r = w.start_router(config).await;
+
+    let user = clawdbot_router::admin::create_user(&w.db, None, Plan::Pro)
+        .await
+        .expect("user");
+    let name = "ada";
+    create_workspace(&w, name, user, "25").await;
+
+    // The kubelet runs the pod; the operator reports it Running once its probe passes.
+    let ws = wait_phase(&w, name, Phase::Running, node::POD_START).await;
+    let url = ws.status.as_ref().and_then(|s| s.url.clone()).expect("url");
+    assert!(url.starts_with("http://10."), "a ClusterIP URL: {url}");
+    let pods = node::pods(
+        &w.kube,
+        &w.namespace,
+        &format!("{}={name}", names::LABEL_WORKSPACE),
+    )
+    .await;
+    let pod: &Pod = pods
+        .iter()
+        .find(|p| node::pod_ready(p))
+        .expect("a ready pod");
+    let spec = pod.spec.as_ref().expect("pod spec");
+    let security = spec
+        .security_context
+        .as_ref()
+        .expect("pod security context");
+    assert_eq!(security.run_as_non_root, Some(true));
+    let container = &spec.containers[0];
+    let c_security = container
+        .security_context
+        .as_ref()
+        .expect("container security");
+    assert_eq!(c_security.read_only_root_filesystem, Some(true));
+    assert_eq!(c_security.allow_privilege_escalation, Some(false));
+    let token_secret = names::gateway_token_secret(name);
+    assert!(
+        spec.volumes.iter().flatten().any(|v| v
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some(token_secret.as_str()))),
+        "the token comes from the Secret"
+    );
+    // The claim is bound to a `local` volume made by hack/provisioner.
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(w.kube.clone(), &w.namespace)
+        .get(&names::agent(name))
+        .await
+        .expect("pvc");
+    let pv_name = pvc.spec.and_then(|s| s.volume_name).expect("bound pvc");
+    let pv = Api::<PersistentVolume>::all(w.kube.clone())
+        .get(&pv_name)
+        .await
+        .expect("pv");
+    let dir = pv
+        .spec
+        .and_then(|s| s.local)
+        .map(|l| l.path)
+        .expect("local volume");
+
+    // A Telegram message through the router reaches the pod through its Service.
+    let chat = 7_100_001;
+    w.connect("telegram", &chat.to_string(), user).await;
+    w.telegram_update(&r, &telegram_text_update(1, chat, "Hi, my name is Ada."))
+        .await;
+    let sent = w
+        .telegram
+        .wait_for_messages(chat, 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(sent[0].text, "Hello Ada, from a pod.");
+    // The agent, running as a non-root user, wrote its sessions onto the real volume.
+    let written = std::fs::read_dir(&dir)
+        .map(|d| d.count())
+        .unwrap_or_default();
+    assert!(written > 0, "the agent wrote to its volume {dir}");
+
+    // Hibernation for real: after the idle timeout the pod is gone.
+    wait_phase(&w, name, Phase::Hibernated, Duration::from_secs(90)).await;
+    let selector = format!("{}={name}", names::LABEL_WORKSPACE);
+    wait_for("the agent pod gone", Duration::from_secs(60), || async {
+        node::pods(&w.kube, &w.namespace, &selector)
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // The next message wakes it and is answered; the conversation survived on the volume.
+    w.telegram_update(&r, &telegram_text_update(2, chat, "What is my name?"))
+        .await;
+    let sent = wait_for(
+        "the answer after the wake",
+        Duration::from_secs(120),
+        || async {
+            let sent = w.telegram.sent_to(chat);
+            sent.iter()
+                .any(|m| m.text == "Your name is Ada.")
+                .then_some(sent)
+        },
+    )
+    .await;
+    assert!(
+        sent.iter().any(|m| m.text.contains("waking up")),
+        "the user was told it is waking: {sent:?}"
+    );
+    let calls = llm.completions();
+    let last = calls.last().expect("model calls").body.to_string();
+    assert!(
+        last.contains("my name is Ada") && last.contains("Hello Ada, from a pod."),
+        "the woken agent had the first turn from its volume: {last}"
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM inbound_messages WHERE state <> 'done'")
+            .await,
+        0,
+        "nothing lost"
+    );
+
+    r.shutdown().await;
+    operator.stop().await;
+}
+
+/// A pod that cannot run (its image is missing): the workspace says so with the kubelet's
+/// reason, the user who writes meanwhile is told the assistant is unavailable, and the message
+/// is answered once the image is there and the pod runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_cannot_run_is_reported_and_the_message_is_answered_once_it_runs() {
+    let w = World::on_node().await;
+    node::require_image(LITE_IMAGE, "lite");
+    let llm = FakeLlm::start_on(Flavor::OpenAi, &node::host_ip()).await;
+    llm.push(Reply::text("Back and answering."));
+    let missing = format!(
+        "ghcr.io/clawdbot/agent-lite:missing-{:08x}",
+        rand::random::<u32>()
+    );
+    let mut config = operator_config(llm.base_url());
+    config.lite_image = missing.clone();
+    let operator = Operator::start(&w.kube, &w.namespace, config).await;
+    let r = w.start_router(w.config()).await;
+    let user = clawdbot_router::admin::create_user(&w.db, None, Plan::Pro)
+        .await
+        .expect("user");
+    let name = "broken";
+    create_workspace(&w, name, user, "0").await;
+
+    let ws = wait_phase(&w, name, Phase::Failed, node::POD_START).await;
+    let ready = ws
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == conditions::READY)
+                .cloned()
+        })
+        .expect("Ready condition");
+    assert_eq!(ready.reason, conditions::REASON_AGENT_NOT_RUNNING);
+    assert!(
+        ready.message.contains("ErrImage") || ready.message.contains("ImagePullBackOff"),
+        "the kubelet's reason: {}",
+        ready.message
+    );
+
+    let chat = 7_200_001;
+    w.connect("telegram", &chat.to_string(), user).await;
+    let started = std::time::Instant::now();
+    w.telegram_update(&r, &telegram_text_update(1, chat, "Are you there?"))
+        .await;
+    let sent = w
+        .telegram
+        .wait_for_messages(chat, 1, Duration::from_secs(30))
+        .await;
+    assert!(
+        sent[0].text.contains("unavailable"),
+        "told at once that the assistant is unavailable: {:?}",
+        sent[0].text
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not left waiting"
+    );
+
+    // The image arrives (as a push would); the kubelet's next pull attempt finds it.
+    node::tag_image(LITE_IMAGE, &missing);
+    wait_phase(&w, name, Phase::Running, Duration::from_secs(180)).await;
+    let sent = w
+        .telegram
+        .wait_for_messages(chat, 2, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        sent[1].text, "Back and answering.",
+        "the kept message was answered"
+    );
+    r.shutdown().await;
+    operator.stop().await;
+}
+
+/// A web chat message answered by the real small model (SmolLM2 behind llama-cpp-python on
+/// the node's bridge address), through the router and the pod's Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_chat_message_is_answered_by_the_real_model_through_the_pod() {
+    let w = World::on_node().await;
+    node::require_image(LITE_IMAGE, "lite");
+    let model =
+        clawdbot_testkit::model_server::start_with(clawdbot_testkit::model_server::Options {
+            host: node::host_ip(),
+            n_ctx: 2048,
+            ..Default::default()
+        })
+        .await;
+    let operator = Operator::start(&w.kube, &w.namespace, operator_config(model.base_url())).await;
+    let mut config = w.config();
+    config.limits.agent_timeout = Duration::from_secs(120);
+    let r = w.start_router(config).await;
+    let user = clawdbot_router::admin::create_user(&w.db, None, Plan::Pro)
+        .await
+        .expect("user");
+    let name = "real";
+    create_workspace_with_model(&w, name, user, model.model_name()).await;
+    wait_phase(&w, name, Phase::Running, node::POD_START).await;
+
+    let token = clawdbot_router::channels::web::Web::mint(
+        &clawdbot_router::Secret::new(support::WEB_SECRET),
+        user,
+    );
+    let body = w
+        .http
+        .post(format!("{}/api/v1/web/messages", r.base))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"id": "m1", "text": "What is the capital of France? One word."}))
+        .timeout(Duration::from_secs(180))
+        .send()
+        .await
+        .expect("web message")
+        .text()
+        .await
+        .expect("event stream");
+    let reply: String = body
+        .split("\n\n")
+        .filter(|e| e.contains("event: reply"))
+        .flat_map(|e| e.lines().filter_map(|l| l.strip_prefix("data:")))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!reply.is_empty(), "a reply event with text: {body}");
+    r.shutdown().await;
+    operator.stop().await;
+}
