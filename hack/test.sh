@@ -38,10 +38,10 @@ cargo run -q -p clawdbot-operator --bin crdgen -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "images for the node's pods (hack/build-images.sh lite; skipped when unchanged)"
+step "images for the node's pods (hack/build-images.sh lite openclaw; skipped when unchanged)"
 # Debug build: the tests exercise the pod spec and the wiring, not the release optimiser, and
 # the debug agent comes almost free after the test build's own compile of the same crate.
-CLAWDBOT_IMAGE_PROFILE=debug bash hack/build-images.sh lite
+CLAWDBOT_IMAGE_PROFILE=debug bash hack/build-images.sh lite openclaw
 
 step "cargo test"
 # CI=true keeps insta from writing new snapshots: a changed object fails the test.

@@ -180,6 +180,31 @@ pub fn pod_failure(pods: &[Pod], now: DateTime<Utc>) -> Option<String> {
     })
 }
 
+/// Whether the agent's pods may still turn out ready or failed without the Deployment saying
+/// so: none made yet, one the scheduler has not looked at, one on a node (starting, pulling,
+/// crash-looping) or one unschedulable for want of something it may still get. The operator
+/// looks again at these with a growing delay. A pod kept off every node on purpose (a node
+/// selector no node matches) is not: nothing changes for it until something else does.
+pub fn pods_still_deciding(pods: &[Pod]) -> bool {
+    pods.is_empty()
+        || pods.iter().any(|pod| {
+            let on_a_node = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+            let scheduled = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
+            on_a_node
+                || match scheduled {
+                    None => true,
+                    Some(c) => {
+                        c.status == "False"
+                            && c.message.as_deref().is_some_and(unschedulable_for_good)
+                    }
+                }
+        })
+}
+
 /// The status to write, from the old status, the facts and the time.
 pub fn workspace_status(
     old: Option<&UserWorkspaceStatus>,
@@ -484,6 +509,14 @@ mod tests {
             )
         };
         assert_eq!(pod_failure(&[unscheduled(0)], t(5)), None);
+        // Looked at again until it is placed or reported.
+        assert!(pods_still_deciding(&[unscheduled(0)]));
+        assert!(pods_still_deciding(&[]));
+        assert!(pods_still_deciding(&[pod(serde_json::json!({}))]));
+        let kept_off = pod(serde_json::json!({"conditions": [{"type": "PodScheduled",
+            "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity."}]}));
+        assert!(!pods_still_deciding(&[kept_off]));
         assert!(
             pod_failure(&[unscheduled(0)], t(30))
                 .is_some_and(|m| m.contains("Unschedulable: pod has unbound"))

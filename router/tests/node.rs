@@ -19,8 +19,8 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::Api;
 use support::World;
 use support::node::{
-    API_KEY, LITE_IMAGE, Operator, create_workspace, create_workspace_with_model, operator_config,
-    wait_phase,
+    API_KEY, LITE_IMAGE, OPENCLAW_IMAGE, Operator, create_openclaw_workspace, create_workspace,
+    create_workspace_with_model, operator_config, wait_phase,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,9 +135,11 @@ async fn a_lite_workspace_runs_on_the_node_answers_through_its_service_and_hiber
         },
     )
     .await;
-    assert!(
-        sent.iter().any(|m| m.text.contains("waking up")),
-        "the user was told it is waking: {sent:?}"
+    // The wake took less than the router's 60 s hold: answered directly, with no note.
+    assert_eq!(
+        sent.len(),
+        2,
+        "the woken agent answered within the hold: {sent:?}"
     );
     let calls = llm.completions();
     let last = calls.last().expect("model calls").body.to_string();
@@ -255,6 +257,7 @@ async fn a_web_chat_message_is_answered_by_the_real_model_through_the_pod() {
     create_workspace_with_model(&w, name, user, model.model_name()).await;
     wait_phase(&w, name, Phase::Running, node::POD_START).await;
 
+    w.connect("web", &user.to_string(), user).await;
     let token = clawdbot_router::channels::web::Web::mint(
         &clawdbot_router::Secret::new(support::WEB_SECRET),
         user,
@@ -279,6 +282,90 @@ async fn a_web_chat_message_is_answered_by_the_real_model_through_the_pod() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(!reply.is_empty(), "a reply event with text: {body}");
+    assert!(
+        !reply.contains("create your account"),
+        "answered by the agent, not the onboarding note: {reply}"
+    );
+    assert!(
+        model.log().contains("/v1/chat/completions"),
+        "the pod called the real model: {}",
+        model.log()
+    );
+    r.shutdown().await;
+    operator.stop().await;
+}
+
+/// The OpenClaw runtime as the operator writes it (its rendered config from the ConfigMap, the
+/// gateway token from the Secret, read-only root, non-root, its state on the volume) runs on
+/// the node, and a web chat message reaches it through its Service. Its start-up (Node.js
+/// loading the gateway and plugins) takes tens of seconds on two cores: a generous wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openclaw_workspace_runs_on_the_node_and_answers_web_chat() {
+    let w = World::on_node().await;
+    node::require_image(OPENCLAW_IMAGE, "openclaw");
+    let llm = FakeLlm::start_on(Flavor::OpenAi, &node::host_ip()).await;
+    llm.require_api_key(API_KEY);
+    llm.push(Reply::text("OpenClaw, answering from a pod."));
+    let operator = Operator::start(&w.kube, &w.namespace, operator_config(llm.base_url())).await;
+    let mut config = w.config();
+    config.limits.agent_timeout = Duration::from_secs(120);
+    let r = w.start_router(config).await;
+    let user = clawdbot_router::admin::create_user(&w.db, None, Plan::Pro)
+        .await
+        .expect("user");
+    let name = "claw";
+    create_openclaw_workspace(&w, name, user).await;
+    wait_phase(&w, name, Phase::Running, Duration::from_secs(420)).await;
+
+    let pods = node::pods(
+        &w.kube,
+        &w.namespace,
+        &format!("{}={name}", names::LABEL_WORKSPACE),
+    )
+    .await;
+    let pod = pods
+        .iter()
+        .find(|p| node::pod_ready(p))
+        .expect("a ready pod");
+    let spec = pod.spec.as_ref().expect("pod spec");
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some(OPENCLAW_IMAGE),
+        "the OpenClaw image runs"
+    );
+    let c_security = spec.containers[0]
+        .security_context
+        .as_ref()
+        .expect("container security");
+    assert_eq!(c_security.read_only_root_filesystem, Some(true));
+
+    w.connect("web", &user.to_string(), user).await;
+    let token = clawdbot_router::channels::web::Web::mint(
+        &clawdbot_router::Secret::new(support::WEB_SECRET),
+        user,
+    );
+    let body = w
+        .http
+        .post(format!("{}/api/v1/web/messages", r.base))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"id": "oc1", "text": "Hello OpenClaw"}))
+        .timeout(Duration::from_secs(180))
+        .send()
+        .await
+        .expect("web message")
+        .text()
+        .await
+        .expect("event stream");
+    assert!(
+        body.contains("OpenClaw, answering from a pod."),
+        "the reply from the model through the OpenClaw pod: {body}"
+    );
+    let calls = llm.completions();
+    let last = calls.last().expect("model calls").body.to_string();
+    assert!(
+        last.contains("Hello OpenClaw"),
+        "the message reached the model: {last}"
+    );
     r.shutdown().await;
     operator.stop().await;
 }

@@ -27,7 +27,8 @@ use crate::build::service_url;
 use crate::config::ServiceAddresses;
 use crate::error::{Error, Result, backoff};
 use crate::status::{
-    Facts, ModelState, Sleep, from_time, hibernation, pod_failure, to_time, workspace_status,
+    Facts, ModelState, Sleep, from_time, hibernation, pod_failure, pods_still_deciding, to_time,
+    workspace_status,
 };
 
 pub const CONTROLLER: &str = "userworkspace";
@@ -308,7 +309,7 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
             >= 1;
     // A pod that is not ready may never be (no image, a crash loop, no volume): the Deployment
     // does not say so, its pods do. Looked at only while the agent is awake and not ready.
-    let (agent_failure, on_a_node) = if sleep == Sleep::Awake && !agent_ready {
+    let (agent_failure, deciding) = if sleep == Sleep::Awake && !agent_ready {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         let selector = names::agent_selector(&name)
             .iter()
@@ -316,11 +317,10 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
             .collect::<Vec<_>>()
             .join(",");
         let list = pods.list(&ListParams::default().labels(&selector)).await?;
-        let on_a_node = list
-            .items
-            .iter()
-            .any(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_some()));
-        (pod_failure(&list.items, now), on_a_node)
+        (
+            pod_failure(&list.items, now),
+            pods_still_deciding(&list.items),
+        )
     } else {
         (None, false)
     };
@@ -356,11 +356,12 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    // Failing pods, and pods starting on a node, are looked at again with a growing delay (2 s
-    // to 5 min): the Deployment's status says nothing until a pod becomes ready. A pod no node
-    // has taken (none fits yet) changes nothing by itself, so it costs no reconciles.
+    // Failing pods, and pods still being placed or started, are looked at again with a growing
+    // delay (2 s to 5 min): the Deployment's status says nothing until a pod becomes ready (a
+    // pod scheduled after the last Deployment event, then stuck pulling its image, was never
+    // reported). A pod kept off every node on purpose costs no reconciles.
     let agent_key = format!("{}/agent", key(ws));
-    let starting = facts_failing(&facts) || on_a_node;
+    let starting = facts_failing(&facts) || deciding;
     let agent_check = if starting {
         Some(backoff(ctx.failed(&agent_key)))
     } else {

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::World;
 
 pub const LITE_IMAGE: &str = "ghcr.io/clawdbot/agent-lite:0.1.0";
+pub const OPENCLAW_IMAGE: &str = "ghcr.io/clawdbot/agent-openclaw:2026.9.6";
 pub const API_KEY: &str = "sk-local-test-key";
 
 /// An operator replica in this process, watching the test's namespace.
@@ -69,15 +70,27 @@ pub fn operator_config(llm_base_url: String) -> OperatorConfig {
 
 /// A lite workspace of `user` with their own key (in Secret `keys`) and an idle timeout.
 pub async fn create_workspace(w: &World, name: &str, user: Uuid, idle_timeout: &str) {
-    create_workspace_as(w, name, user, idle_timeout, "fake-model").await
+    create_workspace_as(w, name, user, "lite", idle_timeout, "fake-model").await
+}
+
+/// An OpenClaw workspace without hibernation, own-key model `fake-model`.
+pub async fn create_openclaw_workspace(w: &World, name: &str, user: Uuid) {
+    create_workspace_as(w, name, user, "openclaw", "0", "fake-model").await
 }
 
 /// A lite workspace without hibernation whose own-key model is `model`.
 pub async fn create_workspace_with_model(w: &World, name: &str, user: Uuid, model: &str) {
-    create_workspace_as(w, name, user, "0", model).await
+    create_workspace_as(w, name, user, "lite", "0", model).await
 }
 
-async fn create_workspace_as(w: &World, name: &str, user: Uuid, idle_timeout: &str, model: &str) {
+async fn create_workspace_as(
+    w: &World,
+    name: &str,
+    user: Uuid,
+    runtime: &str,
+    idle_timeout: &str,
+    model: &str,
+) {
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"},
         "stringData": {names::OPENAI_API_KEY: API_KEY}
@@ -88,7 +101,7 @@ async fn create_workspace_as(w: &World, name: &str, user: Uuid, idle_timeout: &s
         .await
         .expect("create keys secret");
     let spec = serde_json::from_value(serde_json::json!({
-        "ownerId": user.to_string(), "plan": "pro", "runtime": "lite",
+        "ownerId": user.to_string(), "plan": "pro", "runtime": runtime,
         "idleTimeout": idle_timeout, "keysSecretRef": {"name": "keys"},
         "model": {"provider": "openai", "name": model, "maxTokens": 64},
         "storage": {"size": "1Gi", "retention": "Delete"}
