@@ -191,4 +191,5 @@ async fn main() {
     }
     r.shutdown().await;
     operator.stop().await;
+    node::delete_namespace(&w.kube, &w.namespace).await;
 }

@@ -156,6 +156,7 @@ async fn a_lite_workspace_runs_on_the_node_answers_through_its_service_and_hiber
 
     r.shutdown().await;
     operator.stop().await;
+    node::delete_namespace(&w.kube, &w.namespace).await;
 }
 
 /// A pod that cannot run (its image is missing): the workspace says so with the kubelet's
@@ -231,6 +232,7 @@ async fn a_pod_that_cannot_run_is_reported_and_the_message_is_answered_once_it_r
     );
     r.shutdown().await;
     operator.stop().await;
+    node::delete_namespace(&w.kube, &w.namespace).await;
 }
 
 /// A web chat message answered by the real small model (SmolLM2 behind llama-cpp-python on
@@ -293,6 +295,7 @@ async fn a_web_chat_message_is_answered_by_the_real_model_through_the_pod() {
     );
     r.shutdown().await;
     operator.stop().await;
+    node::delete_namespace(&w.kube, &w.namespace).await;
 }
 
 /// The OpenClaw runtime as the operator writes it (its rendered config from the ConfigMap, the
@@ -368,4 +371,5 @@ async fn an_openclaw_workspace_runs_on_the_node_and_answers_web_chat() {
     );
     r.shutdown().await;
     operator.stop().await;
+    node::delete_namespace(&w.kube, &w.namespace).await;
 }

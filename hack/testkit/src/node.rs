@@ -65,6 +65,15 @@ pub async fn fresh_namespace(client: &Client, prefix: &str) -> String {
     name
 }
 
+/// Deletes a namespace made by [`fresh_namespace`] at the end of a passing test: its pods
+/// really run (an OpenClaw gateway takes a good part of a core), so leaving them would slow
+/// every later test on this machine. A failing test keeps its namespace for diagnosis.
+pub async fn delete_namespace(client: &Client, ns: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(ns, &kube::api::DeleteParams::default())
+        .await;
+}
+
 /// The pods of `ns` matching `selector`.
 pub async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
     Api::<Pod>::namespaced(client.clone(), ns)
