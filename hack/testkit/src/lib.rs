@@ -10,6 +10,9 @@
 //!   READY, RESUME, dispatches).
 //! - [`fake_oidc`]: a local OpenID provider (discovery, JWKS, authorize, token with PKCE,
 //!   RS256 ID tokens), standing in for Google sign-in.
+//! - [`fake_stripe`]: a local Stripe (Checkout Sessions, subscriptions, the Billing Portal,
+//!   form-encoded requests, Stripe's error shape) that sends webhooks signed with Stripe's
+//!   scheme.
 //! - [`model_server`]: the real SmolLM2 model behind llama-cpp-python's OpenAI server.
 //!
 //! Tests wait on conditions ([`wait_for`]), never on fixed sleeps.
@@ -19,6 +22,7 @@ pub mod fake_chat;
 pub mod fake_discord_gateway;
 pub mod fake_llm;
 pub mod fake_oidc;
+pub mod fake_stripe;
 pub mod kube;
 pub mod model_server;
 
