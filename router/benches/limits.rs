@@ -23,6 +23,36 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Script calls (`EVAL`, `EVALSHA`) and all commands (including the ones a script runs) the
+/// Redis server has run (`INFO commandstats`). Other users of the shared server add to them:
+/// the figures are upper bounds.
+async fn redis_commands(url: &str) -> (u64, u64) {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    let calls = |l: &str| {
+        l.split_once("calls=")?
+            .1
+            .split(',')
+            .next()?
+            .parse::<u64>()
+            .ok()
+    };
+    let scripts = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(calls)
+        .sum();
+    (scripts, info.lines().filter_map(calls).sum())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -53,6 +83,12 @@ async fn bench() {
     // Limits high enough that every check is admitted: the common path.
     let (per_minute, per_day) = (u32::MAX / 2, u32::MAX / 2);
 
+    // Warm: the script is loaded once per connection, then called by its hash.
+    limits
+        .admit_counted(ids[0], per_minute, per_day)
+        .await
+        .expect("check");
+    let before = redis_commands(&env.redis_url).await;
     let (mut p50s, mut p99s, mut serial_rates, mut rates) = (vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
         let mut h = Histogram::<u64>::new(3).expect("histogram");
@@ -97,6 +133,15 @@ async fn bench() {
         serial_rates.push(serial);
         rates.push(rate);
     }
+    let after = redis_commands(&env.redis_url).await;
+    let total_checks = (2 * checks * rounds) as f64;
+    println!(
+        "Redis round trips (script calls) per check: {:.3}; commands per check, the script's INCRs \
+         and EXPIREs included: {:.3}",
+        (after.0 - before.0) as f64 / total_checks,
+        // Minus the two INFO calls.
+        (after.1 - before.1 - 2) as f64 / total_checks
+    );
     println!(
         "limit checks (median of {rounds} rounds, {checks} checks over {users} users, one Redis call each): \
          one at a time p50 {:.0} us, p99 {:.0} us, {:.0}/s; {in_flight} in flight {:.0} checks/s",
