@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clawdbot_api::plan::Runtime;
-use clawdbot_api::{Plan, PlanPolicy};
+use clawdbot_api::{Plan, PlanPolicy, Plans};
 
 use crate::error::{Error, Result};
 
@@ -125,10 +125,7 @@ impl Default for OperatorConfig {
             web_search_url: None,
             openai_base_url: "https://api.openai.com/v1".into(),
             anthropic_base_url: "https://api.anthropic.com".into(),
-            plans: Plan::ALL
-                .iter()
-                .map(|p| (*p, PlanPolicy::default_for(*p)))
-                .collect(),
+            plans: Plans::default().into_map(),
             service_addresses: ServiceAddresses::Dns,
         }
     }
@@ -136,15 +133,9 @@ impl Default for OperatorConfig {
 
 impl OperatorConfig {
     pub fn from_cli(cli: &Cli) -> Result<Self> {
-        let mut plans: BTreeMap<Plan, PlanPolicy> = Plan::ALL
-            .iter()
-            .map(|p| (*p, PlanPolicy::default_for(*p)))
-            .collect();
-        if let Some(path) = &cli.plans_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
-            plans.extend(parse_plans(&text)?);
-        }
+        let plans = Plans::load(cli.plans_file.as_deref())
+            .map_err(|e| Error::Config(format!("plans file {e}")))?
+            .into_map();
         Ok(OperatorConfig {
             lite_image: cli.lite_image.clone(),
             openclaw_image: cli.openclaw_image.clone(),
@@ -176,9 +167,12 @@ impl OperatorConfig {
     }
 }
 
-/// Parses a plans file: `{free: {...}, pro: {...}}`, each a full `PlanPolicy`.
+/// Parses a plans file: `{free: {...}, pro: {...}}`, each entry overriding the built-in
+/// policy's fields it names (`clawdbot_api::Plans`, which the router reads too).
 pub fn parse_plans(text: &str) -> Result<BTreeMap<Plan, PlanPolicy>> {
-    serde_yaml::from_str(text).map_err(|e| Error::Config(format!("plans file: {e}")))
+    Plans::parse(text)
+        .map(Plans::into_map)
+        .map_err(|e| Error::Config(format!("plans file: {e}")))
 }
 
 #[cfg(test)]

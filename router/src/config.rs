@@ -1,7 +1,10 @@
 //! Configuration: one clap struct, every field also settable from the environment.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use clawdbot_api::Plans;
 
 /// A secret value (token, key, URL with a password). Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,6 +64,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[command(flatten)]
     pub accounts: AccountsConfig,
+    #[command(flatten)]
+    pub billing: BillingConfig,
 }
 
 /// Addresses and the admin token.
@@ -501,6 +506,50 @@ pub struct AccountsConfig {
         default_value_t = false
     )]
     pub trust_forwarded_for: bool,
+    /// The plans file (the operator's `--plans-file`; the chart mounts the same one): limits,
+    /// prices and Stripe price ids per plan. The built-in plans when unset.
+    #[arg(
+        id = "plans_file",
+        long = "plans-file",
+        env = "PLANS_FILE",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = load_plans
+    )]
+    pub plans: Arc<Plans>,
+}
+
+fn load_plans(path: &str) -> Result<Arc<Plans>, String> {
+    let path = (!path.is_empty()).then(|| std::path::Path::new(path));
+    Plans::load(path).map(Arc::new)
+}
+
+/// Subscriptions through Stripe. Billing is on when the secret key and the webhook secret are
+/// both set.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Billing")]
+pub struct BillingConfig {
+    /// Stripe secret API key (`sk_live_...`, `sk_test_...`, or a restricted `rk_...` key).
+    #[arg(long, env = "STRIPE_SECRET_KEY")]
+    pub stripe_secret_key: Option<Secret>,
+    /// Signing secret of the webhook endpoint (`whsec_...`) that Stripe calls at
+    /// `<public URL>/webhooks/stripe`.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET")]
+    pub stripe_webhook_secret: Option<Secret>,
+    /// Stripe's API base URL (a local server in tests).
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+    /// How long a subscription whose payment failed keeps its plan before it drops to free.
+    #[arg(long, env = "BILLING_GRACE_PERIOD", default_value = "72h", value_parser = humantime_duration)]
+    pub billing_grace_period: Duration,
+    /// The dashboard's billing page: where Checkout and the Billing Portal send the user back,
+    /// and the upgrade link of limit messages (`<ROUTER_DASHBOARD_ORIGIN>/billing` when unset).
+    #[arg(long, env = "BILLING_RETURN_URL")]
+    pub billing_return_url: Option<String>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -545,6 +594,8 @@ mod tests {
         c.discord.bot_token = Some(Secret::new("MTA5.discord-bot-secret"));
         c.accounts.jwt_secret = Some(Secret::new("jwt-signing-key-0123456789abcdef0123"));
         c.accounts.master_keys = Some(Secret::new("k1:MASTERKEYBASE64"));
+        c.billing.stripe_secret_key = Some(Secret::new("sk_test_STRIPEKEY"));
+        c.billing.stripe_webhook_secret = Some(Secret::new("whsec_WEBHOOKSECRET"));
         let shown = format!("{c:?}");
         for secret in [
             "hunter2",
@@ -553,6 +604,8 @@ mod tests {
             "discord-bot-secret",
             "jwt-signing-key",
             "MASTERKEYBASE64",
+            "STRIPEKEY",
+            "WEBHOOKSECRET",
         ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
@@ -659,6 +712,12 @@ mod tests {
                 "ROUTER_LOGIN_ATTEMPTS_PER_ADDRESS",
             ),
             ("trust-forwarded-for", "ROUTER_TRUST_FORWARDED_FOR"),
+            ("plans-file", "PLANS_FILE"),
+            ("stripe-secret-key", "STRIPE_SECRET_KEY"),
+            ("stripe-webhook-secret", "STRIPE_WEBHOOK_SECRET"),
+            ("stripe-api-base", "STRIPE_API_BASE"),
+            ("billing-grace-period", "BILLING_GRACE_PERIOD"),
+            ("billing-return-url", "BILLING_RETURN_URL"),
         ]
         .iter()
         .map(|(l, e)| (l.to_string(), e.to_string()))

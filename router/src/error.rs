@@ -51,6 +51,35 @@ pub enum ApiError {
     /// A request the framework refused before a handler ran (body too large, wrong type).
     #[error("rejected: {1}")]
     Rejected(StatusCode, String),
+    /// The payment provider refused (502) or could not be reached (503); the detail is
+    /// logged, and nothing was changed.
+    #[error("payment provider: {detail}")]
+    PaymentProvider { reachable: bool, detail: String },
+}
+
+impl From<clawdbot_billing::Error> for ApiError {
+    fn from(e: clawdbot_billing::Error) -> Self {
+        use clawdbot_billing::Error as E;
+        match e {
+            E::Signature(why) => ApiError::BadRequest(format!("bad Stripe-Signature: {why}")),
+            E::Malformed(m) => ApiError::BadRequest(format!("not a Stripe event: {m}")),
+            E::Invalid { field, message } => ApiError::Invalid {
+                field: Some(field.to_string()),
+                message,
+            },
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Stripe { .. } => ApiError::PaymentProvider {
+                reachable: true,
+                detail: e.to_string(),
+            },
+            E::Unavailable(_) => ApiError::PaymentProvider {
+                reachable: false,
+                detail: e.to_string(),
+            },
+            E::Database(e) => ApiError::Database(e),
+            E::Accounts(e) => e.into(),
+        }
+    }
 }
 
 impl From<clawdbot_accounts::Error> for ApiError {
@@ -120,6 +149,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::TooManyAttempts(_) => "too_many_attempts",
             ApiError::Rejected(..) => "rejected",
+            ApiError::PaymentProvider { .. } => "payment_provider",
         }
     }
 }
@@ -197,6 +227,22 @@ impl IntoResponse for ApiError {
                     Json(json!({ "error": "too many failed attempts; try again later" })),
                 )
                     .into_response();
+            }
+            ApiError::PaymentProvider { reachable, detail } => {
+                tracing::warn!(detail = %detail, "payment provider call failed");
+                if *reachable {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        "the payment provider refused the request; nothing was changed".to_string(),
+                    )
+                } else {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(axum::http::header::RETRY_AFTER, "30")],
+                        Json(json!({"error": "the payment provider cannot be reached; nothing was changed, try again shortly"})),
+                    )
+                        .into_response();
+                }
             }
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::Rejected(status, m) => (*status, m.clone()),

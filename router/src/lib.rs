@@ -98,6 +98,7 @@ pub async fn connect_accounts(
             model: config.workspace_model.clone(),
             idle_timeout: config.workspace_idle_timeout.clone(),
         },
+        plans: config.plans.clone(),
     };
     Ok(Some(clawdbot_accounts::Accounts::new(
         settings,
@@ -106,6 +107,65 @@ pub async fn connect_accounts(
         attempts,
         password::Hasher::production(),
     )?))
+}
+
+/// Billing from its configuration; `None` when Stripe is not configured (or there are no
+/// accounts to bill).
+pub fn connect_billing(
+    config: &Config,
+    db: sqlx::PgPool,
+    accounts: Option<&clawdbot_accounts::Accounts>,
+) -> anyhow::Result<Option<clawdbot_billing::Billing>> {
+    let b = &config.billing;
+    let (key, webhook) = match (&b.stripe_secret_key, &b.stripe_webhook_secret) {
+        (Some(k), Some(w)) => (k, w),
+        (None, None) => return Ok(None),
+        _ => anyhow::bail!(
+            "billing needs both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET (or neither)"
+        ),
+    };
+    let Some(accounts) = accounts else {
+        anyhow::bail!("billing needs the accounts API (ROUTER_JWT_SECRET and ROUTER_MASTER_KEYS)");
+    };
+    let return_url = match (&b.billing_return_url, &config.accounts.dashboard_origin) {
+        (Some(u), _) => u.clone(),
+        (None, Some(origin)) => format!("{}/billing", origin.trim_end_matches('/')),
+        (None, None) => anyhow::bail!(
+            "billing needs BILLING_RETURN_URL (or ROUTER_DASHBOARD_ORIGIN): where Stripe sends users back"
+        ),
+    };
+    let settings = clawdbot_billing::Settings {
+        secret_key: key.expose().to_string(),
+        webhook_secret: webhook.expose().to_string(),
+        api_base: b.stripe_api_base.clone(),
+        grace: b.billing_grace_period,
+        return_url,
+    };
+    Ok(Some(clawdbot_billing::Billing::new(
+        settings,
+        db,
+        accounts.clone(),
+        config.accounts.plans.clone(),
+    )?))
+}
+
+/// Ends grace periods that are over (and forgets old webhook event ids), on every replica:
+/// each drop to free is idempotent. Checks four times per grace period, at most once a minute.
+async fn billing_sweep(
+    billing: clawdbot_billing::Billing,
+    grace: Duration,
+    stop: CancellationToken,
+) {
+    let every = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = billing.sweep(chrono::Utc::now()).await {
+            tracing::warn!(error = %e, category = e.category(), "billing sweep failed");
+        }
+    }
 }
 
 impl Router {
@@ -139,6 +199,7 @@ impl Router {
             discord_application_id: config.discord.application_id.clone(),
         };
         let trust_forwarded_for = config.accounts.trust_forwarded_for;
+        let billing = connect_billing(&config, db.clone(), accounts.as_ref())?;
         let metrics = Arc::new(Metrics::new());
         let directory = Directory::new(kube);
         let core = Core::new(config, db, limits, directory, metrics, &channels);
@@ -148,6 +209,7 @@ impl Router {
                 accounts,
                 links,
                 trust_forwarded_for,
+                billing,
             })
         });
         Ok(Router {
@@ -240,6 +302,17 @@ pub async fn launch(
     let directory = tokio::spawn(core.directory.clone().run(watch_ns));
     let sweeper = tokio::spawn(core.clone().sweep_loop(stop.clone()));
     let listen = tokio::spawn(core.clone().listen_connection_changes(stop.clone()));
+    let billing = router
+        .api
+        .as_ref()
+        .and_then(|a| a.billing.clone())
+        .map(|b| {
+            tokio::spawn(billing_sweep(
+                b,
+                core.config.billing.billing_grace_period,
+                stop.clone(),
+            ))
+        });
     let discord_gateway = router
         .discord_gateway
         .take()
@@ -295,6 +368,9 @@ pub async fn launch(
     core.drain(Duration::from_secs(20)).await;
     directory.abort();
     let _ = tokio::join!(sweeper, listen);
+    if let Some(b) = billing {
+        let _ = b.await;
+    }
     if let Some(m) = metrics_server {
         let _ = m.await;
     }

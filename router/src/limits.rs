@@ -50,15 +50,27 @@ return 0
 ";
 
 /// Rate limit first (a burst does not eat the day's quota), then the quota, atomically.
+/// Returns the verdict and the day's count with this message (0 when rate limited), so the
+/// caller can say what remains without a second call.
 const ADMIT_SCRIPT: &str = r"
 local r = redis.call('INCR', KEYS[1])
 if r == 1 then redis.call('EXPIRE', KEYS[1], 120) end
-if r > tonumber(ARGV[1]) then return 1 end
+if r > tonumber(ARGV[1]) then return {1, 0} end
 local q = redis.call('INCR', KEYS[2])
 if q == 1 then redis.call('EXPIRE', KEYS[2], 172800) end
-if q > tonumber(ARGV[2]) then return 2 end
-return 0
+if q > tonumber(ARGV[2]) then return {2, q} end
+return {0, q}
 ";
+
+/// Where a user stands against the daily message quota after a check (the
+/// `X-RateLimit-*` headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u32,
+    pub remaining: u32,
+    /// When the count starts again (UTC midnight).
+    pub resets_at: DateTime<Utc>,
+}
 
 #[derive(Clone)]
 pub struct Limits {
@@ -132,12 +144,23 @@ impl Limits {
         per_minute: u32,
         per_day: u32,
     ) -> Result<Admission, redis::RedisError> {
+        Ok(self.admit_counted(user, per_minute, per_day).await?.0)
+    }
+
+    /// [`Limits::admit`], and where the user then stands against the daily quota: one Redis
+    /// call.
+    pub async fn admit_counted(
+        &self,
+        user: Uuid,
+        per_minute: u32,
+        per_day: u32,
+    ) -> Result<(Admission, Quota), redis::RedisError> {
         let now = Utc::now();
         let minute = now.timestamp() / 60;
         let day = now.format("%Y%m%d");
         let rate_key = self.key(format_args!("rate:{user}:{minute}"));
         let quota_key = self.key(format_args!("quota:{user}:{day}"));
-        let verdict: i64 = self
+        let (verdict, count): (i64, i64) = self
             .admit
             .key(rate_key)
             .key(quota_key)
@@ -145,15 +168,31 @@ impl Limits {
             .arg(per_day)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(match verdict {
+        let resets_at = next_utc_midnight(now);
+        let admission = match verdict {
             1 => Admission::RateLimited {
                 retry_after_secs: (60 - now.timestamp() % 60) as u64,
             },
-            2 => Admission::QuotaExceeded {
-                resets_at: next_utc_midnight(now),
-            },
+            2 => Admission::QuotaExceeded { resets_at },
             _ => Admission::Allowed,
-        })
+        };
+        let quota = Quota {
+            limit: per_day,
+            remaining: u32::try_from(i64::from(per_day) - count).unwrap_or(0),
+            resets_at,
+        };
+        Ok((admission, quota))
+    }
+
+    /// Messages of `user` counted today (UTC), without counting one.
+    pub async fn quota_used(&self, user: Uuid) -> Result<u32, redis::RedisError> {
+        let day = Utc::now().format("%Y%m%d");
+        let key = self.key(format_args!("quota:{user}:{day}"));
+        let n: Option<u32> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n.unwrap_or(0))
     }
 
     /// Counts a code attempt of a sender; returns the number of attempts in the window.

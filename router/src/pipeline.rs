@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use clawdbot_api::PlanPolicy;
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -364,13 +363,22 @@ impl Core {
                         Please contact support.";
             return self.answer(row, msg, note, "suspended").await;
         }
-        let per_day = PlanPolicy::default_for(tenant.plan).messages_per_day;
+        let per_day = self
+            .config
+            .accounts
+            .plans
+            .policy(tenant.plan)
+            .messages_per_day;
         let started = Instant::now();
-        let admission = match self
-            .limits
-            .admit(user, self.config.limits.rate_limit_per_minute, per_day)
-            .await
-        {
+        let admission = if msg.channel == crate::channels::web::NAME {
+            // Counted at the web edge, which answers over the limit with 429 and quota headers.
+            Ok(Admission::Allowed)
+        } else {
+            self.limits
+                .admit(user, self.config.limits.rate_limit_per_minute, per_day)
+                .await
+        };
+        let admission = match admission {
             Ok(a) => a,
             Err(e) => {
                 // Availability over exact counting: a Redis outage does not stop conversations.
@@ -438,8 +446,21 @@ impl Core {
                 )
                 .await;
         }
-        match store::redeem_code(&self.db, code, &msg.channel, &msg.sender_id).await? {
-            Some(user) => {
+        let plans = self.config.accounts.plans.clone();
+        let redeemed =
+            store::redeem_code_within(&self.db, code, &msg.channel, &msg.sender_id, |p| {
+                plans.policy(p).max_channels
+            })
+            .await?;
+        match redeemed {
+            store::Redeemed::OverLimit { plan, limit } => {
+                let note = format!(
+                    "Your {plan} plan connects at most {limit} chat accounts. Remove one in your dashboard \
+                     (or upgrade), then send the code again."
+                );
+                self.answer(row, msg, &note, "channel_limit").await
+            }
+            store::Redeemed::Connected(user) => {
                 // This replica at once; the others through the notification.
                 self.senders.evict(&msg.channel, &msg.sender_id);
                 tracing::info!(%user, channel = %msg.channel, "chat account connected");
@@ -451,7 +472,7 @@ impl Core {
                 )
                 .await
             }
-            None => {
+            store::Redeemed::Invalid => {
                 let note = format!(
                     "That code is not valid or has expired. Get a new one at {}.",
                     self.config.onboarding.registration_url

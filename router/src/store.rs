@@ -147,6 +147,37 @@ pub async fn redeem_code(
     channel: &str,
     sender: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
+    Ok(
+        match redeem_code_within(pool, code, channel, sender, |_| u32::MAX).await? {
+            Redeemed::Connected(user) => Some(user),
+            Redeemed::Invalid | Redeemed::OverLimit { .. } => None,
+        },
+    )
+}
+
+/// What a code redemption did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redeemed {
+    Connected(Uuid),
+    /// Unknown, used or expired.
+    Invalid,
+    /// The user's plan connects no more chat accounts; the code stays unused.
+    OverLimit {
+        plan: clawdbot_api::Plan,
+        limit: u32,
+    },
+}
+
+/// [`redeem_code`] within the plan's number of chat accounts (`limit_of`), counted under a
+/// lock on the user's row so that codes made earlier cannot go past it together. Connecting
+/// an account that is already this user's does not count.
+pub async fn redeem_code_within(
+    pool: &PgPool,
+    code: &str,
+    channel: &str,
+    sender: &str,
+    limit_of: impl Fn(clawdbot_api::Plan) -> u32,
+) -> Result<Redeemed, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let user: Option<Uuid> = sqlx::query_scalar(
         "UPDATE connection_codes SET used_at = now(), used_by = $2
@@ -158,11 +189,30 @@ pub async fn redeem_code(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(user) = user else {
-        return Ok(None);
+        return Ok(Redeemed::Invalid);
     };
+    let plan: String = sqlx::query_scalar("SELECT plan FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+    let plan: clawdbot_api::Plan = plan.parse().unwrap_or_default();
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_channel_connections
+         WHERE user_id = $1 AND NOT (channel = $2 AND sender_id = $3)",
+    )
+    .bind(user)
+    .bind(channel)
+    .bind(sender)
+    .fetch_one(&mut *tx)
+    .await?;
+    let limit = limit_of(plan);
+    if others >= i64::from(limit) {
+        // Rolled back: the code stays usable once an account is removed.
+        return Ok(Redeemed::OverLimit { plan, limit });
+    }
     connect_channel(&mut *tx, channel, sender, user).await?;
     tx.commit().await?;
-    Ok(Some(user))
+    Ok(Redeemed::Connected(user))
 }
 
 /// A message to record, owned so that it can wait in the group-commit queue.

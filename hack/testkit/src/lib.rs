@@ -10,6 +10,9 @@
 //!   READY, RESUME, dispatches).
 //! - [`fake_oidc`]: a local OpenID provider (discovery, JWKS, authorize, token with PKCE,
 //!   RS256 ID tokens), standing in for Google sign-in.
+//! - [`fake_stripe`]: a local Stripe (Checkout Sessions, subscriptions, the Billing Portal,
+//!   form-encoded requests, Stripe's error shape) that sends webhooks signed with Stripe's
+//!   scheme.
 //! - [`model_server`]: the real SmolLM2 model behind llama-cpp-python's OpenAI server.
 //! - [`node`]: the real single-node Kubernetes: its bridge address, its images, namespaces
 //!   whose pods really run, and what the kubelet says about them.
@@ -21,6 +24,7 @@ pub mod fake_chat;
 pub mod fake_discord_gateway;
 pub mod fake_llm;
 pub mod fake_oidc;
+pub mod fake_stripe;
 pub mod kube;
 pub mod model_server;
 pub mod node;

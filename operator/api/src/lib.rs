@@ -13,7 +13,7 @@ pub mod plan;
 pub mod workspace;
 
 pub use model_endpoint::{ModelEndpoint, ModelEndpointSpec, ModelEndpointStatus};
-pub use plan::{Plan, PlanPolicy};
+pub use plan::{Plan, PlanPolicy, Plans};
 pub use workspace::{UserWorkspace, UserWorkspaceSpec, UserWorkspaceStatus};
 
 /// API group of every clawdbot CRD.

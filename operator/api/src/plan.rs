@@ -1,5 +1,9 @@
-//! Plans and what each one allows. The defaults here are what the operator and router use
-//! when an admin sets nothing else; the Helm chart can override every figure.
+//! Plans and what each one allows: the one definition that the operator, the router (quotas,
+//! the API's checks) and billing (prices, Stripe price ids) all read. The defaults here are what
+//! they use when an admin sets nothing else; a plans file (`--plans-file`, `PLANS_FILE`, which
+//! the Helm chart renders) overrides any figure of any plan.
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -78,10 +82,10 @@ impl Runtime {
     }
 }
 
-/// What a plan allows. Enforced by the operator (config it renders, specs it refuses) and by
-/// the router (quotas).
+/// What a plan allows and costs. Enforced by the operator (config it renders, specs it
+/// refuses), by the router (quotas) and by the API (channels, keys, models); sold by billing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlanPolicy {
     /// Runtime used when a UserWorkspace does not name one.
     pub default_runtime: Runtime,
@@ -98,6 +102,17 @@ pub struct PlanPolicy {
     /// Whether OpenClaw's own background jobs (heartbeat, memory "dreaming") may run. They call
     /// the model on their own, so a free tenant that sleeps must cost no model time.
     pub background_jobs: bool,
+    /// Price per month in the currency's smallest unit (cents); 0 for a free plan.
+    pub monthly_price_cents: u32,
+    /// ISO 4217 currency of the price, lower case as Stripe writes it.
+    pub currency: String,
+    /// The Stripe Price (`price_...`) a subscription to this plan is made of; a plan without
+    /// one cannot be bought (free, or not sold yet).
+    pub stripe_price_id: Option<String>,
+    /// Chat accounts (Telegram, WhatsApp, Discord, web) that may be connected at once.
+    pub max_channels: u32,
+    /// Platform models the plan may use, by name; `*` allows every platform model.
+    pub platform_models: Vec<String>,
 }
 
 impl PlanPolicy {
@@ -113,6 +128,11 @@ impl PlanPolicy {
                 messages_per_day: 100,
                 max_storage_bytes: GIB,
                 background_jobs: false,
+                monthly_price_cents: 0,
+                currency: "usd".into(),
+                stripe_price_id: None,
+                max_channels: 2,
+                platform_models: vec!["*".into()],
             },
             Plan::Pro => PlanPolicy {
                 default_runtime: Runtime::Openclaw,
@@ -122,6 +142,11 @@ impl PlanPolicy {
                 messages_per_day: 2_000,
                 max_storage_bytes: 10 * GIB,
                 background_jobs: true,
+                monthly_price_cents: 1_200,
+                currency: "usd".into(),
+                stripe_price_id: None,
+                max_channels: 5,
+                platform_models: vec!["*".into()],
             },
             Plan::Team => PlanPolicy {
                 default_runtime: Runtime::Openclaw,
@@ -131,8 +156,89 @@ impl PlanPolicy {
                 messages_per_day: 10_000,
                 max_storage_bytes: 50 * GIB,
                 background_jobs: true,
+                monthly_price_cents: 4_900,
+                currency: "usd".into(),
+                stripe_price_id: None,
+                max_channels: 20,
+                platform_models: vec!["*".into()],
             },
         }
+    }
+
+    /// Whether the plan may use the platform model `name`.
+    pub fn allows_platform_model(&self, name: &str) -> bool {
+        self.platform_models.iter().any(|m| m == "*" || m == name)
+    }
+}
+
+/// Every plan's policy: the built-in defaults with the plans file's overrides. Cheap to clone
+/// behind an `Arc`; read-only once loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plans(BTreeMap<Plan, PlanPolicy>);
+
+impl Default for Plans {
+    fn default() -> Self {
+        Plans(
+            Plan::ALL
+                .iter()
+                .map(|p| (*p, PlanPolicy::default_for(*p)))
+                .collect(),
+        )
+    }
+}
+
+impl Plans {
+    /// Parses a plans file (YAML or JSON): `{free: {...}, pro: {...}}`. Each plan's entry
+    /// overrides only the fields it names, so a file written before a field existed still
+    /// means what it meant; an unknown plan or field is an error naming it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let overrides: BTreeMap<Plan, serde_json::Map<String, serde_json::Value>> =
+            serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        let mut plans = Plans::default();
+        for (plan, fields) in overrides {
+            let mut merged = match serde_json::to_value(plans.policy(plan)) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => return Err(format!("{plan}: the built-in policy is not an object")),
+            };
+            merged.extend(fields);
+            let policy = serde_json::from_value(serde_json::Value::Object(merged))
+                .map_err(|e| format!("{plan}: {e}"))?;
+            plans.0.insert(plan, policy);
+        }
+        Ok(plans)
+    }
+
+    /// Reads and parses a plans file; `None` means the built-in defaults.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, String> {
+        let Some(path) = path else {
+            return Ok(Plans::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Plans::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The policy of a plan (every plan has one).
+    pub fn policy(&self, plan: Plan) -> &PlanPolicy {
+        self.0
+            .get(&plan)
+            .expect("Plans holds every plan: built from Plan::ALL")
+    }
+
+    /// The plan sold at a Stripe price, if any.
+    pub fn by_stripe_price(&self, price: &str) -> Option<Plan> {
+        self.0
+            .iter()
+            .find(|(_, p)| p.stripe_price_id.as_deref() == Some(price))
+            .map(|(plan, _)| *plan)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Plan, &PlanPolicy)> {
+        self.0.iter().map(|(plan, p)| (*plan, p))
+    }
+
+    pub fn into_map(self) -> BTreeMap<Plan, PlanPolicy> {
+        self.0
     }
 }
 
@@ -154,11 +260,48 @@ mod tests {
     }
 
     #[test]
+    fn a_plans_file_overrides_only_what_it_names() {
+        let plans = Plans::parse(
+            "pro:\n  stripePriceId: price_pro\n  maxChannels: 7\nfree:\n  platformModels: [small]\n",
+        )
+        .unwrap();
+        let pro = plans.policy(Plan::Pro);
+        assert_eq!(pro.max_channels, 7);
+        assert_eq!(pro.stripe_price_id.as_deref(), Some("price_pro"));
+        assert_eq!(
+            pro.messages_per_day,
+            PlanPolicy::default_for(Plan::Pro).messages_per_day
+        );
+        assert_eq!(plans.by_stripe_price("price_pro"), Some(Plan::Pro));
+        assert_eq!(plans.by_stripe_price("price_other"), None);
+        let free = plans.policy(Plan::Free);
+        assert!(free.allows_platform_model("small") && !free.allows_platform_model("big"));
+        assert!(plans.policy(Plan::Team).allows_platform_model("big"));
+    }
+
+    #[test]
+    fn a_plans_file_with_an_unknown_plan_or_field_is_refused_by_name() {
+        assert!(Plans::parse("gold: {}").unwrap_err().contains("gold"));
+        assert!(
+            Plans::parse("pro: {maxChanels: 3}")
+                .unwrap_err()
+                .contains("maxChanels")
+        );
+        assert!(
+            Plans::parse("pro: {maxChannels: -1}")
+                .unwrap_err()
+                .starts_with("pro:")
+        );
+    }
+
+    #[test]
     fn free_plan_is_the_most_restricted() {
         let free = PlanPolicy::default_for(Plan::Free);
         let pro = PlanPolicy::default_for(Plan::Pro);
         assert!(!free.allows_own_key && pro.allows_own_key);
         assert!(free.messages_per_day < pro.messages_per_day);
         assert!(free.max_storage_bytes < pro.max_storage_bytes);
+        assert!(free.max_channels < pro.max_channels);
+        assert!(free.monthly_price_cents == 0 && pro.monthly_price_cents > 0);
     }
 }

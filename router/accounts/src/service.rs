@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clawdbot_api::{Plan, PlanPolicy, UserWorkspace};
+use clawdbot_api::{Plan, PlanPolicy, Plans, UserWorkspace};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -116,6 +116,8 @@ pub struct Settings {
     pub refresh_ttl: Duration,
     pub keyring: Keyring,
     pub workspace: WorkspaceDefaults,
+    /// The plans (the same definition the operator and the router's quotas read).
+    pub plans: Arc<Plans>,
 }
 
 /// The accounts domain, connected.
@@ -129,6 +131,7 @@ pub struct Accounts {
     attempts: LoginAttempts,
     defaults: WorkspaceDefaults,
     refresh_ttl: Duration,
+    plans: Arc<Plans>,
 }
 
 impl Accounts {
@@ -148,6 +151,7 @@ impl Accounts {
             attempts,
             defaults: settings.workspace,
             refresh_ttl: settings.refresh_ttl,
+            plans: settings.plans,
         })
     }
 
@@ -157,6 +161,14 @@ impl Accounts {
 
     pub fn defaults(&self) -> &WorkspaceDefaults {
         &self.defaults
+    }
+
+    pub fn plans(&self) -> &Plans {
+        &self.plans
+    }
+
+    fn policy(&self, plan: Plan) -> &PlanPolicy {
+        self.plans.policy(plan)
     }
 
     async fn hash(&self, password: String) -> Result<String> {
@@ -451,8 +463,8 @@ impl Accounts {
 
     // --- provider keys ---
 
-    fn require_own_keys(user: &User) -> Result<()> {
-        if !PlanPolicy::default_for(user.plan).allows_own_key {
+    fn require_own_keys(&self, user: &User) -> Result<()> {
+        if !self.policy(user.plan).allows_own_key {
             return Err(Error::Forbidden(format!(
                 "your own provider keys are not available on the {} plan",
                 user.plan
@@ -488,7 +500,7 @@ impl Accounts {
 
     pub async fn add_key(&self, user: &User, provider: KeyProvider, key: &str) -> Result<KeyRow> {
         Self::require_active(user)?;
-        Self::require_own_keys(user)?;
+        self.require_own_keys(user)?;
         provider.check_key(key)?;
         let sealed = self.keyring.seal(user.id, provider, key)?;
         let row = store::insert_key(&self.db, user.id, provider, &sealed, &mask_key(key)).await?;
@@ -510,7 +522,7 @@ impl Accounts {
 
     pub async fn replace_key(&self, user: &User, id: Uuid, key: &str) -> Result<KeyRow> {
         Self::require_active(user)?;
-        Self::require_own_keys(user)?;
+        self.require_own_keys(user)?;
         let current = store::get_key(&self.db, user.id, id).await?;
         current.provider.check_key(key)?;
         let sealed = self.keyring.seal(user.id, current.provider, key)?;
@@ -571,7 +583,7 @@ impl Accounts {
     ) -> Result<AgentSettings> {
         Self::require_active(user)?;
         let current = store::get_settings(&self.db, user.id).await?;
-        let policy = PlanPolicy::default_for(user.plan);
+        let policy = self.policy(user.plan);
         let own_keys: Vec<KeyProvider> = store::list_keys(&self.db, user.id)
             .await?
             .iter()
@@ -587,7 +599,7 @@ impl Accounts {
             patch,
             &Allowed {
                 plan: user.plan,
-                policy: &policy,
+                policy,
                 own_keys: &own_keys,
                 platform_models: &platform,
             },
@@ -610,6 +622,7 @@ impl Accounts {
             provision::platform_models(&self.kube, &self.defaults.namespace)
                 .await?
                 .into_iter()
+                .filter(|m| self.policy(user.plan).allows_platform_model(&m.name))
                 .map(
                     |PlatformModel {
                          name,
@@ -626,7 +639,7 @@ impl Accounts {
                     },
                 )
                 .collect();
-        if PlanPolicy::default_for(user.plan).allows_own_key {
+        if self.policy(user.plan).allows_own_key {
             for k in store::list_keys(&self.db, user.id).await? {
                 for m in k.provider.models() {
                     out.push(ModelChoice {
@@ -656,7 +669,7 @@ impl Accounts {
     /// Refuses a new code when the plan's chat accounts are all connected.
     pub async fn check_channel_limit(&self, user: &User) -> Result<()> {
         Self::require_active(user)?;
-        let limit = crate::types::channel_limit(user.plan);
+        let limit = self.policy(user.plan).max_channels;
         if store::count_connections(&self.db, user.id).await? >= i64::from(limit) {
             return Err(Error::Forbidden(format!(
                 "the {} plan connects at most {limit} chat accounts; remove one first",
@@ -664,6 +677,32 @@ impl Accounts {
             )));
         }
         Ok(())
+    }
+
+    // --- plans ---
+
+    /// Moves an account to `plan` and re-plans its workspace in one step: the row changes only
+    /// once the UserWorkspace (plan, and settings fitted to what the plan allows) is applied,
+    /// so a failure leaves both as they were. Returns the account and what was switched off.
+    #[tracing::instrument(skip(self), fields(plan = %plan))]
+    pub async fn set_plan(&self, id: Uuid, plan: Plan) -> Result<(User, Vec<String>)> {
+        let mut tx = self.db.begin().await?;
+        let user = store::set_plan(&mut *tx, id, plan).await?;
+        let current = store::get_settings(&mut *tx, id).await?;
+        let (settings, notes) = crate::settings::fit_to_plan(&current, plan, self.policy(plan));
+        if settings != current {
+            store::put_settings(&mut *tx, id, &settings).await?;
+        }
+        let keys = if self.policy(plan).allows_own_key {
+            self.open_keys(id).await?
+        } else {
+            // Kept sealed in Postgres; the agent no longer gets them.
+            BTreeMap::new()
+        };
+        self.provision(&user, &settings, &keys).await?;
+        tx.commit().await?;
+        tracing::info!(user = %id, switched_off = notes.len(), "plan changed");
+        Ok((user, notes))
     }
 
     // --- admin ---

@@ -78,6 +78,12 @@ pub fn apply_patch(
         }
         match next.provider {
             ModelProvider::Platform => {
+                if !allowed.policy.allows_platform_model(model) {
+                    return Err(Error::Forbidden(format!(
+                        "model: {model} is not available on the {} plan; upgrade to use it",
+                        allowed.plan
+                    )));
+                }
                 let served = allowed
                     .platform_models
                     .iter()
@@ -130,6 +136,44 @@ pub fn apply_patch(
     Ok(next)
 }
 
+/// The settings as a plan allows them, after a plan change: what the new plan does not allow
+/// is switched off (never deleted: stored keys stay, and come back with an upgrade), and each
+/// change is described for the user.
+pub fn fit_to_plan(
+    current: &AgentSettings,
+    plan: Plan,
+    policy: &PlanPolicy,
+) -> (AgentSettings, Vec<String>) {
+    let mut next = current.clone();
+    let mut notes = Vec::new();
+    if let Some(own) = KeyProvider::of(next.provider)
+        && !policy.allows_own_key
+    {
+        next.provider = ModelProvider::Platform;
+        next.model = None;
+        next.endpoint = None;
+        notes.push(format!(
+            "your own {} key is not used on the {plan} plan (it stays stored); the platform model answers instead",
+            own.as_str()
+        ));
+    }
+    if next.provider == ModelProvider::Platform
+        && let Some(model) = &next.model
+        && !policy.allows_platform_model(model)
+    {
+        notes.push(format!(
+            "the model {model} is not available on the {plan} plan; the platform's default model answers instead"
+        ));
+        next.model = None;
+        next.endpoint = None;
+    }
+    if next.web_search && !policy.allows_web_search {
+        next.web_search = false;
+        notes.push(format!("web search is off on the {plan} plan"));
+    }
+    (next, notes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +196,50 @@ mod tests {
             platform_models: &m,
         };
         apply_patch(&AgentSettings::default(), &patch, &allowed)
+    }
+
+    #[test]
+    fn a_downgrade_switches_off_what_the_plan_lacks_and_says_so() {
+        let pro = AgentSettings {
+            provider: ModelProvider::Openai,
+            model: Some("gpt-4o-mini".into()),
+            web_search: true,
+            ..Default::default()
+        };
+        let (free, notes) = fit_to_plan(&pro, Plan::Free, &PlanPolicy::default_for(Plan::Free));
+        assert_eq!(free.provider, ModelProvider::Platform);
+        assert_eq!(free.model, None);
+        assert!(!free.web_search);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("stays stored"));
+        let (same, none) = fit_to_plan(&pro, Plan::Pro, &PlanPolicy::default_for(Plan::Pro));
+        assert_eq!(same, pro);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_platform_model_outside_the_plan_is_refused() {
+        let mut policy = PlanPolicy::default_for(Plan::Free);
+        policy.platform_models = vec!["small".into()];
+        let m = models();
+        let allowed = Allowed {
+            plan: Plan::Free,
+            policy: &policy,
+            own_keys: &[],
+            platform_models: &m,
+        };
+        let r = apply_patch(
+            &AgentSettings::default(),
+            &SettingsPatch {
+                model: Some("qwen2.5-7b".into()),
+                ..Default::default()
+            },
+            &allowed,
+        );
+        assert!(
+            matches!(&r, Err(Error::Forbidden(m)) if m.starts_with("model:")),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -143,6 +143,21 @@ pub async fn set_role(db: &PgPool, id: Uuid, role: Role) -> Result<()> {
     Ok(())
 }
 
+/// Changes an account's plan; returns the account as it now is.
+pub async fn set_plan<'e>(db: impl PgExecutor<'e>, id: Uuid, plan: Plan) -> Result<User> {
+    let row = sqlx::query(&format!(
+        "UPDATE users SET plan = $2, updated_at = now() WHERE id = $1 RETURNING {USER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(plan.as_str())
+    .fetch_optional(db)
+    .await?;
+    row.as_ref()
+        .map(user_from_row)
+        .transpose()?
+        .ok_or(Error::NotFound)
+}
+
 pub async fn set_suspended(db: &PgPool, id: Uuid, suspended: bool) -> Result<User> {
     let row = sqlx::query(&format!(
         "UPDATE users SET suspended_at = CASE WHEN $2 THEN COALESCE(suspended_at, now()) END,

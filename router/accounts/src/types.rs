@@ -190,15 +190,6 @@ pub fn parse_session_scope(s: &str) -> Option<SessionScope> {
     }
 }
 
-/// How many chat accounts a plan may connect.
-pub fn channel_limit(plan: Plan) -> u32 {
-    match plan {
-        Plan::Free => 2,
-        Plan::Pro => 5,
-        Plan::Team => 20,
-    }
-}
-
 /// Normalises an e-mail (trimmed, lower case) and checks its shape.
 pub fn normalize_email(email: &str) -> Result<String> {
     let e = email.trim().to_lowercase();

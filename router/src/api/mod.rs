@@ -10,6 +10,7 @@ pub mod admin_token;
 pub mod agent_config;
 pub mod api_keys;
 pub mod auth;
+pub mod billing;
 pub mod channels;
 pub mod extract;
 pub mod models;
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub links: ChannelLinks,
     /// Take the client address from `X-Forwarded-For` (behind a trusted ingress).
     pub trust_forwarded_for: bool,
+    /// Stripe billing, when configured.
+    pub billing: Option<clawdbot_billing::Billing>,
 }
 
 #[derive(OpenApi)]
@@ -47,7 +50,7 @@ pub struct ApiState {
     info(
         title = "Clawdbot Cloud API",
         version = "1",
-        description = "Accounts, channels, provider keys and the assistant's settings. \
+        description = "Accounts, channels, provider keys, the assistant's settings and billing. \
             Authenticate with `Authorization: Bearer <access_token>` from /api/v1/auth/login."
     ),
     modifiers(&BearerAuth),
@@ -84,6 +87,7 @@ pub fn openapi_router() -> OpenApiRouter<Arc<ApiState>> {
         .merge(models::routes())
         .merge(usage::routes())
         .merge(admin::routes())
+        .merge(billing::routes())
 }
 
 /// The OpenAPI document, as `/api/v1/openapi.json` serves it.
@@ -169,12 +173,22 @@ mod tests {
             "/api/v1/admin/users",
             "/api/v1/admin/users/{id}/suspend",
             "/api/v1/admin/users/{id}/resume",
+            "/api/v1/billing/plans",
+            "/api/v1/billing/checkout",
+            "/api/v1/billing/subscription",
+            "/api/v1/billing/portal",
+            "/api/v1/billing/usage",
+            "/webhooks/stripe",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
         let me = &doc["paths"]["/api/v1/users/me"];
         for method in ["get", "patch", "delete"] {
             assert!(me[method].is_object(), "{method} /users/me");
+        }
+        let sub = &doc["paths"]["/api/v1/billing/subscription"];
+        for method in ["get", "post", "delete"] {
+            assert!(sub[method].is_object(), "{method} /billing/subscription");
         }
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],

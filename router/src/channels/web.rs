@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
-use futures::Stream;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::json;
@@ -25,6 +25,7 @@ use super::{BoxFuture, Channel, ReplyKind, SendError};
 use crate::config::{Config, Secret};
 use crate::error::ApiError;
 use crate::inbound::Inbound;
+use crate::limits::{Admission, Quota};
 use crate::pipeline::{Accepted, Core};
 
 pub const NAME: &str = "web";
@@ -135,11 +136,107 @@ struct WebMessage {
     text: String,
 }
 
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the count starts again) of
+/// the daily message quota.
+fn quota_headers(q: &Quota) -> [(HeaderName, HeaderValue); 3] {
+    let reset = (q.resets_at - Utc::now()).num_seconds().max(0);
+    [
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(q.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(q.remaining),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(reset),
+        ),
+    ]
+}
+
+/// Where to upgrade: the dashboard's billing page.
+fn upgrade_url(config: &Config) -> Option<String> {
+    config.billing.billing_return_url.clone().or_else(|| {
+        config
+            .accounts
+            .dashboard_origin
+            .as_ref()
+            .map(|o| format!("{}/billing", o.trim_end_matches('/')))
+    })
+}
+
+/// Counts the message against the user's per-minute limit and daily quota (the pipeline
+/// does not count web messages again). `Err` is the 429 to answer with.
+async fn admit(core: &Core, user: Uuid) -> Result<Option<Quota>, Box<Response>> {
+    let Some(tenant) = core.directory.tenant_of(&user.to_string()) else {
+        // The pipeline answers "not set up yet"; nothing to count.
+        return Ok(None);
+    };
+    if tenant.suspended {
+        return Ok(None);
+    }
+    let per_day = core
+        .config
+        .accounts
+        .plans
+        .policy(tenant.plan)
+        .messages_per_day;
+    let counted = core
+        .limits
+        .admit_counted(user, core.config.limits.rate_limit_per_minute, per_day)
+        .await;
+    let (admission, quota) = match counted {
+        Ok(c) => c,
+        Err(e) => {
+            // As in the pipeline: a Redis outage does not stop conversations.
+            tracing::warn!(error = %e, "rate limit check unavailable; admitting");
+            return Ok(None);
+        }
+    };
+    match admission {
+        Admission::Allowed => Ok(Some(quota)),
+        Admission::RateLimited { retry_after_secs } => Err(Box::new(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(
+                    axum::http::header::RETRY_AFTER,
+                    retry_after_secs.to_string(),
+                )],
+                Json(json!({"error": format!(
+                    "too many messages this minute; wait {retry_after_secs} seconds and try again"
+                )})),
+            )
+                .into_response(),
+        )),
+        Admission::QuotaExceeded { .. } => {
+            let mut body = json!({"error": format!(
+                "you have used all {per_day} messages of your {} plan today; upgrade for more, or wait for the reset",
+                tenant.plan
+            )});
+            if let Some(url) = upgrade_url(&core.config) {
+                body["upgrade_url"] = json!(url);
+            }
+            let reset = (quota.resets_at - Utc::now()).num_seconds().max(0);
+            Err(Box::new(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    quota_headers(&quota),
+                    [(axum::http::header::RETRY_AFTER, reset.to_string())],
+                    Json(body),
+                )
+                    .into_response(),
+            ))
+        }
+    }
+}
+
 async fn message(
     State((web, core)): State<(Arc<Web>, Arc<Core>)>,
     headers: HeaderMap,
     Json(body): Json<WebMessage>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -156,6 +253,10 @@ async fn message(
             "id must have 1 to 128 characters".into(),
         ));
     }
+    let quota = match admit(&core, user).await {
+        Ok(q) => q,
+        Err(over) => return Ok(*over),
+    };
     let external_id = format!("{user}:{}", body.id);
     let (tx, rx) = mpsc::channel(16);
     web.streams
@@ -193,8 +294,12 @@ async fn message(
         }
     }
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let stream = futures::StreamExt::map(stream, Ok);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let stream = futures::StreamExt::map(stream, Ok::<_, Infallible>);
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok(match quota {
+        Some(q) => (quota_headers(&q), sse).into_response(),
+        None => sse.into_response(),
+    })
 }
 
 #[cfg(test)]

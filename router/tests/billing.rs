@@ -1,0 +1,654 @@
+//! Billing end to end on the real Postgres, Redis and control plane, with the local Stripe
+//! of `hack/testkit` (the production async-stripe client pointed at it by base URL): checkout
+//! -> webhook -> plan upgraded -> UserWorkspace re-planned -> limits raised; a failed payment,
+//! its grace period and the drop to free; retried and reordered events; bad signatures;
+//! Stripe down; quota headers and the 429 at the exact limit across two replicas.
+//!
+//!   cargo test -p clawdbot-router --test billing
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawdbot_api::{Plan, Plans};
+use clawdbot_router::channels::web::Web;
+use clawdbot_router::{Config, Secret};
+use clawdbot_testkit::fake_chat::telegram_text_update;
+use clawdbot_testkit::fake_stripe::FakeStripe;
+use clawdbot_testkit::wait_for;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::api::{ApiClient, DASHBOARD};
+use support::{Replica, TestAgent, WEB_SECRET, World};
+use uuid::Uuid;
+
+const STRIPE_KEY: &str = "sk_test_51Clawdbot0000000000000000000000";
+const WEBHOOK_SECRET: &str = "whsec_test_clawdbot_0123456789abcdef";
+const PRICE_PRO: &str = "price_1ClawdbotPro00000000000";
+const PRICE_TEAM: &str = "price_1ClawdbotTeam0000000000";
+const PASSWORD: &str = "correct horse battery staple";
+const T: Duration = Duration::from_secs(20);
+
+/// The plans of these tests: the one definition every part reads.
+fn plans() -> Arc<Plans> {
+    Arc::new(
+        Plans::parse(&format!(
+            "free: {{messagesPerDay: 3}}\n\
+             pro: {{stripePriceId: {PRICE_PRO}, messagesPerDay: 50}}\n\
+             team: {{stripePriceId: {PRICE_TEAM}, messagesPerDay: 500}}\n"
+        ))
+        .expect("plans"),
+    )
+}
+
+async fn stripe() -> FakeStripe {
+    FakeStripe::start(
+        STRIPE_KEY,
+        WEBHOOK_SECRET,
+        &[(PRICE_PRO, 1_200), (PRICE_TEAM, 4_900)],
+    )
+    .await
+}
+
+fn billing_config(w: &World, stripe: &FakeStripe, grace: Duration) -> Config {
+    let mut c = w.api_config();
+    c.accounts.plans = plans();
+    c.billing.stripe_secret_key = Some(Secret::new(STRIPE_KEY));
+    c.billing.stripe_webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+    c.billing.stripe_api_base = stripe.url();
+    c.billing.billing_grace_period = grace;
+    c
+}
+
+async fn start(w: &World, stripe: &FakeStripe, grace: Duration) -> Replica {
+    let r = w.start_router(billing_config(w, stripe, grace)).await;
+    stripe.set_webhook_url(&format!("{}/webhooks/stripe", r.base));
+    r
+}
+
+async fn signed_up(r: &Replica) -> ApiClient {
+    let mut a = ApiClient::new(r);
+    a.register(
+        &format!("billing-{:08x}@example.com", rand::random::<u32>()),
+        PASSWORD,
+    )
+    .await;
+    a
+}
+
+async fn plan_in_db(w: &World, user: Uuid) -> String {
+    sqlx::query_scalar("SELECT plan FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&w.db)
+        .await
+        .expect("plan")
+}
+
+async fn workspace_plan(w: &World, user: Uuid) -> Plan {
+    w.workspace(&clawdbot_accounts::provision::workspace_name(user))
+        .await
+        .spec
+        .plan
+}
+
+/// The daily message limit the router applies to `user` now: the plan its watch of the
+/// UserWorkspace sees, read through the same plans.
+fn router_limit(r: &Replica, user: Uuid) -> Option<u32> {
+    let tenant = r.core.directory.tenant_of(&user.to_string())?;
+    Some(
+        r.core
+            .config
+            .accounts
+            .plans
+            .policy(tenant.plan)
+            .messages_per_day,
+    )
+}
+
+async fn wait_router_limit(r: &Replica, user: Uuid, limit: u32) {
+    wait_for("the router's limit to follow the plan", T, || async move {
+        (router_limit(r, user) == Some(limit)).then_some(())
+    })
+    .await;
+}
+
+/// Checkout for `plan`, paid, every event delivered in Stripe's order. Returns the
+/// subscription id.
+async fn subscribe(a: &ApiClient, stripe: &FakeStripe, plan: &str) -> String {
+    let (s, session) = a
+        .call(
+            Method::POST,
+            "/billing/checkout",
+            Some(json!({"plan": plan})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{session}");
+    let (sub, events) = stripe.complete_checkout(session["id"].as_str().expect("session id"));
+    for e in &events {
+        assert_eq!(stripe.deliver(e).await, StatusCode::OK, "{e}");
+    }
+    sub
+}
+
+async fn count(w: &World, sql: &str, user: Uuid) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(user)
+        .fetch_one(&w.db)
+        .await
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_then_webhook_upgrades_the_plan_the_workspace_and_the_limits() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let user = a.user();
+
+    let (s, list) = a.get("/billing/plans").await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["free", "pro", "team"]);
+    assert_eq!(
+        (
+            list[0]["current"].as_bool(),
+            list[0]["purchasable"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        (
+            list[1]["monthly_price_cents"].as_u64(),
+            list[1]["purchasable"].as_bool()
+        ),
+        (Some(1_200), Some(true))
+    );
+    assert_eq!(
+        list[1]["messages_per_day"], 50,
+        "the plans file's figure, not a copy"
+    );
+    wait_router_limit(&r, user, 3).await;
+
+    let (s, session) = a
+        .call(
+            Method::POST,
+            "/billing/checkout",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{session}");
+    assert!(session["url"].as_str().unwrap().starts_with(&stripe.url()));
+    // What went over the wire: Stripe's form encoding, the user carried both ways.
+    let sent = stripe.requests().pop().unwrap();
+    assert_eq!(sent.path, "/v1/checkout/sessions");
+    assert_eq!(sent.field("mode"), Some("subscription"));
+    assert_eq!(sent.field("line_items[0][price]"), Some(PRICE_PRO));
+    assert_eq!(sent.field("line_items[0][quantity]"), Some("1"));
+    assert_eq!(
+        sent.field("client_reference_id"),
+        Some(user.to_string().as_str())
+    );
+    assert_eq!(
+        sent.field("subscription_data[metadata][user_id]"),
+        Some(user.to_string().as_str())
+    );
+    assert!(
+        sent.field("success_url")
+            .unwrap()
+            .starts_with(&format!("{DASHBOARD}/billing?checkout=success"))
+    );
+    // A session is not a payment: nothing changed yet.
+    assert_eq!(plan_in_db(&w, user).await, "free");
+    assert_eq!(
+        count(
+            &w,
+            "SELECT count(*) FROM billing_subscriptions WHERE user_id = $1",
+            user
+        )
+        .await,
+        0
+    );
+
+    let (_, events) = stripe.complete_checkout(session["id"].as_str().unwrap());
+    for e in &events {
+        let resp_status = stripe.deliver(e).await;
+        assert_eq!(resp_status, StatusCode::OK);
+    }
+    assert_eq!(plan_in_db(&w, user).await, "pro");
+    assert_eq!(
+        workspace_plan(&w, user).await,
+        Plan::Pro,
+        "the UserWorkspace is re-planned"
+    );
+    wait_router_limit(&r, user, 50).await;
+    let (_, me) = a.get("/users/me").await;
+    assert_eq!(me["plan"], "pro");
+    let (s, sub) = a.get("/billing/subscription").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (sub["plan"].as_str(), sub["subscription"]["status"].as_str()),
+        (Some("pro"), Some("active"))
+    );
+    assert!(sub["subscription"]["current_period_end"].is_string());
+
+    // The same plan again: 422, and Stripe is not asked.
+    let asked = stripe.requests().len();
+    let (s, e) = a
+        .call(
+            Method::POST,
+            "/billing/checkout",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("plan")),
+        "{e}"
+    );
+    assert_eq!(stripe.requests().len(), asked);
+
+    // Up to team, prorated, applied at once from Stripe's answer.
+    let (s, changed) = a
+        .call(
+            Method::POST,
+            "/billing/subscription",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{changed}");
+    assert_eq!(changed["plan"], "team");
+    let sent = stripe.requests().pop().unwrap();
+    assert_eq!(sent.field("items[0][price]"), Some(PRICE_TEAM));
+    assert_eq!(sent.field("proration_behavior"), Some("create_prorations"));
+    assert_eq!(workspace_plan(&w, user).await, Plan::Team);
+    wait_router_limit(&r, user, 500).await;
+
+    // Cancel: at the period's end; the plan stays until then.
+    let (s, canceled) = a.call(Method::DELETE, "/billing/subscription", None).await;
+    assert_eq!(s, StatusCode::OK, "{canceled}");
+    assert_eq!(canceled["subscription"]["cancel_at_period_end"], true);
+    assert_eq!(plan_in_db(&w, user).await, "team");
+    let (s, portal) = a.call(Method::POST, "/billing/portal", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{portal}");
+    assert!(portal["url"].as_str().unwrap().starts_with(&stripe.url()));
+
+    let (s, usage) = a.get("/billing/usage").await;
+    assert_eq!(s, StatusCode::OK, "{usage}");
+    assert_eq!(
+        (usage["plan"].as_str(), usage["messages_per_day"].as_u64()),
+        (Some("team"), Some(500))
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_payment_keeps_the_plan_through_the_grace_period_then_drops_to_free_until_paid() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let grace = Duration::from_secs(3);
+    let r = start(&w, &stripe, grace).await;
+    let a = signed_up(&r).await;
+    let user = a.user();
+    // Pro with web search on: the downgrade must switch it off, and say so.
+    let sub = subscribe(&a, &stripe, "pro").await;
+    let (s, body) = a
+        .call(Method::PATCH, "/config", Some(json!({"web_search": true})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    for e in stripe.fail_payment(&sub) {
+        assert_eq!(stripe.deliver(&e).await, StatusCode::OK);
+    }
+    let (_, view) = a.get("/billing/subscription").await;
+    assert_eq!(
+        view["plan"], "pro",
+        "within the grace period the plan stays"
+    );
+    assert_eq!(view["subscription"]["status"], "past_due");
+    assert!(
+        view["subscription"]["grace_until"].is_string()
+            && view["subscription"]["payment_failed_at"].is_string()
+    );
+
+    // The router's sweep ends the grace period.
+    wait_for(
+        "the plan to drop to free after the grace period",
+        T + grace,
+        || {
+            let w = &w;
+            async move { (plan_in_db(w, user).await == "free").then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(workspace_plan(&w, user).await, Plan::Free);
+    wait_router_limit(&r, user, 3).await;
+    let (_, view) = a.get("/billing/subscription").await;
+    let notice = view["subscription"]["notice"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        notice.contains("grace period") && notice.contains("web search is off"),
+        "{notice}"
+    );
+    let (_, config) = a.get("/config").await;
+    assert_eq!(
+        config["web_search"], false,
+        "switched off, not deleted: {config}"
+    );
+
+    // A later payment restores the plan.
+    for e in stripe.pay(&sub) {
+        assert_eq!(stripe.deliver(&e).await, StatusCode::OK);
+    }
+    assert_eq!(plan_in_db(&w, user).await, "pro");
+    assert_eq!(workspace_plan(&w, user).await, Plan::Pro);
+    let (_, view) = a.get("/billing/subscription").await;
+    assert!(view["subscription"]["grace_until"].is_null(), "{view}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_and_reordered_events_apply_once_and_the_latest_state_wins() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let user = a.user();
+    let (_, session) = a
+        .call(
+            Method::POST,
+            "/billing/checkout",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    let (sub, events) = stripe.complete_checkout(session["id"].as_str().unwrap());
+    // Last first: invoice.paid, then checkout.session.completed, then subscription.created.
+    for e in events.iter().rev() {
+        assert_eq!(stripe.deliver(e).await, StatusCode::OK);
+    }
+    assert_eq!(plan_in_db(&w, user).await, "pro");
+    // Every one again (Stripe retries): acknowledged, nothing done, Stripe not asked.
+    let asked = stripe.requests().len();
+    for e in &events {
+        let body = stripe.event_body(e);
+        let resp = w
+            .http
+            .post(format!("{}/webhooks/stripe", r.base))
+            .header(
+                "stripe-signature",
+                stripe.sign(&body, chrono::Utc::now().timestamp()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap()["outcome"], "duplicate");
+    }
+    assert_eq!(stripe.requests().len(), asked);
+    let events_stored: i64 = w
+        .count(&format!(
+            "SELECT count(*) FROM stripe_events WHERE id IN ('{}')",
+            events.join("','")
+        ))
+        .await;
+    assert_eq!(events_stored, 3);
+
+    // The subscription ends; an older "updated, active" event arriving after the deletion
+    // does not bring the plan back: the state is read from Stripe's latest version.
+    let stale = stripe.pay(&sub);
+    let deleted = stripe.end_subscription(&sub);
+    assert_eq!(stripe.deliver(&deleted).await, StatusCode::OK);
+    assert_eq!(plan_in_db(&w, user).await, "free");
+    for e in &stale {
+        assert_eq!(stripe.deliver(e).await, StatusCode::OK);
+    }
+    assert_eq!(plan_in_db(&w, user).await, "free");
+    assert_eq!(workspace_plan(&w, user).await, Plan::Free);
+    let (_, view) = a.get("/billing/subscription").await;
+    assert_eq!(view["subscription"]["status"], "canceled");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_and_bad_requests_change_nothing_and_stripe_down_is_said_clearly() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let user = a.user();
+    let (_, session) = a
+        .call(
+            Method::POST,
+            "/billing/checkout",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    let (_, events) = stripe.complete_checkout(session["id"].as_str().unwrap());
+    let body = stripe.event_body(&events[1]);
+    let now = chrono::Utc::now().timestamp();
+    let other = FakeStripe::start(STRIPE_KEY, "whsec_someone_else", &[]).await;
+    for (what, body, header) in [
+        ("no signature", body.clone(), None),
+        ("another secret", body.clone(), Some(other.sign(&body, now))),
+        ("too old", body.clone(), Some(stripe.sign(&body, now - 301))),
+        (
+            "from the future",
+            body.clone(),
+            Some(stripe.sign(&body, now + 301)),
+        ),
+        (
+            "body changed",
+            body.replace("subscription", "subscriptiom"),
+            Some(stripe.sign(&body, now)),
+        ),
+        (
+            "garbage header",
+            body.clone(),
+            Some("t=abc,v1=zz".to_string()),
+        ),
+    ] {
+        assert_eq!(
+            stripe.deliver_raw(&body, header.as_deref()).await,
+            StatusCode::BAD_REQUEST,
+            "{what}"
+        );
+    }
+    assert_eq!(w.count("SELECT count(*) FROM stripe_events").await, 0);
+    assert_eq!(plan_in_db(&w, user).await, "free");
+    // Signed but not an event: 400; an event type billing does not handle: 200, ignored.
+    assert_eq!(
+        stripe
+            .deliver_raw("[1,2]", Some(&stripe.sign("[1,2]", now)))
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(stripe.deliver(&stripe.other_event()).await, StatusCode::OK);
+    assert_eq!(w.count("SELECT count(*) FROM stripe_events").await, 0);
+
+    // Unknown and unsold plans: 422 naming the field.
+    for plan in ["gold", "free"] {
+        let (s, e) = a
+            .call(
+                Method::POST,
+                "/billing/checkout",
+                Some(json!({"plan": plan})),
+            )
+            .await;
+        assert_eq!(
+            (s, e["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("plan")),
+            "{plan}: {e}"
+        );
+    }
+    // Nothing to change or cancel yet.
+    let (s, _) = a.call(Method::DELETE, "/billing/subscription", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Stripe failing: a clear error and nothing written; the webhook asks Stripe to retry.
+    stripe.set_outage(true);
+    let (s, e) = a
+        .call(
+            Method::POST,
+            "/billing/checkout",
+            Some(json!({"plan": "team"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("nothing was changed"));
+    assert!(!e.to_string().contains(STRIPE_KEY));
+    assert_ne!(stripe.deliver(&events[0]).await, StatusCode::OK);
+    assert_eq!(w.count("SELECT count(*) FROM stripe_events").await, 0);
+    assert_eq!(
+        count(
+            &w,
+            "SELECT count(*) FROM billing_subscriptions WHERE user_id = $1",
+            user
+        )
+        .await,
+        0
+    );
+    // Back up: Stripe's retry of the same event does the work.
+    stripe.set_outage(false);
+    for e in &events {
+        assert_eq!(stripe.deliver(e).await, StatusCode::OK);
+    }
+    assert_eq!(plan_in_db(&w, user).await, "pro");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_headers_count_down_and_the_limit_holds_exactly_across_two_replicas() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r1 = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let r2 = w
+        .start_router(billing_config(&w, &stripe, Duration::from_secs(3600)))
+        .await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    // As the web token endpoint does: the user's web chat is their connected chat account.
+    w.connect("web", &tenant.user.to_string(), tenant.user)
+        .await;
+    let token = Web::mint(&Secret::new(WEB_SECRET), tenant.user);
+    for r in [&r1, &r2] {
+        support::api::wait_usable(r, tenant.user).await;
+    }
+    let send = |r: &Replica, id: usize| {
+        let req = w
+            .http
+            .post(format!("{}/api/v1/web/messages", r.base))
+            .bearer_auth(&token)
+            .json(&json!({"id": format!("m{id}"), "text": "hello"}));
+        async move { req.send().await.unwrap() }
+    };
+    // The free plan here allows 3 a day: 3, alternating replicas, then the 4th is refused.
+    for (i, r) in [&r1, &r2, &r1].into_iter().enumerate() {
+        let resp = send(r, i).await;
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers();
+        assert_eq!(h["x-ratelimit-limit"], "3");
+        assert_eq!(h["x-ratelimit-remaining"], (2 - i).to_string().as_str());
+        let reset: i64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        assert!((0..=86_400).contains(&reset));
+        let events = resp.text().await.unwrap();
+        assert!(events.contains("event: reply\ndata: echo"), "{events}");
+    }
+    let over = send(&r2, 3).await;
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(over.headers()["x-ratelimit-remaining"], "0");
+    assert!(over.headers().contains_key("retry-after"));
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["upgrade_url"], format!("{DASHBOARD}/billing"));
+    assert!(body["error"].as_str().unwrap().contains("3 messages"));
+    // Exactly three reached the agent.
+    agent.wait_calls(3, T).await;
+    assert_eq!(agent.calls().len(), 3);
+    r2.shutdown().await;
+    r1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plans_channel_limit_holds_at_redemption_and_rises_with_an_upgrade() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let mut config = billing_config(&w, &stripe, Duration::from_secs(3600));
+    config.accounts.plans = Arc::new(
+        Plans::parse(&format!(
+            "free: {{maxChannels: 1}}\npro: {{stripePriceId: {PRICE_PRO}, maxChannels: 2}}\n"
+        ))
+        .expect("plans"),
+    );
+    let r = w.start_router(config).await;
+    stripe.set_webhook_url(&format!("{}/webhooks/stripe", r.base));
+    let a = signed_up(&r).await;
+    let user = a.user();
+    // Two codes while nothing is connected: each is within the limit when made.
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let (s, c) = a.call(Method::POST, "/channels/codes", None).await;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        codes.push(c["code"].as_str().unwrap().to_string());
+    }
+    let start = |update: i64, chat: i64, code: &str| {
+        telegram_text_update(update, chat, &format!("/start {code}"))
+    };
+    assert_eq!(
+        w.telegram_update(&r, &start(1, 5001, &codes[0]))
+            .await
+            .status(),
+        200
+    );
+    w.telegram.wait_for_messages(5001, 1, T).await;
+    // The second redemption would pass the free plan's one account: refused, said why.
+    assert_eq!(
+        w.telegram_update(&r, &start(2, 5002, &codes[1]))
+            .await
+            .status(),
+        200
+    );
+    let told = w.telegram.wait_for_messages(5002, 1, T).await;
+    assert!(
+        told[0].text.contains("at most 1 chat accounts"),
+        "{:?}",
+        told[0].text
+    );
+    assert_eq!(
+        count(
+            &w,
+            "SELECT count(*) FROM user_channel_connections WHERE user_id = $1",
+            user
+        )
+        .await,
+        1
+    );
+    let (s, e) = a.call(Method::POST, "/channels/codes", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    // Pro allows two: the same code, unused, now connects.
+    subscribe(&a, &stripe, "pro").await;
+    assert_eq!(
+        w.telegram_update(&r, &start(3, 5002, &codes[1]))
+            .await
+            .status(),
+        200
+    );
+    w.telegram.wait_for_messages(5002, 2, T).await;
+    assert_eq!(
+        count(
+            &w,
+            "SELECT count(*) FROM user_channel_connections WHERE user_id = $1",
+            user
+        )
+        .await,
+        2
+    );
+    r.shutdown().await;
+}

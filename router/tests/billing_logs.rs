@@ -1,0 +1,115 @@
+//! No Stripe secret reaches a log line: every log line of the process (debug level, every
+//! crate, async-stripe's HTTP client included) is captured while billing runs a checkout, its
+//! webhooks, a forged webhook and a Stripe outage, and searched for the secret key and the
+//! webhook signing secret. One test in its own binary, so the capture is global.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use clawdbot_api::Plans;
+use clawdbot_router::Secret;
+use clawdbot_testkit::fake_stripe::FakeStripe;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::World;
+use support::api::ApiClient;
+
+const STRIPE_KEY: &str = "sk_test_51LOGTESTstripekey0000000000000";
+const WEBHOOK_SECRET: &str = "whsec_LOGTESTwebhooksecret000000000";
+const PRICE_PRO: &str = "price_1LogTestPro000000000000";
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .init();
+        buf
+    })
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logs_of_billing_hold_no_stripe_secret() {
+    let logs = capture();
+    let w = World::new().await;
+    let stripe = FakeStripe::start(STRIPE_KEY, WEBHOOK_SECRET, &[(PRICE_PRO, 1_200)]).await;
+    let mut config = w.api_config();
+    config.accounts.plans =
+        Arc::new(Plans::parse(&format!("pro: {{stripePriceId: {PRICE_PRO}}}")).unwrap());
+    config.billing.stripe_secret_key = Some(Secret::new(STRIPE_KEY));
+    config.billing.stripe_webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+    config.billing.stripe_api_base = stripe.url();
+    // What the router logs at start (main.rs logs the whole config).
+    tracing::info!(?config, "starting");
+    let r = w.start_router(config).await;
+    stripe.set_webhook_url(&format!("{}/webhooks/stripe", r.base));
+
+    let mut a = ApiClient::new(&r);
+    a.register(
+        &format!("billing-logs-{:08x}@example.com", rand::random::<u32>()),
+        "a long password 1234",
+    )
+    .await;
+    let (s, session) = a
+        .call(
+            Method::POST,
+            "/billing/checkout",
+            Some(json!({"plan": "pro"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{session}");
+    let (_, events) = stripe.complete_checkout(session["id"].as_str().unwrap());
+    for e in &events {
+        assert_eq!(stripe.deliver(e).await, StatusCode::OK);
+    }
+    let body = stripe.event_body(&events[0]);
+    assert_eq!(
+        stripe.deliver_raw(&body, Some("t=1,v1=00")).await,
+        StatusCode::BAD_REQUEST
+    );
+    stripe.set_outage(true);
+    let (s, _) = a.call(Method::POST, "/billing/portal", None).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+    r.shutdown().await;
+
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("subscription applied"),
+        "the capture holds billing's logs"
+    );
+    assert!(
+        text.contains("payment provider call failed"),
+        "and the outage's"
+    );
+    for secret in [
+        STRIPE_KEY,
+        WEBHOOK_SECRET,
+        &STRIPE_KEY[8..],
+        &WEBHOOK_SECRET[6..],
+    ] {
+        assert!(!text.contains(secret), "{secret} in the logs");
+    }
+}
