@@ -16,6 +16,7 @@ pub mod models;
 pub mod usage;
 pub mod users;
 pub mod views;
+pub mod web_chat;
 pub mod workspace;
 
 use std::sync::Arc;
@@ -84,6 +85,7 @@ pub fn openapi_router() -> OpenApiRouter<Arc<ApiState>> {
         .merge(models::routes())
         .merge(usage::routes())
         .merge(admin::routes())
+        .merge(web_chat::routes())
 }
 
 /// The OpenAPI document, as `/api/v1/openapi.json` serves it.
@@ -169,6 +171,7 @@ mod tests {
             "/api/v1/admin/users",
             "/api/v1/admin/users/{id}/suspend",
             "/api/v1/admin/users/{id}/resume",
+            "/api/v1/web/chat-token",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
