@@ -27,9 +27,11 @@ const T = 30_000;
 // The words the journey looks for, in the language under test.
 const W = {
   en: { starting: "Starting", ready: "Ready", logout: "Log out", home: "Home", keysForbidden: "does not include",
-        mismatch: "does not match", deleted: "Your account is deleted", login: "Log in" },
+        mismatch: "does not match", deleted: "Your account is deleted", login: "Log in",
+        suspended: "Suspended", active: "Active" },
   ru: { starting: "Запускается", ready: "Готов", logout: "Выйти", home: "Главная", keysForbidden: "не включает",
-        mismatch: "не совпадает", deleted: "Аккаунт удалён", login: "Вход" },
+        mismatch: "не совпадает", deleted: "Аккаунт удалён", login: "Вход",
+        suspended: "Приостановлен", active: "Активен" },
 }[lang];
 
 let step = "start";
@@ -222,6 +224,32 @@ try {
   await page.selectOption("#theme", "auto");
   await page.click('form.theme button[type=submit]');
   await page.waitForLoadState();
+
+  step = "an admin suspends and resumes the account";
+  const adminEmail = `admin-${Date.now().toString(36)}@example.com`;
+  async function logInAs(who) {
+    await page.click('form[action="/dashboard/logout"] button[type=submit]');
+    await page.waitForURL(`${base}/dashboard/login`, { timeout: T });
+    await page.fill("#email", who);
+    await page.fill("#password", password);
+    await page.click('form[action="/dashboard/login"] button[type=submit]');
+    await page.waitForURL(`${base}/dashboard`, { timeout: T });
+  }
+  check((await page.locator('a[href="/dashboard/admin"]').count()) === 0, "no admin link for a user");
+  await call("POST", "/admin", { email: adminEmail, password });
+  await logInAs(adminEmail);
+  await page.click('a[href="/dashboard/admin"]');
+  const row = () => page.locator("tr", { hasText: email });
+  await row().locator("button").click();
+  await row().locator("td").filter({ hasText: W.suspended }).waitFor({ timeout: T });
+  await page.locator(".notice[role=status]").waitFor({ timeout: T });
+  await shot("admin");
+  await row().locator("button").click();
+  await row().locator("td").filter({ hasText: W.active }).waitFor({ timeout: T });
+  await logInAs(email);
+  await expectText(".state-name", W.ready);
+  await page.click('a[href="/dashboard/settings"]');
+  log("admin suspended and resumed the account");
 
   step = "export";
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);

@@ -68,6 +68,23 @@ async fn pro(State(c): State<Arc<Control>>, Json(b): Json<ByEmail>) -> Json<Valu
     Json(json!({}))
 }
 
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+/// An admin account, as `clawdbot-admin` makes one.
+async fn admin(State(c): State<Arc<Control>>, Json(b): Json<Credentials>) -> Json<Value> {
+    let api = c.replica.api.as_ref().expect("accounts configured");
+    let user = api
+        .accounts
+        .create_admin(&b.email, &b.password)
+        .await
+        .expect("create admin");
+    Json(json!({"id": user.id}))
+}
+
 async fn exists(State(c): State<Arc<Control>>, Query(b): Query<ByEmail>) -> Json<Value> {
     Json(json!({"exists": user_id(&c.world, &b.email).await.is_some()}))
 }
@@ -103,6 +120,7 @@ async fn control_server(control: Arc<Control>) -> String {
     let app = axum::Router::new()
         .route("/ready", post(ready))
         .route("/pro", post(pro))
+        .route("/admin", post(admin))
         .route("/exists", get(exists))
         .route("/telegram", post(telegram))
         .route("/telegram/{chat}", get(telegram_sent))
@@ -298,5 +316,147 @@ async fn signed_out_pages_redirect_and_forms_need_the_token() {
     // Unknown paths stay the API's JSON 404.
     let missing = http.get(url("/no/such/page")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
+    r.shutdown().await;
+}
+
+/// Signs up through the dashboard's form; returns the CSRF token and the cookies set.
+async fn dashboard_signup(
+    http: &reqwest::Client,
+    base: &str,
+    email: &str,
+) -> (String, Vec<String>) {
+    let page = http
+        .get(format!("{base}/dashboard/signup"))
+        .send()
+        .await
+        .expect("signup page");
+    let set = page.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii cookie")
+        .to_string();
+    let token = set
+        .strip_prefix("cb_csrf=")
+        .and_then(|v| v.split(';').next())
+        .expect("csrf cookie")
+        .to_string();
+    let resp = http
+        .post(format!("{base}/dashboard/signup"))
+        .header("cookie", format!("cb_csrf={token}"))
+        .form(&[
+            ("email", email),
+            ("password", "correct horse battery"),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(resp.status(), 303);
+    let cookies = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(String::from))
+        .collect();
+    (token, cookies)
+}
+
+/// Without the access cookie (expired), the refresh cookie renews the session, once, even
+/// for requests that arrive together (the refresh token is single use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_renewed_once_for_requests_that_arrive_together() {
+    let w = World::new().await;
+    let r = w.start_router(w.api_config()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let email = format!("renew-{:08x}@example.com", rand::random::<u32>());
+    let (_, cookies) = dashboard_signup(&http, &r.base, &email).await;
+    let refresh = cookies
+        .iter()
+        .find(|c| c.starts_with("cb_refresh="))
+        .unwrap()
+        .clone();
+    let get = |path: &str| {
+        http.get(format!("{}{path}", r.base))
+            .header("cookie", refresh.clone())
+            .send()
+    };
+    let (a, b) = tokio::join!(get("/dashboard"), get("/dashboard/state"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.status(), 200);
+    assert_eq!(b.status(), 200);
+    for resp in [&a, &b] {
+        assert!(
+            resp.headers()
+                .get_all("set-cookie")
+                .iter()
+                .any(|c| c.to_str().unwrap().starts_with("cb_session=")),
+            "a new access cookie"
+        );
+    }
+    // The renewed refresh token works; the old one is spent.
+    let renewed = a
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("cb_refresh="))
+        .unwrap();
+    assert!(!renewed.starts_with(&refresh));
+    let again = http
+        .get(format!("{}/dashboard", r.base))
+        .header("cookie", renewed.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    r.shutdown().await;
+}
+
+/// The web chat token the dashboard uses is the public API's: issued to the signed-in user,
+/// it carries a message to their assistant and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_issues_a_web_chat_token_that_reaches_the_assistant() {
+    let w = World::new().await;
+    let r = w.start_router(w.api_config()).await;
+    let agent = TestAgent::start().await;
+    let mut api = support::api::ApiClient::new(&r);
+    let (status, _) = api
+        .call(reqwest::Method::POST, "/web/chat-token", None)
+        .await;
+    assert_eq!(status, 401);
+    api.register(
+        &format!("chat-{:08x}@example.com", rand::random::<u32>()),
+        "correct horse battery",
+    )
+    .await;
+    let user = api.user();
+    let ws = clawdbot_accounts::provision::workspace_name(user);
+    w.set_token(&ws, &agent.token).await;
+    w.mark_ready(&ws, &agent.base_url).await;
+    support::api::wait_usable(&r, user).await;
+    let (status, body) = api
+        .call(reqwest::Method::POST, "/web/chat-token", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap();
+    let reply = w
+        .http
+        .post(format!("{}/api/v1/web/messages", r.base))
+        .bearer_auth(token)
+        .json(&json!({"id": "m1", "text": "hello over the api"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(30), reply.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(
+        text.contains("event: reply\ndata: echo #1: hello over the api"),
+        "{text}"
+    );
     r.shutdown().await;
 }

@@ -293,9 +293,9 @@ impl FromRequestParts<Arc<DashState>> for Viewer {
         let rejection = SignInFirst {
             htmx: parts.headers.contains_key("hx-request"),
         };
-        let token = cookie(&parts.headers, SESSION).ok_or_else(|| SignInFirst {
-            htmx: rejection.htmx,
-        })?;
+        let Some(token) = cookie(&parts.headers, SESSION) else {
+            return Err(rejection);
+        };
         // The same checks as the API's bearer extractor: a valid token of an existing account.
         let Ok(claims) = state.api.accounts.verify_access(&token) else {
             return Err(rejection);

@@ -84,7 +84,7 @@ impl Lang {
             ApiError::Forbidden(m) => format!("{} ({m})", self.t("err.forbidden")),
             ApiError::NotFound(_) => self.t("err.not_found").into(),
             ApiError::TooManyAttempts(secs) => {
-                format!("{} {}", self.t("err.too_many"), (secs + 59) / 60)
+                format!("{} {}", self.t("err.too_many"), secs.div_ceil(60))
             }
             ApiError::ChannelDisabled => self.t("err.channel_off").into(),
             _ => self.t("err.internal").into(),
