@@ -198,11 +198,21 @@ try {
   await page.locator(".notice[role=status]").waitFor({ timeout: T });
   await shot("keys");
 
-  step = "models and settings";
+  step = "models: a setting saved to the assistant";
   await page.click('a[href="/dashboard/models"]');
   await page.locator("#model").waitFor({ timeout: T });
+  await page.fill("#temperature", "0.7");
+  await page.click('form[action="/dashboard/models"] button[type=submit]');
+  await page.locator(".notice[role=status]").waitFor({ timeout: T });
+  check((await page.inputValue("#temperature")) === "0.7", "the temperature is kept");
   await shot("models");
+
+  step = "settings: the profile";
   await page.click('a[href="/dashboard/settings"]');
+  await page.fill("#display_name", "E2E Person");
+  await page.click('form[action="/dashboard/settings/profile"] button[type=submit]');
+  await page.locator(".notice[role=status]").waitFor({ timeout: T });
+  check((await page.inputValue("#display_name")) === "E2E Person", "the name is kept");
   await shot("settings");
 
   step = "language and theme switches";

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::guard::Viewer;
@@ -49,9 +50,8 @@ pub struct ChannelsPage {
 #[template(path = "dashboard/watch.html")]
 pub struct WatchFragment {
     pub c: Ctx,
-    pub had: usize,
-    /// The channel connected since the code was shown, once there is one.
-    pub connected: Option<String>,
+    /// The channel connected since the code was shown.
+    pub connected: String,
 }
 
 async fn connections(s: &DashState, user: uuid::Uuid) -> Result<Vec<ConnectionRow>, ApiError> {
@@ -162,11 +162,11 @@ pub async fn watch(
                         .map(|c| c.channel.clone())
                 })
                 .flatten();
-            render(&WatchFragment {
-                c,
-                had: q.had,
-                connected,
-            })
+            // Nothing new: 204 keeps the waiting line as it is (htmx swaps nothing).
+            match connected {
+                Some(connected) => render(&WatchFragment { c, connected }),
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
         }
         Err(e) => error_page(c, &ApiError::from(e)),
     }

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::State;
-use axum::response::Response;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::{Days, Utc};
 use clawdbot_api::workspace::Phase;
 use clawdbot_api::{UserWorkspace, conditions};
+use serde::Deserialize;
 
 use super::guard::Viewer;
 use super::{Ctx, DashState, error_page, render};
@@ -182,13 +184,23 @@ async fn home(s: &DashState, user: &clawdbot_accounts::User) -> Result<HomeData,
     Ok((state, usage, channels))
 }
 
-/// The state alone, polled by the home page.
+#[derive(Deserialize)]
+pub struct Was {
+    was: Option<String>,
+}
+
+/// The state alone, polled by the home page: 204 (htmx keeps the element, and a screen reader
+/// hears nothing) while it is the state the page shows.
 pub async fn state_fragment(
     State(s): State<Arc<DashState>>,
     Viewer(user): Viewer,
     c: Ctx,
+    Query(q): Query<Was>,
 ) -> Response {
     match state_of(&s, &user).await {
+        Ok(state) if q.was.as_deref() == Some(state.key()) => {
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(state) => render(&StateFragment { c, state }),
         Err(e) => error_page(c, &e),
     }
