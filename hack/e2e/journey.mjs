@@ -87,7 +87,14 @@ page.on("request", (r) => {
 });
 
 // Every page is saved at both widths; at phone width nothing may need sideways scrolling.
+const ttfb = [];
 async function shot(name) {
+  // Time from request to the first byte of this page's document, as the browser measured it.
+  const t = await page.evaluate(() => {
+    const n = performance.getEntriesByType("navigation")[0];
+    return n ? n.responseStart - n.requestStart : null;
+  });
+  if (t !== null) ttfb.push([name, t]);
   for (const [label, size] of [["desktop", DESKTOP], ["phone", PHONE]]) {
     await page.setViewportSize(size);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -283,6 +290,9 @@ try {
 
   step = "no console error, no CSP violation, no outside request";
   check(problems.length === 0, `problems: ${problems.join(" | ")}`);
+  const ms = ttfb.map(([, t]) => t).sort((a, b) => a - b);
+  log(`page time to first byte over ${ms.length} pages: median ${ms[ms.length >> 1].toFixed(1)} ms, ` +
+      `max ${ms[ms.length - 1].toFixed(1)} ms (${ttfb.map(([n, t]) => `${n} ${t.toFixed(0)}`).join(", ")})`);
   log(`journey ${lang} ${phone ? "phone" : "desktop"} passed; screenshots in ${shots}`);
 } catch (e) {
   try {
