@@ -23,6 +23,8 @@ pub struct UserRow {
     pub role: &'static str,
     pub suspended: bool,
     pub created: String,
+    /// The admin's own account: no button to lock themselves out.
+    pub me: bool,
 }
 
 #[derive(Template)]
@@ -73,6 +75,7 @@ pub async fn page(
                     role: u.role.as_str(),
                     suspended: u.suspended(),
                     created: u.created_at.format("%Y-%m-%d").to_string(),
+                    me: u.id == user.id,
                 })
                 .collect(),
         }),

@@ -68,6 +68,12 @@ impl Lang {
     pub fn explain(self, e: &ApiError) -> String {
         match e {
             ApiError::Invalid { field, message } => {
+                // The accounts service words its rules in English; the password rules are
+                // in the table, so a Russian page says them in Russian.
+                let message = match (self, field.as_deref()) {
+                    (Lang::Ru, Some("password" | "new_password")) => self.t("pw.rules"),
+                    _ => message.as_str(),
+                };
                 let field = field
                     .as_deref()
                     .map(|f| format!("field.{f}"))
@@ -490,5 +496,6 @@ mod tests {
             Lang::En.explain(&e),
             "Please check: Password: must have at least 10 characters"
         );
+        assert!(Lang::Ru.explain(&e).ends_with(Lang::Ru.t("pw.rules")));
     }
 }
