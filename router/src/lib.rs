@@ -8,6 +8,7 @@
 //!
 //! - [`api`]: the accounts API under `/api/v1` (on `clawdbot-accounts`), and the admin-token
 //!   endpoints.
+//! - [`dashboard`]: the web dashboard under `/dashboard`, on the same accounts service.
 //!
 //! [`app`] builds the HTTP surface; [`launch`] serves it until a shutdown signal.
 
@@ -17,6 +18,7 @@ pub mod api;
 pub mod batch;
 pub mod channels;
 pub mod config;
+pub mod dashboard;
 pub mod directory;
 pub mod error;
 pub mod inbound;
@@ -234,6 +236,9 @@ pub fn app(router: &Router) -> axum::Router {
             router.api.clone(),
             core.config.accounts.dashboard_origin.as_deref(),
         ));
+    if let Some(api) = router.api.clone() {
+        app = app.merge(dashboard::routes(api));
+    }
     for channel in &router.channels {
         app = app.merge(channel.clone().routes(core.clone()));
     }

@@ -17,6 +17,7 @@ pub mod models;
 pub mod usage;
 pub mod users;
 pub mod views;
+pub mod web_chat;
 pub mod workspace;
 
 use std::sync::Arc;
@@ -88,6 +89,7 @@ pub fn openapi_router() -> OpenApiRouter<Arc<ApiState>> {
         .merge(usage::routes())
         .merge(admin::routes())
         .merge(billing::routes())
+        .merge(web_chat::routes())
 }
 
 /// The OpenAPI document, as `/api/v1/openapi.json` serves it.
@@ -179,6 +181,7 @@ mod tests {
             "/api/v1/billing/portal",
             "/api/v1/billing/usage",
             "/webhooks/stripe",
+            "/api/v1/web/chat-token",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }

@@ -76,7 +76,14 @@ async fn delete_me(
     State(s): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
 ) -> Result<StatusCode, ApiError> {
-    let traces = s.accounts.delete_account(&user).await?;
+    delete_account(&s, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes `user`'s account and forgets its senders and counters on this replica and in
+/// Redis (the dashboard's deletion calls it too).
+pub async fn delete_account(s: &ApiState, user: &clawdbot_accounts::User) -> Result<(), ApiError> {
+    let traces = s.accounts.delete_account(user).await?;
     for (channel, sender) in &traces.senders {
         s.core.forget_sender(channel, sender);
     }
@@ -89,7 +96,7 @@ async fn delete_me(
         .limits
         .forget_user(user.id, &tenant, &traces.senders, &traces.messages)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Everything held about the account as one document. Keys are shown masked, tokens not at

@@ -1,0 +1,462 @@
+//! The dashboard in a real browser: headless Chromium (Debian `chromium`) driven by npm
+//! `playwright-core` (`hack/e2e/journey.mjs`) against a real router with Postgres, Redis, the
+//! control plane, the fake Telegram server (long polling) and a gateway-protocol agent.
+//!
+//! The journey script asks this test, over a small control server, for what the world around
+//! the browser does: the operator marking the workspace ready, a Telegram user sending an
+//! update, a plan upgrade (billing is not built yet). Screenshots of every page at desktop and
+//! phone width go to `$DASHBOARD_SHOTS` (default: the temp dir), printed at the end.
+//!
+//! Needs `hack/install-deps.sh` (chromium, node, `npm ci` in `hack/e2e`); without them the
+//! test fails and says so.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use clawdbot_router::config::TelegramUpdatesMode;
+use clawdbot_testkit::fake_chat::telegram_text_update;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::{Replica, TestAgent, World};
+use uuid::Uuid;
+
+struct Control {
+    world: World,
+    replica: Replica,
+    agent: TestAgent,
+    next_update: AtomicI64,
+}
+
+#[derive(Deserialize)]
+struct ByEmail {
+    email: String,
+}
+
+async fn user_id(w: &World, email: &str) -> Option<Uuid> {
+    sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(email.to_lowercase())
+        .fetch_optional(&w.db)
+        .await
+        .expect("look up user")
+}
+
+/// Plays the operator: the user's workspace is Running and Ready with the test agent.
+async fn ready(State(c): State<Arc<Control>>, Json(b): Json<ByEmail>) -> Json<Value> {
+    let user = user_id(&c.world, &b.email).await.expect("user exists");
+    let ws = clawdbot_accounts::provision::workspace_name(user);
+    c.world.set_token(&ws, &c.agent.token).await;
+    c.world.mark_ready(&ws, &c.agent.base_url).await;
+    support::api::wait_usable(&c.replica, user).await;
+    Json(json!({"workspace": ws}))
+}
+
+/// Upgrades the user to Pro, as billing will.
+async fn pro(State(c): State<Arc<Control>>, Json(b): Json<ByEmail>) -> Json<Value> {
+    let user = user_id(&c.world, &b.email).await.expect("user exists");
+    sqlx::query("UPDATE users SET plan = 'pro' WHERE id = $1")
+        .bind(user)
+        .execute(&c.world.db)
+        .await
+        .expect("plan");
+    Json(json!({}))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+/// An admin account, as `clawdbot-admin` makes one.
+async fn admin(State(c): State<Arc<Control>>, Json(b): Json<Credentials>) -> Json<Value> {
+    let api = c.replica.api.as_ref().expect("accounts configured");
+    let user = api
+        .accounts
+        .create_admin(&b.email, &b.password)
+        .await
+        .expect("create admin");
+    Json(json!({"id": user.id}))
+}
+
+async fn exists(State(c): State<Arc<Control>>, Query(b): Query<ByEmail>) -> Json<Value> {
+    Json(json!({"exists": user_id(&c.world, &b.email).await.is_some()}))
+}
+
+#[derive(Deserialize)]
+struct Update {
+    chat_id: i64,
+    text: String,
+}
+
+/// A Telegram user writes to the bot (the router takes it by long polling).
+async fn telegram(State(c): State<Arc<Control>>, Json(u): Json<Update>) -> Json<Value> {
+    let id = c.next_update.fetch_add(1, Ordering::Relaxed);
+    c.world
+        .telegram
+        .push_update(telegram_text_update(id, u.chat_id, &u.text));
+    Json(json!({"update_id": id}))
+}
+
+/// What the bot has sent to a chat.
+async fn telegram_sent(State(c): State<Arc<Control>>, Path(chat): Path<i64>) -> Json<Value> {
+    let sent: Vec<String> = c
+        .world
+        .telegram
+        .sent_to(chat)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    Json(json!({"sent": sent}))
+}
+
+async fn control_server(control: Arc<Control>) -> String {
+    let app = axum::Router::new()
+        .route("/ready", post(ready))
+        .route("/pro", post(pro))
+        .route("/admin", post(admin))
+        .route("/exists", get(exists))
+        .route("/telegram", post(telegram))
+        .route("/telegram/{chat}", get(telegram_sent))
+        .with_state(control);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind control");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+fn shots_dir() -> PathBuf {
+    std::env::var_os("DASHBOARD_SHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("clawdbot-dashboard-shots"))
+}
+
+/// Runs the journey once in `lang` at `viewport` width; panics with the script's output if
+/// it fails.
+async fn journey(base: &str, control: &str, lang: &str, viewport: &str, chat_id: i64) {
+    let root = clawdbot_testkit::repo_root();
+    let script = root.join("hack/e2e/journey.mjs");
+    assert!(
+        root.join("hack/e2e/node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run hack/install-deps.sh (npm ci in hack/e2e)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "chromium is not installed: run hack/install-deps.sh"
+    );
+    let started = Instant::now();
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("DASHBOARD_URL", base)
+        .env("CONTROL_URL", control)
+        .env("E2E_LANG", lang)
+        .env("E2E_VIEWPORT", viewport)
+        .env("E2E_CHAT_ID", chat_id.to_string())
+        .env("SHOTS_DIR", shots_dir().join(format!("{lang}-{viewport}")))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(300), out)
+        .await
+        .expect("the journey ends within 5 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "journey {lang} {viewport} failed:\n{stdout}\n{stderr}"
+    );
+    println!(
+        "journey {lang} {viewport}: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn world_with_router() -> (Arc<Control>, String) {
+    let world = World::new().await;
+    let mut config = world.api_config();
+    // Updates come from the fake Telegram server by long polling, as in production without
+    // a public URL.
+    config.telegram.updates = TelegramUpdatesMode::Polling;
+    config.telegram.webhook_secret = None;
+    let replica = world.start_router(config).await;
+    let agent = TestAgent::start().await;
+    let control = Arc::new(Control {
+        world,
+        replica,
+        agent,
+        next_update: AtomicI64::new(1),
+    });
+    let url = control_server(control.clone()).await;
+    (control, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_journey_in_english_on_a_desktop() {
+    let (c, control) = world_with_router().await;
+    journey(&c.replica.base, &control, "en", "desktop", 7_410_001).await;
+    println!("screenshots: {}", shots_dir().display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_journey_in_russian_on_a_phone() {
+    let (c, control) = world_with_router().await;
+    journey(&c.replica.base, &control, "ru", "phone", 7_410_002).await;
+    println!("screenshots: {}", shots_dir().display());
+}
+
+/// Without a browser: pages need a session, forms need the CSRF token, every page carries the
+/// policy, and a session's cookies are HttpOnly and Secure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_out_pages_redirect_and_forms_need_the_token() {
+    let w = World::new().await;
+    let r = w.start_router(w.api_config()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("{}{p}", r.base);
+    for path in [
+        "/dashboard",
+        "/dashboard/channels",
+        "/dashboard/keys",
+        "/dashboard/settings/export",
+    ] {
+        let resp = http.get(url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 303, "{path}");
+        assert_eq!(resp.headers()["location"], "/dashboard/login", "{path}");
+    }
+    // htmx follows HX-Redirect instead of swapping a login page into the fragment.
+    let resp = http
+        .get(url("/dashboard/state"))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["hx-redirect"], "/dashboard/login");
+
+    let page = http.get(url("/dashboard/login")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    let set = page.headers()["set-cookie"].to_str().unwrap().to_string();
+    let token = set
+        .strip_prefix("cb_csrf=")
+        .and_then(|v| v.split(';').next())
+        .expect("csrf cookie")
+        .to_string();
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains(&format!("value=\"{token}\"")),
+        "forms carry the token"
+    );
+
+    let email = format!("dash-{:08x}@example.com", rand::random::<u32>());
+    let form = [
+        ("email", email.as_str()),
+        ("password", "correct horse battery"),
+    ];
+    let refused = http
+        .post(url("/dashboard/signup"))
+        .header("cookie", format!("cb_csrf={token}"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(user_id(&w, &email).await.is_none(), "nothing was created");
+
+    let signed_up = http
+        .post(url("/dashboard/signup"))
+        .header("cookie", format!("cb_csrf={token}"))
+        .form(&[
+            ("email", email.as_str()),
+            ("password", "correct horse battery"),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 303);
+    assert_eq!(signed_up.headers()["location"], "/dashboard");
+    let cookies: Vec<String> = signed_up
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("cb_session="))
+        .expect("session cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax"] {
+        assert!(session.contains(attr), "{session}");
+    }
+    let jar: Vec<&str> = cookies.iter().filter_map(|c| c.split(';').next()).collect();
+    let home = http
+        .get(url("/dashboard"))
+        .header("cookie", format!("cb_csrf={token}; {}", jar.join("; ")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.status(), 200);
+    assert!(home.text().await.unwrap().contains(&email));
+
+    // Unknown paths stay the API's JSON 404.
+    let missing = http.get(url("/no/such/page")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    r.shutdown().await;
+}
+
+/// Signs up through the dashboard's form; returns the CSRF token and the cookies set.
+async fn dashboard_signup(
+    http: &reqwest::Client,
+    base: &str,
+    email: &str,
+) -> (String, Vec<String>) {
+    let page = http
+        .get(format!("{base}/dashboard/signup"))
+        .send()
+        .await
+        .expect("signup page");
+    let set = page.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii cookie")
+        .to_string();
+    let token = set
+        .strip_prefix("cb_csrf=")
+        .and_then(|v| v.split(';').next())
+        .expect("csrf cookie")
+        .to_string();
+    let resp = http
+        .post(format!("{base}/dashboard/signup"))
+        .header("cookie", format!("cb_csrf={token}"))
+        .form(&[
+            ("email", email),
+            ("password", "correct horse battery"),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(resp.status(), 303);
+    let cookies = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(String::from))
+        .collect();
+    (token, cookies)
+}
+
+/// Without the access cookie (expired), the refresh cookie renews the session, once, even
+/// for requests that arrive together (the refresh token is single use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_renewed_once_for_requests_that_arrive_together() {
+    let w = World::new().await;
+    let r = w.start_router(w.api_config()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let email = format!("renew-{:08x}@example.com", rand::random::<u32>());
+    let (_, cookies) = dashboard_signup(&http, &r.base, &email).await;
+    let refresh = cookies
+        .iter()
+        .find(|c| c.starts_with("cb_refresh="))
+        .unwrap()
+        .clone();
+    let get = |path: &str| {
+        http.get(format!("{}{path}", r.base))
+            .header("cookie", refresh.clone())
+            .send()
+    };
+    let (a, b) = tokio::join!(get("/dashboard"), get("/dashboard/state"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.status(), 200);
+    assert_eq!(b.status(), 200);
+    for resp in [&a, &b] {
+        assert!(
+            resp.headers()
+                .get_all("set-cookie")
+                .iter()
+                .any(|c| c.to_str().unwrap().starts_with("cb_session=")),
+            "a new access cookie"
+        );
+    }
+    // The renewed refresh token works; the old one is spent.
+    let renewed = a
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("cb_refresh="))
+        .unwrap();
+    assert!(!renewed.starts_with(&refresh));
+    let again = http
+        .get(format!("{}/dashboard", r.base))
+        .header("cookie", renewed.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    r.shutdown().await;
+}
+
+/// The web chat token the dashboard uses is the public API's: issued to the signed-in user,
+/// it carries a message to their assistant and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_issues_a_web_chat_token_that_reaches_the_assistant() {
+    let w = World::new().await;
+    let r = w.start_router(w.api_config()).await;
+    let agent = TestAgent::start().await;
+    let mut api = support::api::ApiClient::new(&r);
+    let (status, _) = api
+        .call(reqwest::Method::POST, "/web/chat-token", None)
+        .await;
+    assert_eq!(status, 401);
+    api.register(
+        &format!("chat-{:08x}@example.com", rand::random::<u32>()),
+        "correct horse battery",
+    )
+    .await;
+    let user = api.user();
+    let ws = clawdbot_accounts::provision::workspace_name(user);
+    w.set_token(&ws, &agent.token).await;
+    w.mark_ready(&ws, &agent.base_url).await;
+    support::api::wait_usable(&r, user).await;
+    let (status, body) = api
+        .call(reqwest::Method::POST, "/web/chat-token", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap();
+    let reply = w
+        .http
+        .post(format!("{}/api/v1/web/messages", r.base))
+        .bearer_auth(token)
+        .json(&json!({"id": "m1", "text": "hello over the api"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(30), reply.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(
+        text.contains("event: reply\ndata: echo #1: hello over the api"),
+        "{text}"
+    );
+    r.shutdown().await;
+}
