@@ -12,6 +12,9 @@
 //!   SecretRef (the token never enters the ConfigMap; an explicit SecretRef fails closed when the
 //!   variable is missing instead of falling back to no token), the OpenAI-compatible chat
 //!   completions endpoint on, Control UI and operator terminal off (the router is the only client).
+//! - The image's `clawdbot-conversations` plugin (loaded from the image, allowed, enabled):
+//!   read-only `GET /clawdbot/v1/{sessions, sessions/messages, export}` behind gateway auth,
+//!   the conversations API the lite agent serves too.
 //! - Channels: none configured, and the channel plugins that ship inside the package (Telegram,
 //!   A2A, Reef) disabled: the router owns every channel. Only the plugins a tenant needs load
 //!   (`plugins.allow`), which also halves start-up (5.8 s instead of 13.5 s of plugin loading
@@ -92,6 +95,14 @@ pub const PLATFORM_PROVIDER_ID: &str = "platform";
 pub const AGENT_ID: &str = "main";
 /// Cron schedule of memory dreaming on plans with background jobs (daily, off-peak).
 pub const DREAMING_SCHEDULE: &str = "0 3 * * *";
+
+/// Where the image installs its runtime (`agent-image/openclaw/install-runtime.sh /opt/openclaw`).
+pub const RUNTIME_DIR: &str = "/opt/openclaw";
+/// The image's own plugin serving the conversations API (`clawdbot_api::conversations`) on the
+/// gateway port, so the router reads sessions and exports the same way from both runtimes.
+pub const CONVERSATIONS_PLUGIN: &str = "clawdbot-conversations";
+/// Its directory in the image (`agent-image/openclaw/plugins/clawdbot-conversations`).
+pub const CONVERSATIONS_PLUGIN_DIR: &str = "/opt/openclaw/plugins/clawdbot-conversations";
 
 /// Channel plugins shipped inside the `openclaw` package; all disabled (the router owns channels).
 const BUNDLED_CHANNEL_PLUGINS: [&str; 3] = ["telegram", "a2a", "reef"];
@@ -249,11 +260,12 @@ pub fn render_config(input: &RenderInput) -> Result<Value, String> {
 
     // The plugins a tenant needs: its model provider's adapter, memory, and (when on) search.
     // `openai` also owns the OpenAI-compatible adapter the platform provider uses.
-    let mut allow = vec!["memory-core", "openai"];
+    let mut allow = vec!["memory-core", "openai", CONVERSATIONS_PLUGIN];
     if model.provider == ModelProvider::Anthropic {
         allow.push("anthropic");
     }
     let mut plugin_entries = serde_json::Map::new();
+    plugin_entries.insert(CONVERSATIONS_PLUGIN.into(), json!({"enabled": true}));
     for channel in BUNDLED_CHANNEL_PLUGINS {
         plugin_entries.insert(channel.into(), json!({"enabled": false}));
     }
@@ -319,7 +331,11 @@ pub fn render_config(input: &RenderInput) -> Result<Value, String> {
         },
         "cron": {"enabled": background},
         "skills": {"workshop": {"autonomous": {"mode": if background { "auto" } else { "off" }}}},
-        "plugins": {"allow": allow, "entries": Value::Object(plugin_entries)},
+        "plugins": {
+            "allow": allow,
+            "load": {"paths": [CONVERSATIONS_PLUGIN_DIR]},
+            "entries": Value::Object(plugin_entries),
+        },
     }))
 }
 
@@ -513,6 +529,21 @@ spec:
                             .contains(&json!(channel))
                     );
                 }
+                // The conversations plugin: loaded from the image, allowed and on.
+                assert_eq!(
+                    c["plugins"]["load"]["paths"],
+                    json!([CONVERSATIONS_PLUGIN_DIR])
+                );
+                assert_eq!(
+                    c["plugins"]["entries"][CONVERSATIONS_PLUGIN]["enabled"],
+                    true
+                );
+                assert!(
+                    c["plugins"]["allow"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!(CONVERSATIONS_PLUGIN))
+                );
                 // The model, its sampling and its cap.
                 let pid = provider_id(provider);
                 let reference = format!("{pid}/m1");

@@ -22,7 +22,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clawdbot_api::gateway::{ChatCompletionResponse, SESSION_KEY_HEADER, estimate_tokens};
+use clawdbot_api::conversations::{
+    ConversationExport, EXPORT_PATH, MESSAGES_PATH, MessagePage, SESSIONS_PATH, SessionList,
+};
+use clawdbot_api::gateway::{ChatCompletionResponse, Role, SESSION_KEY_HEADER, estimate_tokens};
 use clawdbot_api::names;
 use clawdbot_api::plan::Runtime;
 use clawdbot_api::workspace::UserWorkspace;
@@ -138,15 +141,18 @@ fn render_as_operator(ws: &UserWorkspace, model_url: &str) -> Rendered {
     }
 }
 
-/// A temp root standing in for the pod's filesystem.
+/// A temp root standing in for the pod's filesystem, and the cached runtime standing in for
+/// the image's `/opt/openclaw`.
 struct PodFs {
     root: tempfile::TempDir,
+    runtime: PathBuf,
 }
 
 impl PodFs {
-    fn new() -> Self {
+    fn new(runtime: &Path) -> Self {
         let fs = PodFs {
             root: tempfile::tempdir().expect("temp dir"),
+            runtime: runtime.to_path_buf(),
         };
         // The mount points exist; the volumes behind them start empty.
         for mount in [names::DATA_MOUNT, openclaw::TMP_DIR] {
@@ -155,8 +161,14 @@ impl PodFs {
         fs
     }
 
-    /// Maps a container path to its place under the temp root (only the pod's mounts move).
+    /// Maps a container path to its place under the temp root (only the pod's mounts move),
+    /// or in the cached runtime (the image's plugins).
     fn path(&self, container_path: &str) -> String {
+        if let Some(rest) = container_path.strip_prefix(openclaw::RUNTIME_DIR)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return format!("{}{rest}", self.runtime.display());
+        }
         for mount in [names::DATA_MOUNT, names::CONFIG_MOUNT, openclaw::TMP_DIR] {
             if container_path == mount || container_path.starts_with(&format!("{mount}/")) {
                 return format!("{}{container_path}", self.root.path().display());
@@ -661,7 +673,7 @@ async fn openclaw_serves_the_router_with_the_rendered_config() {
     );
     assert!(!rendered.config.to_string().contains(GATEWAY_TOKEN));
 
-    let fs = PodFs::new();
+    let fs = PodFs::new(&runtime);
     let port = model_server::free_port();
     fs.write_config(&fs.localize(&rendered.config, port));
     let secrets = BTreeMap::from([(
@@ -776,6 +788,10 @@ async fn openclaw_serves_the_router_with_the_rendered_config() {
     let other = prompt_text(relay.chat_requests().last().expect("fourth request"));
     assert!(!other.contains(marker), "sessions leaked into each other");
 
+    // The conversations, read as the router reads them (the image's plugin, the router's
+    // token), after the restart: what the user's dashboard and data export show.
+    check_conversations(&gw, session, marker).await;
+
     // Overhead over a direct model call with the same message and cap.
     let direct_started = Instant::now();
     let direct: Value = reqwest::Client::new()
@@ -806,6 +822,128 @@ async fn openclaw_serves_the_router_with_the_rendered_config() {
     diagnostics.abort();
 }
 
+async fn get_json<T: serde::de::DeserializeOwned>(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+) -> (u16, String, Option<T>) {
+    let resp = reqwest::Client::new()
+        .get(gw.url(path))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("conversations request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let parsed = serde_json::from_str(&text).ok();
+    (status, text, parsed)
+}
+
+/// The conversations API (`clawdbot_api::conversations`) as OpenClaw serves it through the
+/// image's `clawdbot-conversations` plugin: the shapes the lite agent answers, so the router
+/// does not branch on the runtime.
+async fn check_conversations(gw: &Gateway, session: &str, marker: &str) {
+    let (status, body, _) = get_json::<Value>(gw, SESSIONS_PATH, "not-the-token").await;
+    assert_eq!(status, 401, "{body}");
+
+    let (status, body, list) = get_json::<SessionList>(gw, SESSIONS_PATH, GATEWAY_TOKEN).await;
+    let list = list.unwrap_or_else(|| panic!("HTTP {status}: {body}"));
+    let keys: Vec<&str> = list.sessions.iter().map(|s| s.key.as_str()).collect();
+    assert!(
+        keys.contains(&session) && keys.contains(&"telegram:dm:9999"),
+        "{keys:?}"
+    );
+    let ours = list
+        .sessions
+        .iter()
+        .find(|s| s.key == session)
+        .expect("listed");
+    assert_eq!(
+        (
+            ours.channel.as_str(),
+            ours.kind.as_str(),
+            ours.peer.as_str()
+        ),
+        ("telegram", "dm", "4242")
+    );
+    // Three turns: at least the three messages and three replies.
+    assert!(ours.message_count >= 6, "{ours:?}");
+    assert!(ours.last_activity.is_some());
+    let (_, body, other_channel) = get_json::<SessionList>(
+        gw,
+        &format!("{SESSIONS_PATH}?channel=whatsapp"),
+        GATEWAY_TOKEN,
+    )
+    .await;
+    assert!(other_channel.expect(&body).sessions.is_empty());
+
+    let (status, body, page) = get_json::<MessagePage>(
+        gw,
+        &format!("{MESSAGES_PATH}?key={session}&limit=2"),
+        GATEWAY_TOKEN,
+    )
+    .await;
+    let page = page.unwrap_or_else(|| panic!("HTTP {status}: {body}"));
+    assert_eq!(page.messages.len(), 2, "{body}");
+    assert_eq!(
+        page.messages[0].role,
+        Role::Assistant,
+        "newest first: {body}"
+    );
+    let last_user = page
+        .messages
+        .iter()
+        .find(|m| m.role == Role::User)
+        .expect("a user message");
+    assert_eq!(last_user.content, "Thanks. Say hi again.");
+    let cursor = page.next_before.clone().expect("older pages");
+    let (_, body, older) = get_json::<MessagePage>(
+        gw,
+        &format!("{MESSAGES_PATH}?key={session}&limit=200&before={cursor}"),
+        GATEWAY_TOKEN,
+    )
+    .await;
+    let older = older.expect(&body);
+    assert!(
+        older.messages.iter().all(|m| !page.messages.contains(m)),
+        "pages overlap"
+    );
+    let (status, _, _) = get_json::<Value>(
+        gw,
+        &format!("{MESSAGES_PATH}?key=telegram:dm:1"),
+        GATEWAY_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let (status, body, export) =
+        get_json::<ConversationExport>(gw, EXPORT_PATH, GATEWAY_TOKEN).await;
+    let export = export.unwrap_or_else(|| panic!("HTTP {status}: {body}"));
+    assert_eq!(export.runtime, "openclaw");
+    assert!(!body.contains(GATEWAY_TOKEN), "the token is not exported");
+    let ours = export
+        .sessions
+        .iter()
+        .find(|s| s.session.key == session)
+        .expect("exported");
+    let said: Vec<&str> = ours
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(
+        said,
+        [
+            format!("Hi! My name is {marker}.").as_str(),
+            "What is my name?",
+            "Thanks. Say hi again."
+        ],
+        "oldest first"
+    );
+}
+
 /// Every plan x provider the operator can render is a config the real OpenClaw accepts
 /// (`openclaw config validate`), and the env it reads is complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -814,7 +952,7 @@ async fn every_rendered_config_passes_openclaw_validation() {
         .await
         .expect("install task");
     let (node, entry) = node_and_entry(&runtime);
-    let fs = PodFs::new();
+    let fs = PodFs::new(&runtime);
     let cfg = OperatorConfig::default();
     let mut checked = 0;
     for plan in ["free", "pro", "team"] {

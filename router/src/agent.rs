@@ -1,8 +1,14 @@
 //! The call to a tenant's agent: OpenClaw's gateway protocol (OpenAI-compatible chat
-//! completions, bearer token, `x-openclaw-session-key`). Identical for both runtimes.
+//! completions, bearer token, `x-openclaw-session-key`), and the reads of its conversations
+//! (`clawdbot_api::conversations`: sessions, paged messages, export) with the same token.
+//! Identical for both runtimes.
 
 use std::time::Duration;
 
+use clawdbot_api::conversations::{
+    ConversationExport, EXPORT_PATH, MESSAGES_PATH, MessagePage, MessagesQuery, SESSIONS_PATH,
+    SessionList, SessionsQuery,
+};
 use clawdbot_api::gateway::{
     CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatCompletionResponse, SESSION_KEY_HEADER,
     SessionKey, Usage,
@@ -112,5 +118,76 @@ impl AgentClient {
             text,
             usage: body.usage,
         })
+    }
+
+    /// The tenant's sessions, most recently active first.
+    pub async fn sessions(
+        &self,
+        base_url: &str,
+        token: &str,
+        query: &SessionsQuery,
+        timeout: Duration,
+    ) -> Result<SessionList, AgentError> {
+        self.read(base_url, SESSIONS_PATH, token, query, timeout)
+            .await
+    }
+
+    /// One page of a session's messages, newest first; an unknown session is
+    /// `AgentError::Status(404)`.
+    pub async fn messages(
+        &self,
+        base_url: &str,
+        token: &str,
+        query: &MessagesQuery,
+        timeout: Duration,
+    ) -> Result<MessagePage, AgentError> {
+        self.read(base_url, MESSAGES_PATH, token, query, timeout)
+            .await
+    }
+
+    /// Every session with its messages and the memory notes, for the user's data export.
+    pub async fn export(
+        &self,
+        base_url: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<ConversationExport, AgentError> {
+        let no_query: &[(&str, &str)] = &[];
+        self.read(base_url, EXPORT_PATH, token, no_query, timeout)
+            .await
+    }
+
+    async fn read<Q: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+        &self,
+        base_url: &str,
+        path: &str,
+        token: &str,
+        query: &Q,
+        timeout: Duration,
+    ) -> Result<T, AgentError> {
+        let url = format!("{}{path}", base_url.trim_end_matches('/'));
+        let classify = |e: reqwest::Error, malformed: bool| {
+            if e.is_timeout() {
+                AgentError::Timeout(timeout)
+            } else if malformed {
+                AgentError::Malformed(e.without_url().to_string())
+            } else {
+                AgentError::Unreachable(e.without_url().to_string())
+            }
+        };
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .query(query)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| classify(e, false))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(AgentError::Status(status.as_u16()));
+        }
+        response.json().await.map_err(|e| classify(e, true))
     }
 }

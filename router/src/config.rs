@@ -517,6 +517,24 @@ pub struct AccountsConfig {
         value_parser = load_plans
     )]
     pub plans: Arc<Plans>,
+    /// Registration attempts per client address per hour.
+    #[arg(
+        id = "registrations_per_address",
+        long = "registrations-per-address",
+        env = "ROUTER_REGISTRATIONS_PER_ADDRESS",
+        default_value_t = 20
+    )]
+    pub registrations_per_address: u32,
+    /// Registration attempts per e-mail address per hour.
+    #[arg(
+        id = "registrations_per_email",
+        long = "registrations-per-email",
+        env = "ROUTER_REGISTRATIONS_PER_EMAIL",
+        default_value_t = 5
+    )]
+    pub registrations_per_email: u32,
+    #[command(flatten)]
+    pub google: GoogleConfig,
 }
 
 fn load_plans(path: &str) -> Result<Arc<Plans>, String> {
@@ -550,6 +568,45 @@ pub struct BillingConfig {
     /// and the upgrade link of limit messages (`<ROUTER_DASHBOARD_ORIGIN>/billing` when unset).
     #[arg(long, env = "BILLING_RETURN_URL")]
     pub billing_return_url: Option<String>,
+}
+
+/// Sign-in with Google (or any OpenID Connect provider named by its issuer), served at
+/// `/api/v1/auth/oauth/google/{start,callback}` when the client id, secret and redirect URL
+/// are all set.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GoogleConfig {
+    /// The provider's issuer; its discovery document is read from
+    /// `<issuer>/.well-known/openid-configuration`.
+    #[arg(
+        id = "google_issuer",
+        long = "google-issuer",
+        env = "ROUTER_GOOGLE_ISSUER",
+        default_value = "https://accounts.google.com"
+    )]
+    pub issuer: String,
+    /// OAuth client id registered with the provider.
+    #[arg(
+        id = "google_client_id",
+        long = "google-client-id",
+        env = "ROUTER_GOOGLE_CLIENT_ID"
+    )]
+    pub client_id: Option<String>,
+    /// OAuth client secret.
+    #[arg(
+        id = "google_client_secret",
+        long = "google-client-secret",
+        env = "ROUTER_GOOGLE_CLIENT_SECRET"
+    )]
+    pub client_secret: Option<Secret>,
+    /// Where the provider sends the browser back, registered with it exactly so: the router's
+    /// `/api/v1/auth/oauth/google/callback`, or a dashboard page that passes `code` and
+    /// `state` on to it.
+    #[arg(
+        id = "google_redirect_url",
+        long = "google-redirect-url",
+        env = "ROUTER_GOOGLE_REDIRECT_URL"
+    )]
+    pub redirect_url: Option<String>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -596,6 +653,7 @@ mod tests {
         c.accounts.master_keys = Some(Secret::new("k1:MASTERKEYBASE64"));
         c.billing.stripe_secret_key = Some(Secret::new("sk_test_STRIPEKEY"));
         c.billing.stripe_webhook_secret = Some(Secret::new("whsec_WEBHOOKSECRET"));
+        c.accounts.google.client_secret = Some(Secret::new("GOCSPX-google-client-secret"));
         let shown = format!("{c:?}");
         for secret in [
             "hunter2",
@@ -606,6 +664,7 @@ mod tests {
             "MASTERKEYBASE64",
             "STRIPEKEY",
             "WEBHOOKSECRET",
+            "google-client-secret",
         ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
@@ -718,6 +777,15 @@ mod tests {
             ("stripe-api-base", "STRIPE_API_BASE"),
             ("billing-grace-period", "BILLING_GRACE_PERIOD"),
             ("billing-return-url", "BILLING_RETURN_URL"),
+            (
+                "registrations-per-address",
+                "ROUTER_REGISTRATIONS_PER_ADDRESS",
+            ),
+            ("registrations-per-email", "ROUTER_REGISTRATIONS_PER_EMAIL"),
+            ("google-issuer", "ROUTER_GOOGLE_ISSUER"),
+            ("google-client-id", "ROUTER_GOOGLE_CLIENT_ID"),
+            ("google-client-secret", "ROUTER_GOOGLE_CLIENT_SECRET"),
+            ("google-redirect-url", "ROUTER_GOOGLE_REDIRECT_URL"),
         ]
         .iter()
         .map(|(l, e)| (l.to_string(), e.to_string()))

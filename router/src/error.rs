@@ -224,7 +224,7 @@ impl IntoResponse for ApiError {
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     [(axum::http::header::RETRY_AFTER, secs.to_string())],
-                    Json(json!({ "error": "too many failed attempts; try again later" })),
+                    Json(json!({ "error": "too many attempts; try again later" })),
                 )
                     .into_response();
             }

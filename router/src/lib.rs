@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
-pub use config::{AccountsConfig, Config, Secret};
+pub use config::{AccountsConfig, Config, GoogleConfig, Secret};
 pub use pipeline::Core;
 
 use crate::channels::Channel;
@@ -87,6 +87,9 @@ pub async fn connect_accounts(
             per_account: config.login_attempts_per_account,
             per_address: config.login_attempts_per_address,
             window: Duration::from_secs(15 * 60),
+            registrations_per_address: config.registrations_per_address,
+            registrations_per_email: config.registrations_per_email,
+            registration_window: Duration::from_secs(3600),
         },
     );
     let settings = service::Settings {
@@ -202,6 +205,21 @@ impl Router {
         };
         let trust_forwarded_for = config.accounts.trust_forwarded_for;
         let billing = connect_billing(&config, db.clone(), accounts.as_ref())?;
+        let google = match &accounts {
+            Some(_) => api::google::GoogleSignIn::from_config(
+                &config.accounts.google,
+                config.redis.url.expose(),
+                &config.redis.prefix,
+            )
+            .await?
+            .map(Arc::new),
+            None if config.accounts.google.client_id.is_some() => {
+                anyhow::bail!(
+                    "Google sign-in needs the accounts API (ROUTER_JWT_SECRET and ROUTER_MASTER_KEYS)"
+                )
+            }
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let directory = Directory::new(kube);
         let core = Core::new(config, db, limits, directory, metrics, &channels);
@@ -212,6 +230,7 @@ impl Router {
                 links,
                 trust_forwarded_for,
                 billing,
+                google,
             })
         });
         Ok(Router {

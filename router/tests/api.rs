@@ -840,3 +840,61 @@ async fn an_admin_suspends_and_resumes_and_a_suspended_user_reaches_no_agent() {
 fn r_accounts(r: &support::Replica) -> clawdbot_accounts::Accounts {
     r.api.clone().expect("accounts api on").accounts.clone()
 }
+
+#[tokio::test]
+async fn registration_is_limited_per_email_and_per_address() {
+    let w = World::new().await;
+    let mut config = w.api_config();
+    config.accounts.registrations_per_email = 2;
+    config.accounts.registrations_per_address = 4;
+    let r = w.start_router(config).await;
+    let register = |mail: String, password: &'static str| {
+        let a = ApiClient::new(&r);
+        async move {
+            a.call(
+                Method::POST,
+                "/auth/register",
+                Some(json!({"email": mail, "password": password})),
+            )
+            .await
+        }
+    };
+    let retry_after = |mail: String| {
+        let url = format!("{}/api/v1/auth/register", r.base);
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"email": mail, "password": PASSWORD}))
+                .send()
+                .await
+                .expect("register");
+            assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+            resp.headers()[reqwest::header::RETRY_AFTER]
+                .to_str()
+                .expect("header")
+                .parse::<u64>()
+                .expect("seconds")
+        }
+    };
+    // Per e-mail: two attempts an hour, whatever their outcome; the third waits, even with
+    // a good password, and creates nothing.
+    let mail = email();
+    for _ in 0..2 {
+        assert_eq!(
+            register(mail.clone(), "short").await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    let wait = retry_after(mail.clone()).await;
+    assert!((1..=3600).contains(&wait), "{wait}");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = $1")
+        .bind(&mail)
+        .fetch_one(&w.db)
+        .await
+        .expect("count");
+    assert_eq!(count, 0);
+    // Per address: the fourth attempt from here still passes, the fifth waits.
+    assert_eq!(register(email(), PASSWORD).await.0, StatusCode::CREATED);
+    retry_after(email()).await;
+    r.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! No secret reaches a log line: this suite captures every log line of the process (debug
 //! level, every crate) while it drives the API through sign-up, sign-in, failed logins,
-//! refresh, reuse, keys, rotation, the admin token, export and deletion, then searches the
+//! refresh, reuse, keys, rotation, the admin token, export, deletion and Google sign-in
+//! (client secret, codes, nonce, PKCE verifier), then searches the
 //! capture for each secret it used. One test in its own binary, so the capture is global.
 
 mod support;
@@ -10,7 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use sha2::Digest;
 use support::api::{ApiClient, JWT_SECRET, MASTER_K1, MASTER_K2};
+use support::google::{CLIENT_SECRET, callback, router_with_google, start};
 use support::{
     ADMIN_TOKEN, TELEGRAM_SECRET, TELEGRAM_TOKEN, WA_ACCESS, WA_APP_SECRET, WEB_SECRET, World,
 };
@@ -50,10 +53,11 @@ fn capture() -> Arc<Mutex<Vec<u8>>> {
 async fn the_logs_of_the_api_hold_no_secret() {
     let logs = capture();
     let w = World::new().await;
-    let config = w.api_config();
+    let mut config = w.api_config();
+    config.accounts.google.client_secret = Some(clawdbot_router::Secret::new(CLIENT_SECRET));
     // What the router logs at start (main.rs logs the whole config).
     tracing::info!(?config, "starting");
-    let r = w.start_router(config).await;
+    let (r, provider) = router_with_google(&w).await;
 
     let password = "my secret password 4711";
     let wrong = "a wrong password 0815";
@@ -177,6 +181,37 @@ async fn the_logs_of_the_api_hold_no_secret() {
     let last_access = a.access.clone().unwrap();
     let (s, _) = a.call(Method::DELETE, "/users/me", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // Google sign-in: the code, the pending sign-in's nonce and PKCE verifier, the tokens.
+    let google = start(&r, &provider).await;
+    let mut redis = redis::Client::open(clawdbot_testkit::env::get().redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pending: String = redis::cmd("GET")
+        .arg(format!(
+            "{}oidc:google:{}",
+            w.redis_prefix,
+            hex::encode(sha2::Sha256::digest(google.state().as_bytes()))
+        ))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let pending: serde_json::Value = serde_json::from_str(&pending).unwrap();
+    let (s, g_session) = google.finish(&r).await;
+    assert_eq!(s, StatusCode::CREATED, "{g_session}");
+    // The replay fails at the router, a made-up code at the provider: both error paths log.
+    assert_eq!(google.finish(&r).await.0, StatusCode::BAD_REQUEST);
+    let again = start(&r, &provider).await;
+    let made_up = "4/0AfakeCodeLOGTEST-made-up-code";
+    let (s, _) = callback(
+        &r,
+        &[("code", made_up), ("state", again.state())],
+        Some(&again.cookie),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     r.shutdown().await;
 
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
@@ -184,6 +219,10 @@ async fn the_logs_of_the_api_hold_no_secret() {
         text.contains("account registered"),
         "the capture works: {}",
         &text[..text.len().min(2000)]
+    );
+    assert!(
+        text.contains("account registered through a provider"),
+        "the Google sign-in's lines are in the capture"
     );
     let master_k1 = MASTER_K1.split_once(':').unwrap().1;
     let master_k2 = MASTER_K2.split_once(':').unwrap().1;
@@ -206,6 +245,20 @@ async fn the_logs_of_the_api_hold_no_secret() {
         ("whatsapp app secret", WA_APP_SECRET),
         ("whatsapp access token", WA_ACCESS),
         ("web secret", WEB_SECRET),
+        ("google client secret", CLIENT_SECRET),
+        ("google code", google.code()),
+        ("the replayed sign-in's code", again.code()),
+        ("a made-up code", made_up),
+        ("oidc nonce", pending["nonce"].as_str().unwrap()),
+        ("pkce verifier", pending["pkce_verifier"].as_str().unwrap()),
+        (
+            "google access token",
+            g_session["access_token"].as_str().unwrap(),
+        ),
+        (
+            "google refresh token",
+            g_session["refresh_token"].as_str().unwrap(),
+        ),
     ] {
         assert!(!text.contains(secret), "the {what} is in the logs");
     }

@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use clawdbot_api::Plan;
+use clawdbot_api::conversations::{MessagesQuery, SessionsQuery};
 use clawdbot_api::lite::LiteAgentConfig;
+use clawdbot_router::agent::{AgentClient, AgentError};
 use clawdbot_testkit::fake_chat::telegram_text_update;
 use clawdbot_testkit::fake_llm::{FakeLlm, Reply};
 use support::World;
@@ -77,6 +79,72 @@ async fn the_real_lite_agent_answers_through_the_router() {
     })
     .await;
     assert!(reported >= 129, "{reported}");
+
+    // The conversations, read from the agent with the token the router holds, in the shapes
+    // both runtimes answer.
+    let client = AgentClient::new();
+    let list = client
+        .sessions(&agent_url, &token, &SessionsQuery::default(), T)
+        .await
+        .expect("sessions");
+    assert_eq!(list.sessions.len(), 1, "{list:?}");
+    let session = &list.sessions[0];
+    assert_eq!(
+        (session.channel.as_str(), session.message_count),
+        ("telegram", 4)
+    );
+    let only_discord = SessionsQuery {
+        channel: Some("discord".into()),
+        days: None,
+    };
+    let none = client.sessions(&agent_url, &token, &only_discord, T).await;
+    assert!(none.expect("sessions").sessions.is_empty());
+    let query = MessagesQuery {
+        key: session.key.clone(),
+        limit: Some(3),
+        ..Default::default()
+    };
+    let page = client
+        .messages(&agent_url, &token, &query, T)
+        .await
+        .expect("messages");
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "You said your name is Ada.",
+            "What is my name?",
+            "Hello from the lite agent."
+        ]
+    );
+    let rest = MessagesQuery {
+        before: page.next_before.clone(),
+        ..query.clone()
+    };
+    let last = client
+        .messages(&agent_url, &token, &rest, T)
+        .await
+        .expect("page 2");
+    assert_eq!(last.messages.len(), 1);
+    assert_eq!(last.next_before, None);
+    let unknown = MessagesQuery {
+        key: "telegram:dm:0".into(),
+        ..Default::default()
+    };
+    let missing = client.messages(&agent_url, &token, &unknown, T).await;
+    assert!(
+        matches!(missing, Err(AgentError::Status(404))),
+        "{missing:?}"
+    );
+    let export = client.export(&agent_url, &token, T).await.expect("export");
+    assert_eq!(export.runtime, "lite");
+    assert_eq!(export.sessions.len(), 1);
+    assert_eq!(export.sessions[0].messages.len(), 4);
+    let refused = client.export(&agent_url, "not-the-token", T).await;
+    assert!(
+        matches!(refused, Err(AgentError::Status(401))),
+        "{refused:?}"
+    );
     r.shutdown().await;
     let _ = stop.send(());
     agent.await.expect("agent task").expect("agent ran cleanly");

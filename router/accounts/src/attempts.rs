@@ -18,6 +18,12 @@ pub struct AttemptLimits {
     pub per_account: u32,
     pub per_address: u32,
     pub window: Duration,
+    /// Registrations (every attempt, not only failures) per client address per
+    /// `registration_window`: sign-up creates a workspace, so it is not free to repeat.
+    pub registrations_per_address: u32,
+    /// Registration attempts per e-mail address per `registration_window`.
+    pub registrations_per_email: u32,
+    pub registration_window: Duration,
 }
 
 impl Default for AttemptLimits {
@@ -26,6 +32,9 @@ impl Default for AttemptLimits {
             per_account: 10,
             per_address: 50,
             window: Duration::from_secs(15 * 60),
+            registrations_per_address: 20,
+            registrations_per_email: 5,
+            registration_window: Duration::from_secs(3600),
         }
     }
 }
@@ -101,10 +110,72 @@ impl LoginAttempts {
         Ok(())
     }
 
+    /// Counts a registration attempt from `addr` for `email`; `TooManyAttempts` once either
+    /// is over its limit in the window. Counted before the password is hashed, so a flood
+    /// costs no Argon2 time.
+    pub async fn registration(&self, email: Option<&str>, addr: Option<IpAddr>) -> Result<()> {
+        let mut keys = Vec::new();
+        if let Some(email) = email {
+            keys.push((
+                format!(
+                    "{}register:email:{}",
+                    self.prefix,
+                    hex::encode(Sha256::digest(email.as_bytes()))
+                ),
+                self.limits.registrations_per_email,
+            ));
+        }
+        if let Some(a) = addr {
+            keys.push((
+                format!("{}register:address:{a}", self.prefix),
+                self.limits.registrations_per_address,
+            ));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let window = self.limits.registration_window.as_secs().max(1);
+        // Every attempt counts on every key (one round trip), then any key over its limit
+        // refuses it.
+        let mut pipe = redis::pipe();
+        for (key, _) in &keys {
+            pipe.incr(key, 1)
+                .cmd("EXPIRE")
+                .arg(key)
+                .arg(window)
+                .arg("NX")
+                .ignore()
+                .ttl(key);
+        }
+        let counted: Vec<i64> = pipe.query_async(&mut self.conn.clone()).await?;
+        for ((_, limit), pair) in keys.iter().zip(counted.chunks(2)) {
+            if let [count, ttl] = pair
+                && *count > i64::from(*limit)
+            {
+                return Err(Error::TooManyAttempts {
+                    retry_after_secs: (*ttl).max(1) as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The Redis keys that name `email` (for deleting an account without trace).
+    pub fn email_keys(&self, email: &str) -> Vec<String> {
+        vec![
+            self.account_key(email),
+            format!(
+                "{}register:email:{}",
+                self.prefix,
+                hex::encode(Sha256::digest(email.as_bytes()))
+            ),
+        ]
+    }
+
     /// A successful login (or a deleted account): the account's counter goes.
     pub async fn clear(&self, email: &str) -> Result<()> {
         redis::cmd("DEL")
-            .arg(self.account_key(email))
+            .arg(self.email_keys(email))
             .query_async::<()>(&mut self.conn.clone())
             .await?;
         Ok(())

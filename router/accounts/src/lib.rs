@@ -17,6 +17,6 @@ pub mod types;
 pub mod vault;
 
 pub use error::{Error, Result};
-pub use service::{Accounts, Session};
+pub use service::{Accounts, ExternalIdentity, Session};
 pub use types::{AgentSettings, KeyProvider, Role, User};
 pub use vault::Keyring;

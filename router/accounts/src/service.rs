@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 use crate::password::{self, Hasher};
 use crate::provision::{self, PlatformModel, WorkspaceDefaults};
 use crate::settings::{Allowed, SettingsPatch, apply_patch};
-use crate::store::{self, Connection, DeletedTraces, KeyRow, Presented, SessionRecord, UsageDay};
+use crate::store::{
+    self, Connection, DeletedTraces, IdentityRecord, KeyRow, Presented, SessionRecord, UsageDay,
+};
 use crate::tokens::{self, AccessClaims, TokenSigner};
 use crate::types::{AgentSettings, KeyProvider, Role, User, mask_key, normalize_email};
 use crate::vault::Keyring;
@@ -39,6 +41,17 @@ impl std::fmt::Debug for Session {
             .field("user", &self.user.id)
             .finish_non_exhaustive()
     }
+}
+
+/// Someone an identity provider vouched for (its ID token checked by the caller).
+#[derive(Clone, Debug)]
+pub struct ExternalIdentity {
+    pub issuer: String,
+    /// The provider's stable id of the person: what an account is linked on.
+    pub subject: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub name: Option<String>,
 }
 
 /// A change to the account itself.
@@ -74,6 +87,8 @@ pub struct Export {
     pub provider_keys: Vec<ExportedKey>,
     pub connections: Vec<Connection>,
     pub sessions: Vec<SessionRecord>,
+    /// Sign-ins through identity providers (issuer and address, never a token).
+    pub identities: Vec<IdentityRecord>,
     pub usage: Vec<UsageDay>,
     pub workspace: Option<serde_json::Value>,
     /// Filled by the agents' sessions export; `None` here.
@@ -189,7 +204,16 @@ impl Accounts {
 
     /// Creates an account with a password and its workspace; signs it in.
     #[tracing::instrument(skip_all)]
-    pub async fn register(&self, email: &str, password: &str) -> Result<Session> {
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<Session> {
+        let normalized = normalize_email(email).ok();
+        self.attempts
+            .registration(normalized.as_deref(), addr)
+            .await?;
         let user = self
             .create_account(email, password, Plan::Free, Role::User)
             .await?;
@@ -284,6 +308,49 @@ impl Accounts {
             refresh_token,
             refresh_expires_at,
         })
+    }
+
+    /// Signs in someone an identity provider vouched for: the account linked to the
+    /// provider's subject, or a new account (with its workspace) when neither the subject nor
+    /// the e-mail is known. An existing account with the same e-mail is not linked: its
+    /// address was never proven (registration does not verify it), so whoever registered it
+    /// first could otherwise share the provider user's account. The answer says to sign in
+    /// with the password instead. Returns the session and whether the account is new.
+    #[tracing::instrument(skip_all, fields(issuer = %id.issuer))]
+    pub async fn sign_in_external(&self, id: &ExternalIdentity) -> Result<(Session, bool)> {
+        if let Some(user) = store::identity_user(&self.db, &id.issuer, &id.subject).await? {
+            let user = self.user(user).await?;
+            Self::require_active(&user)?;
+            store::touch_identity(&self.db, &id.issuer, &id.subject, &id.email).await?;
+            tracing::info!(user = %user.id, "signed in through a provider");
+            return Ok((self.start_session(user).await?, false));
+        }
+        if !id.email_verified {
+            return Err(Error::Forbidden(
+                "the provider did not verify this e-mail address".into(),
+            ));
+        }
+        let email = normalize_email(&id.email)?;
+        if store::find_login(&self.db, &email).await?.is_some() {
+            return Err(Error::Conflict(
+                "an account with this e-mail already exists; sign in with its password".into(),
+            ));
+        }
+        let mut tx = self.db.begin().await?;
+        let user = store::insert_user(&mut *tx, &email, None, Plan::Free, Role::User).await?;
+        let settings = AgentSettings::default();
+        store::put_settings(&mut *tx, user.id, &settings).await?;
+        store::insert_identity(&mut *tx, &id.issuer, &id.subject, user.id, &email).await?;
+        self.provision(&user, &settings, &BTreeMap::new()).await?;
+        tx.commit().await?;
+        let user = match id.name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() && name.chars().count() <= 100 => {
+                store::update_user(&self.db, user.id, None, Some(Some(name)), None).await?
+            }
+            _ => user,
+        };
+        tracing::info!(user = %user.id, "account registered through a provider");
+        Ok((self.start_session(user).await?, true))
     }
 
     async fn new_refresh<'e>(
@@ -448,6 +515,7 @@ impl Accounts {
             provider_keys: keys.iter().map(ExportedKey::from).collect(),
             connections: store::list_connections(&self.db, user.id).await?,
             sessions: store::sessions_of(&self.db, user.id).await?,
+            identities: store::identities_of(&self.db, user.id).await?,
             usage: store::usage_by_day(&self.db, user.id, 3660).await?,
             workspace: ws,
             conversations: None,

@@ -679,3 +679,87 @@ pub async fn sessions_of(db: &PgPool, user: Uuid) -> Result<Vec<SessionRecord>> 
         })
         .collect()
 }
+
+// --- identities at providers ---
+
+/// An account's sign-in at an identity provider, for the export.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct IdentityRecord {
+    pub issuer: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    pub last_sign_in_at: DateTime<Utc>,
+}
+
+/// The account linked to `(issuer, subject)`.
+pub async fn identity_user(db: &PgPool, issuer: &str, subject: &str) -> Result<Option<Uuid>> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT user_id FROM user_identities WHERE issuer = $1 AND subject = $2",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(db)
+        .await?,
+    )
+}
+
+pub async fn insert_identity<'e>(
+    db: impl PgExecutor<'e>,
+    issuer: &str,
+    subject: &str,
+    user: Uuid,
+    email: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO user_identities (issuer, subject, user_id, email) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(issuer)
+    .bind(subject)
+    .bind(user)
+    .bind(email)
+    .execute(db)
+    .await
+    .map_err(|e| {
+        if unique_violation(&e) {
+            Error::Conflict("this sign-in is already linked to an account".into())
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+/// Records a sign-in (and the address the provider vouches for now).
+pub async fn touch_identity(db: &PgPool, issuer: &str, subject: &str, email: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE user_identities SET last_sign_in_at = now(), email = $3
+         WHERE issuer = $1 AND subject = $2",
+    )
+    .bind(issuer)
+    .bind(subject)
+    .bind(email)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn identities_of(db: &PgPool, user: Uuid) -> Result<Vec<IdentityRecord>> {
+    let rows = sqlx::query(
+        "SELECT issuer, email, created_at, last_sign_in_at FROM user_identities
+         WHERE user_id = $1 ORDER BY created_at",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(IdentityRecord {
+                issuer: r.try_get("issuer")?,
+                email: r.try_get("email")?,
+                created_at: r.try_get("created_at")?,
+                last_sign_in_at: r.try_get("last_sign_in_at")?,
+            })
+        })
+        .collect()
+}

@@ -1,6 +1,5 @@
 //! `/auth`: register, login, refresh, logout. Sign-in through an identity provider
-//! (`/auth/oauth/google/{start,callback}`) is its own module, built on
-//! [`clawdbot_accounts::Accounts::start_session`].
+//! (`/auth/oauth/google/{start,callback}`) is [`super::google`].
 
 use std::sync::Arc;
 
@@ -73,13 +72,15 @@ impl From<Session> for SessionView {
         (status = 201, description = "Account created", body = SessionView),
         (status = 409, description = "The e-mail has an account", body = ErrorBody),
         (status = 422, description = "A field breaks a rule", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this address or for this e-mail", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
 async fn register(
     State(s): State<Arc<ApiState>>,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<Credentials>,
 ) -> Result<(StatusCode, axum::Json<SessionView>), ApiError> {
-    let session = s.accounts.register(&req.email, &req.password).await?;
+    let session = s.accounts.register(&req.email, &req.password, addr).await?;
     Ok((StatusCode::CREATED, axum::Json(session.into())))
 }
 

@@ -2,8 +2,8 @@
 //! ([`extract::AuthUser`]), and the OpenAPI 3 document generated from the handlers
 //! (`/api/v1/openapi.json`), so the document cannot drift from the code.
 //!
-//! Sign-in through an identity provider (`/api/v1/auth/oauth/google/{start,callback}`) is
-//! built on the same [`ApiState`] and merged into [`openapi_router`] where it is wired.
+//! Sign-in through an identity provider is [`google`]; the conversations, read through the
+//! tenant's agent, are [`sessions`].
 
 pub mod admin;
 pub mod admin_token;
@@ -13,7 +13,9 @@ pub mod auth;
 pub mod billing;
 pub mod channels;
 pub mod extract;
+pub mod google;
 pub mod models;
+pub mod sessions;
 pub mod usage;
 pub mod users;
 pub mod views;
@@ -44,6 +46,8 @@ pub struct ApiState {
     pub trust_forwarded_for: bool,
     /// Stripe billing, when configured.
     pub billing: Option<clawdbot_billing::Billing>,
+    /// Sign-in with Google, when configured.
+    pub google: Option<Arc<google::GoogleSignIn>>,
 }
 
 #[derive(OpenApi)]
@@ -80,6 +84,8 @@ impl Modify for BearerAuth {
 pub fn openapi_router() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
+        .merge(google::routes())
+        .merge(sessions::routes())
         .merge(users::routes())
         .merge(workspace::routes())
         .merge(channels::routes())
@@ -161,6 +167,10 @@ mod tests {
             "/api/v1/auth/login",
             "/api/v1/auth/refresh",
             "/api/v1/auth/logout",
+            "/api/v1/auth/oauth/google/start",
+            "/api/v1/auth/oauth/google/callback",
+            "/api/v1/sessions",
+            "/api/v1/sessions/{id}/messages",
             "/api/v1/users/me",
             "/api/v1/users/me/export",
             "/api/v1/workspace",

@@ -100,7 +100,9 @@ pub async fn delete_account(s: &ApiState, user: &clawdbot_accounts::User) -> Res
 }
 
 /// Everything held about the account as one document. Keys are shown masked, tokens not at
-/// all. `conversations` is filled from the agent where that export is available.
+/// all. `conversations` is the assistant's own export (every session with its messages, and
+/// its memory notes) with `included: true`, or `included: false` and the reason when the
+/// assistant cannot be read now (asleep: it is woken, export again shortly).
 #[utoipa::path(get, path = "/api/v1/users/me/export", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, description = "The export", body = Object),
@@ -111,5 +113,7 @@ async fn export(
     State(s): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
 ) -> Result<axum::Json<clawdbot_accounts::service::Export>, ApiError> {
-    Ok(axum::Json(s.accounts.export(&user).await?))
+    let mut export = s.accounts.export(&user).await?;
+    export.conversations = Some(super::sessions::conversations_for_export(&s, user.id).await);
+    Ok(axum::Json(export))
 }

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod node;
+pub mod google;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,6 +167,16 @@ impl World {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        self.start_router_on(listener, config).await
+    }
+
+    /// Starts a router replica on `listener` (bound earlier, so that its address can go into
+    /// the config, such as an OAuth redirect URL).
+    pub async fn start_router_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        config: Config,
+    ) -> Replica {
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind metrics");
