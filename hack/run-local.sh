@@ -57,6 +57,12 @@ secret() {
   [ -s "$f" ] || (umask 077; openssl rand -hex 24 > "$f")
   cat "$f"
 }
+# The accounts API's master key: 32 random bytes, base64 (ROUTER_MASTER_KEYS is `id:base64`).
+master_key() {
+  local f=$STATE/run-local/master-key
+  [ -s "$f" ] || (umask 077; openssl rand -base64 32 > "$f")
+  cat "$f"
+}
 
 PIDS=()
 cleanup() {
@@ -116,6 +122,9 @@ PIDS+=($!)
 env RUST_LOG=${RUST_LOG:-info} DATABASE_URL="$DATABASE_URL" REDIS_URL="$CLAWDBOT_TEST_REDIS_URL" \
   ROUTER_LISTEN=127.0.0.1:$ROUTER_PORT ROUTER_METRICS_LISTEN=127.0.0.1:$ROUTER_METRICS_PORT \
   ROUTER_ADMIN_TOKEN="$ADMIN_TOKEN" ROUTER_WEB_TOKEN_SECRET="$WEB_SECRET" ROUTER_WATCH_NAMESPACE=$NS \
+  ROUTER_JWT_SECRET="$(secret jwt-secret)" ROUTER_MASTER_KEYS="local1:$(master_key)" \
+  ROUTER_WORKSPACE_NAMESPACE=$NS ROUTER_WORKSPACE_MODEL=smollm2 ROUTER_WORKSPACE_MODEL_ENDPOINT=local \
+  ROUTER_DASHBOARD_ORIGIN=$ROUTER_URL \
   POD_NAMESPACE=$NS "$BIN/clawdbot-router" >"$LOGS/router.log" 2>&1 &
 PIDS+=($!)
 wait_router() {
@@ -177,6 +186,9 @@ quick, not clever):
   eval "\$(hack/dev-env.sh env)"
   curl -N \$CLAWDBOT_ROUTER_URL/api/v1/web/messages -H "Authorization: Bearer \$CLAWDBOT_DEMO_WEB_TOKEN" \\
     -H 'content-type: application/json' -d '{"id": "'\$RANDOM'", "text": "What is the capital of France?"}'
+
+  The web dashboard: $ROUTER_URL/dashboard (sign up there: each account gets its own
+  assistant, a pod on this node; connect channels, chat, keys, settings).
 
   kubectl get uws,mep,pods -n $NS          # KUBECONFIG=$KUBECONFIG
   logs: $LOGS/{operator,router}.log, pod logs under /var/log/pods/

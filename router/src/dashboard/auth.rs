@@ -63,10 +63,12 @@ fn signed_in(session: &clawdbot_accounts::Session) -> Response {
 #[tracing::instrument(skip_all)]
 pub async fn signup(
     State(s): State<Arc<DashState>>,
+    Peer(addr): Peer,
     c: Ctx,
     Form(f): Form<Credentials>,
 ) -> Response {
-    match s.api.accounts.register(&f.email, &f.password).await {
+    // Counted against the same per-address and per-e-mail registration limits as the API.
+    match s.api.accounts.register(&f.email, &f.password, addr).await {
         Ok(session) => signed_in(&session),
         Err(e) => {
             let e = ApiError::from(e);
