@@ -113,7 +113,16 @@ async fn export(
     State(s): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
 ) -> Result<axum::Json<clawdbot_accounts::service::Export>, ApiError> {
-    let mut export = s.accounts.export(&user).await?;
-    export.conversations = Some(super::sessions::conversations_for_export(&s, user.id).await);
-    Ok(axum::Json(export))
+    Ok(axum::Json(full_export(&s, &user).await?))
+}
+
+/// The account's export with the assistant's conversations: what the API and the dashboard's
+/// download both give.
+pub async fn full_export(
+    s: &ApiState,
+    user: &clawdbot_accounts::User,
+) -> Result<clawdbot_accounts::service::Export, ApiError> {
+    let mut export = s.accounts.export(user).await?;
+    export.conversations = Some(super::sessions::conversations_for_export(s, user.id).await);
+    Ok(export)
 }

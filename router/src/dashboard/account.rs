@@ -215,7 +215,7 @@ pub async fn save_profile(
 /// The export of `GET /users/me/export`, as a file to save.
 #[tracing::instrument(skip_all, fields(user))]
 pub async fn export(State(s): State<Arc<DashState>>, Viewer(user): Viewer, c: Ctx) -> Response {
-    match s.api.accounts.export(&user).await {
+    match crate::api::users::full_export(&s.api, &user).await {
         Ok(export) => match serde_json::to_vec_pretty(&export) {
             Ok(body) => (
                 [
@@ -230,7 +230,7 @@ pub async fn export(State(s): State<Arc<DashState>>, Viewer(user): Viewer, c: Ct
                 .into_response(),
             Err(e) => error_page(c, &ApiError::Internal(e.to_string())),
         },
-        Err(e) => error_page(c.signed_in(&user), &ApiError::from(e)),
+        Err(e) => error_page(c.signed_in(&user), &e),
     }
 }
 
