@@ -4,8 +4,8 @@
 
 pub mod agent;
 pub mod api;
-pub mod node;
 pub mod google;
+pub mod node;
 
 use std::sync::Arc;
 use std::time::Duration;
