@@ -593,16 +593,20 @@ impl Core {
                     self.reply_part(&*channel, msg, &part, ReplyKind::Final)
                         .await;
                 }
+                // Searches count even when the tokens must be estimated.
+                let web_searches = reply.usage.map_or(0, |u| u.web_searches);
                 let usage = match reply.usage.filter(|u| u.is_reported()) {
                     Some(u) => UsageRow {
                         prompt_tokens: u.prompt_tokens,
                         completion_tokens: u.completion_tokens,
                         estimated: false,
+                        web_searches,
                     },
                     None => UsageRow {
                         prompt_tokens: estimate_tokens(&msg.text),
                         completion_tokens: estimate_tokens(&reply.text),
                         estimated: true,
+                        web_searches,
                     },
                 };
                 let entry = UsageEntry {

@@ -304,15 +304,15 @@ pub async fn finish_batch(pool: &PgPool, rows: &[Finish]) -> Result<(), sqlx::Er
     sqlx::query(
         "WITH f AS (
              SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::uuid[], $5::text[],
-                                  $6::text[], $7::int8[], $8::int8[], $9::bool[])
-                 AS t(id, state, outcome, user_id, workspace, channel, pt, ct, est)
+                                  $6::text[], $7::int8[], $8::int8[], $9::bool[], $10::int4[])
+                 AS t(id, state, outcome, user_id, workspace, channel, pt, ct, est, ws)
          ), done AS (
              UPDATE inbound_messages m
              SET state = f.state, outcome = f.outcome, payload = NULL, done_at = now()
              FROM f WHERE m.id = f.id
          )
-         INSERT INTO usage_records (user_id, workspace, channel, prompt_tokens, completion_tokens, total_tokens, estimated)
-         SELECT user_id, workspace, channel, pt, ct, pt + ct, est FROM f WHERE user_id IS NOT NULL",
+         INSERT INTO usage_records (user_id, workspace, channel, prompt_tokens, completion_tokens, total_tokens, estimated, web_searches)
+         SELECT user_id, workspace, channel, pt, ct, pt + ct, est, ws FROM f WHERE user_id IS NOT NULL",
     )
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.state).collect::<Vec<_>>())
@@ -323,6 +323,9 @@ pub async fn finish_batch(pool: &PgPool, rows: &[Finish]) -> Result<(), sqlx::Er
     .bind(column(rows, |u| u.usage.prompt_tokens as i64))
     .bind(column(rows, |u| u.usage.completion_tokens as i64))
     .bind(column(rows, |u| u.usage.estimated))
+    .bind(column(rows, |u| {
+        i32::try_from(u.usage.web_searches).unwrap_or(i32::MAX)
+    }))
     .execute(pool)
     .await?;
     Ok(())
@@ -334,6 +337,8 @@ pub struct UsageRow {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub estimated: bool,
+    /// Web searches the reply made, as the agent reported them (0 when it reports none).
+    pub web_searches: u64,
 }
 
 /// Keeps a message for later delivery (the tenant did not wake in time).

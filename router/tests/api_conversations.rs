@@ -1,6 +1,7 @@
 //! The user's conversations through the API (`/sessions`, `/sessions/{id}/messages`, and the
 //! export), read from the real lite agent of an account made by sign-up; a sleeping agent is
-//! said to be asleep (and woken) instead of making the request hang.
+//! said to be asleep (and woken) instead of making the request hang. A web search the agent
+//! made shows in `/usage`.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use clawdbot_api::annotations;
 use clawdbot_api::lite::LiteAgentConfig;
 use clawdbot_testkit::fake_chat::telegram_text_update;
-use clawdbot_testkit::fake_llm::{FakeLlm, Reply};
+use clawdbot_testkit::fake_llm::{FakeLlm, FakeSearxng, Reply, SearchResult};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::World;
@@ -17,7 +18,8 @@ use support::api::{ApiClient, JWT_SECRET, MASTER_K1, wait_usable};
 
 const T: Duration = Duration::from_secs(30);
 
-/// The real lite agent on a free port, its model the fake provider.
+/// The real lite agent on a free port, its model the fake provider, its web search the fake
+/// SearXNG.
 struct LiteAgent {
     url: String,
     token: String,
@@ -27,7 +29,7 @@ struct LiteAgent {
 }
 
 impl LiteAgent {
-    async fn start(llm: &FakeLlm) -> Self {
+    async fn start(llm: &FakeLlm, searx: &FakeSearxng) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = format!("lite-{:016x}", rand::random::<u64>());
         let token_file = dir.path().join("token");
@@ -42,7 +44,8 @@ impl LiteAgent {
             "dataDir": dir.path().join("data").to_string_lossy(),
             "tokenFile": token_file.to_string_lossy(),
             "model": {"provider": "platform", "baseUrl": llm.base_url(), "model": "fake-model", "timeoutSeconds": 20},
-            "storageLimitBytes": 64 * 1024 * 1024
+            "storageLimitBytes": 64 * 1024 * 1024,
+            "webSearch": {"baseUrl": searx.base_url(), "maxPerDay": 5}
         }))
         .expect("lite config");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -75,9 +78,23 @@ async fn sessions_and_export_come_from_the_users_agent() {
     let w = World::new().await;
     let r = w.start_router(w.api_config()).await;
     let llm = FakeLlm::openai().await;
+    let searx = FakeSearxng::start().await;
+    searx.set_results(
+        "ada",
+        vec![SearchResult::new(
+            "Ada Lovelace",
+            "https://example.org/ada",
+            "Mathematician.",
+        )],
+    );
+    // The first turn searches the web once before it answers.
+    llm.push(Reply::tool_call(
+        "web_search",
+        json!({"query": "who is ada"}),
+    ));
     llm.push(Reply::text("Hello from the lite agent."));
     llm.push(Reply::text("You said your name is Ada."));
-    let agent = LiteAgent::start(&llm).await;
+    let agent = LiteAgent::start(&llm, &searx).await;
 
     let password = "conversations password 1";
     let openai = "sk-proj-EXPORTTESTcccccccccccccccccc7777";
@@ -136,6 +153,27 @@ async fn sessions_and_export_come_from_the_users_agent() {
     w.telegram_update(&r, &telegram_text_update(2, chat, "What is my name?"))
         .await;
     w.telegram.wait_for_messages(chat, 2, T).await;
+    assert_eq!(searx.queries(), ["who is ada"]);
+
+    // Usage: both messages (recorded through the group commit, so waited for) and the one
+    // search the agent reported with its first reply.
+    let client = a.clone();
+    let usage = clawdbot_testkit::wait_for("both usage records", T, || {
+        let client = client.clone();
+        async move {
+            let (s, body) = client.get("/usage?days=1").await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            (body["total_messages"] == 2).then_some(body)
+        }
+    })
+    .await;
+    let today = &usage["per_day"][0];
+    assert_eq!(
+        (&today["messages"], &today["web_searches"]),
+        (&json!(2), &json!(1)),
+        "{usage}"
+    );
+    assert_eq!(usage["total_web_searches"], 1, "{usage}");
 
     let (s, list) = a.get("/sessions").await;
     assert_eq!(s, StatusCode::OK, "{list}");

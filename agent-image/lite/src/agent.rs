@@ -3,6 +3,7 @@
 //! the bounded tool loop, and the turn stored whole.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clawdbot_api::gateway::{SessionKey, Usage};
@@ -138,6 +139,7 @@ impl Agent {
             web: self.web.as_ref(),
             state: &self.state,
             storage: &self.storage,
+            searches: AtomicU64::new(0),
         };
         let specs = tools.specs();
         let system = self.system_prompt();
@@ -256,6 +258,7 @@ impl Agent {
             usage.completion_tokens = estimate_tokens(&reply) as u64;
             usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
         }
+        usage.web_searches = tools.searches.load(Ordering::Relaxed);
         Ok(Outcome {
             reply,
             usage,

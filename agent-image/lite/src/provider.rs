@@ -398,6 +398,7 @@ fn parse_usage(prompt: &Value, completion: &Value) -> Usage {
         prompt_tokens: p,
         completion_tokens: c,
         total_tokens: p + c,
+        web_searches: 0,
     }
 }
 

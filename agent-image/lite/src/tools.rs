@@ -1,6 +1,7 @@
 //! The tools the model may call: memory search, memory write and (when the plan has it) web
 //! search through SearXNG, counted per day against the plan's limit.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clawdbot_api::lite::WebSearchConfig;
@@ -40,6 +41,9 @@ pub struct Tools<'a> {
     pub web: Option<&'a WebSearch>,
     pub state: &'a SqlitePool,
     pub storage: &'a Storage,
+    /// Web searches this turn made (each one counted against the day's limit), reported with
+    /// the reply's usage so that the router records them.
+    pub searches: AtomicU64,
 }
 
 impl Tools<'_> {
@@ -129,7 +133,9 @@ impl Tools<'_> {
     async fn web_search(&self, web: &WebSearch, query: &str) -> String {
         let limit = web.config.max_per_day;
         match count_search(self.state, limit).await {
-            Ok(true) => {}
+            Ok(true) => {
+                self.searches.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(false) => {
                 return format!(
                     "error: the daily web search limit of this plan ({limit} searches) is used up; it resets at midnight UTC"

@@ -459,6 +459,8 @@ async fn web_search_goes_to_searxng_and_is_counted_per_day() {
         vec!["rust release"],
         "the second search was over the limit"
     );
+    // The reply reports the one search made (the refused one is not a search).
+    assert_eq!(r.body["usage"]["web_searches"], 1, "{}", r.body);
     let reqs = llm.completions();
     let tools: Vec<&str> = reqs[0].body["tools"]
         .as_array()
@@ -492,8 +494,13 @@ async fn web_search_goes_to_searxng_and_is_counted_per_day() {
         json!({"webSearch": {"baseUrl": searx.base_url(), "maxPerDay": 1}}),
     ))
     .await;
-    agent.chat("telegram:dm:3", "search again").await;
+    let r = agent.chat("telegram:dm:3", "search again").await;
     assert_eq!(searx.queries().len(), 1);
+    assert!(
+        r.body["usage"].get("web_searches").is_none(),
+        "no search, no field: {}",
+        r.body
+    );
     agent.stop().await;
 }
 

@@ -123,7 +123,7 @@ impl ChatCompletionRequest {
     }
 }
 
-/// Token counts of one completion.
+/// Token counts of one completion, and the web searches the turn made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     #[serde(default)]
@@ -132,6 +132,14 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    /// Web searches made for this reply (Clawdbot's extension: the lite agent reports them;
+    /// OpenClaw and model servers send no such field, which reads as 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_searches: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -310,6 +318,24 @@ mod tests {
         assert_eq!(r.reply_text(), Some("hi"));
         assert_eq!(r.object, "chat.completion");
         assert!(!r.usage.unwrap().is_reported());
+    }
+
+    #[test]
+    fn web_searches_in_usage_are_optional_both_ways() {
+        // OpenClaw's usage (no such field) reads as no searches, and is written back unchanged.
+        let openclaw = r#"{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}"#;
+        let u: Usage = serde_json::from_str(openclaw).unwrap();
+        assert_eq!(u.web_searches, 0);
+        assert_eq!(
+            serde_json::to_value(u).unwrap(),
+            serde_json::from_str::<serde_json::Value>(openclaw).unwrap()
+        );
+        let lite: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"web_searches":2}"#,
+        )
+        .unwrap();
+        assert_eq!(lite.web_searches, 2);
+        assert_eq!(serde_json::to_value(lite).unwrap()["web_searches"], 2);
     }
 
     #[test]

@@ -565,6 +565,8 @@ pub struct UsageDay {
     pub total_tokens: i64,
     /// Messages whose tokens were estimated (the agent reported none).
     pub estimated_messages: i64,
+    /// Web searches the replies made (reported by the lite agent; OpenClaw reports none).
+    pub web_searches: i64,
 }
 
 pub async fn usage_by_day(db: &PgPool, user: Uuid, days: u32) -> Result<Vec<UsageDay>> {
@@ -574,7 +576,8 @@ pub async fn usage_by_day(db: &PgPool, user: Uuid, days: u32) -> Result<Vec<Usag
                 sum(prompt_tokens)::bigint AS prompt_tokens,
                 sum(completion_tokens)::bigint AS completion_tokens,
                 sum(total_tokens)::bigint AS total_tokens,
-                sum(CASE WHEN estimated THEN messages ELSE 0 END)::bigint AS estimated_messages
+                sum(CASE WHEN estimated THEN messages ELSE 0 END)::bigint AS estimated_messages,
+                sum(web_searches)::bigint AS web_searches
          FROM usage_records
          WHERE user_id = $1 AND recorded_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - make_interval(days => $2 - 1)
          GROUP BY 1 ORDER BY 1",
@@ -592,6 +595,7 @@ pub async fn usage_by_day(db: &PgPool, user: Uuid, days: u32) -> Result<Vec<Usag
                 completion_tokens: r.try_get("completion_tokens")?,
                 total_tokens: r.try_get("total_tokens")?,
                 estimated_messages: r.try_get("estimated_messages")?,
+                web_searches: r.try_get("web_searches")?,
             })
         })
         .collect()

@@ -1,4 +1,4 @@
-//! `/usage`: messages and tokens per day.
+//! `/usage`: messages, tokens and web searches per day.
 
 use std::sync::Arc;
 
@@ -35,6 +35,9 @@ pub struct UsageDayView {
     pub total_tokens: i64,
     /// Of `messages`, those whose tokens are estimated (the agent reported none).
     pub estimated_messages: i64,
+    /// Web searches the assistant made for the day's replies (counted by the lite runtime;
+    /// OpenClaw runtimes report none, so 0 there).
+    pub web_searches: i64,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -44,6 +47,7 @@ pub struct UsageView {
     pub per_day: Vec<UsageDayView>,
     pub total_messages: i64,
     pub total_tokens: i64,
+    pub total_web_searches: i64,
 }
 
 /// Usage of the last `days` days.
@@ -68,6 +72,7 @@ async fn get_usage(
         days,
         total_messages: rows.iter().map(|r| r.messages).sum(),
         total_tokens: rows.iter().map(|r| r.total_tokens).sum(),
+        total_web_searches: rows.iter().map(|r| r.web_searches).sum(),
         per_day: rows
             .into_iter()
             .map(|r| UsageDayView {
@@ -77,6 +82,7 @@ async fn get_usage(
                 completion_tokens: r.completion_tokens,
                 total_tokens: r.total_tokens,
                 estimated_messages: r.estimated_messages,
+                web_searches: r.web_searches,
             })
             .collect(),
     }))

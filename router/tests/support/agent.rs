@@ -175,6 +175,7 @@ async fn chat(
         prompt_tokens: 11,
         completion_tokens: 7,
         total_tokens: 18,
+        web_searches: 0,
     });
     Json(ChatCompletionResponse {
         id: "chatcmpl-test".into(),
