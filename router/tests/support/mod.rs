@@ -166,6 +166,16 @@ impl World {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        self.start_router_on(listener, config).await
+    }
+
+    /// Starts a router replica with `config` on `listener` (for a config that names the
+    /// replica's own address).
+    pub async fn start_router_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        config: Config,
+    ) -> Replica {
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind metrics");
