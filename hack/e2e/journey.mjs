@@ -2,9 +2,10 @@
 // Telegram with the code -> a message round trip -> usage -> chat in the browser -> an API key
 // (masked) -> models, settings -> export -> delete the account. Run by
 // router/tests/dashboard.rs, which starts the router and answers CONTROL_URL (the operator,
-// the Telegram user, billing).
+// the Telegram user); the upgrade is paid on the local Stripe's hosted Checkout page
+// (STRIPE_URL), which sends the signed webhooks to the router and the browser back.
 //
-// Env: DASHBOARD_URL, CONTROL_URL, E2E_LANG (en|ru), E2E_VIEWPORT (desktop|phone),
+// Env: DASHBOARD_URL, CONTROL_URL, STRIPE_URL, E2E_LANG (en|ru), E2E_VIEWPORT (desktop|phone),
 // E2E_CHAT_ID, SHOTS_DIR. Every page is saved at desktop and phone width into SHOTS_DIR.
 import { chromium } from "playwright-core";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
@@ -13,6 +14,7 @@ import { join } from "node:path";
 
 const base = process.env.DASHBOARD_URL;
 const control = process.env.CONTROL_URL;
+const stripe = process.env.STRIPE_URL;
 const lang = process.env.E2E_LANG || "en";
 const phone = process.env.E2E_VIEWPORT === "phone";
 const chatId = Number(process.env.E2E_CHAT_ID || "7410001");
@@ -28,10 +30,10 @@ const T = 30_000;
 const W = {
   en: { starting: "Starting", ready: "Ready", logout: "Log out", home: "Home", keysForbidden: "does not include",
         mismatch: "does not match", deleted: "Your account is deleted", login: "Log in",
-        suspended: "Suspended", active: "Active" },
+        suspended: "Suspended", active: "Active", yourPlan: "Your plan", paid: "new plan is active" },
   ru: { starting: "Запускается", ready: "Готов", logout: "Выйти", home: "Главная", keysForbidden: "не включает",
         mismatch: "не совпадает", deleted: "Аккаунт удалён", login: "Вход",
-        suspended: "Приостановлен", active: "Активен" },
+        suspended: "Приостановлен", active: "Активен", yourPlan: "Ваш тариф", paid: "новый тариф действует" },
 }[lang];
 
 let step = "start";
@@ -79,11 +81,15 @@ page.on("console", (m) => {
   if (m.type() === "error" && !/status of 4\d\d/.test(m.text())) problems.push(m.text());
 });
 page.on("pageerror", (e) => problems.push(String(e)));
-// Nothing may be fetched from anywhere but the router.
+// Nothing may be fetched from anywhere but the router, and the local Stripe's pages while
+// the browser is on them (Checkout).
 const origin = new URL(base).origin;
+const stripeOrigin = new URL(stripe).origin;
 page.on("request", (r) => {
   const u = r.url();
-  if (!u.startsWith(origin) && !u.startsWith("data:")) problems.push(`outside request: ${u}`);
+  if (!u.startsWith(origin) && !u.startsWith(stripeOrigin) && !u.startsWith("data:")) {
+    problems.push(`outside request: ${u}`);
+  }
 });
 
 // Every page is saved at both widths; at phone width nothing may need sideways scrolling.
@@ -192,8 +198,27 @@ try {
   await page.click('a[href="/dashboard/keys"]');
   await expectText("#keys-forbidden", W.keysForbidden);
   await shot("keys-free");
-  await call("POST", "/pro", { email });
-  await page.reload();
+
+  step = "billing: upgrade to pro through Stripe Checkout";
+  await page.click('a[href="/dashboard/billing"]');
+  await page.locator("#plan-free #current-plan").waitFor({ timeout: T });
+  await shot("billing-free");
+  await page.click("#upgrade-pro");
+  await page.waitForURL((u) => u.origin === stripeOrigin && u.pathname.startsWith("/pay/"), { timeout: T });
+  await page.locator("#pay").waitFor({ timeout: T });
+  check((await page.textContent("#email")) === email, "Checkout knows the customer's e-mail");
+  await shot("stripe-checkout");
+  await page.click("#pay");
+  await page.waitForURL((u) => u.origin === origin && u.pathname === "/dashboard/billing", { timeout: T });
+  check(new URL(page.url()).searchParams.get("checkout") === "success", `back at ${page.url()}`);
+  await expectText(".notice[role=status]", W.paid);
+  await expectText("#plan-pro #current-plan", W.yourPlan);
+  check((await page.locator("#plan-free #current-plan").count()) === 0, "free is no longer the plan");
+  await page.locator("#subscription #manage").waitFor({ timeout: T });
+  await shot("billing-pro");
+  log("upgraded to pro through Checkout");
+
+  await page.click('a[href="/dashboard/keys"]');
   const key = "sk-e2e-0123456789abcdefWXYZ";
   await page.selectOption("#provider", "openai");
   await page.fill("#key", key);

@@ -384,6 +384,14 @@ fn schema_rejects_bad_values_with_a_message_naming_them() {
             "modelEndpoints[0].name=m,modelEndpoints[0].engine=tgi,modelEndpoints[0].models[0].name=x",
             &["/modelEndpoints/0/engine", "vllm"],
         ),
+        (
+            "router.billing.gracePeriod=3 days",
+            &["/router/billing/gracePeriod", "3 days"],
+        ),
+        (
+            "router.billing.secretKey=sk_live_x",
+            &["/router/billing", "'secretKey' not allowed"],
+        ),
     ];
     for (set, expect) in cases {
         let mut args = STORES.to_vec();
@@ -609,6 +617,113 @@ fn secret_values_reach_only_the_secret_never_notes_or_other_manifests() {
         secret["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
         "an uninstall must not lose the master key"
     );
+}
+
+/// The router container's environment: name -> (value, or `secret/key` of a secretKeyRef).
+fn router_env(all: &[Value]) -> std::collections::BTreeMap<String, String> {
+    let router = of_kind(all, "Deployment")
+        .into_iter()
+        .find(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("router"))
+        })
+        .expect("router Deployment");
+    router["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_string();
+            let value = match e["value"].as_str() {
+                Some(v) => v.to_string(),
+                None => {
+                    let r = &e["valueFrom"]["secretKeyRef"];
+                    format!(
+                        "{}/{}",
+                        r["name"].as_str().unwrap_or("?"),
+                        r["key"].as_str().unwrap_or("?")
+                    )
+                }
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+#[test]
+fn billing_settings_reach_the_router_and_its_keys_only_from_the_secret() {
+    let stripe = [
+        "--set",
+        "secrets.stripeSecretKey=sk_test_wired-key-5x6y",
+        "--set",
+        "secrets.stripeWebhookSecret=whsec_wired-hook-7z8w",
+    ];
+    let public = [
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.host=bots.example.com",
+        "--set",
+        "ingress.tlsSecretName=bots-tls",
+    ];
+    // Defaults, with a public URL: the dashboard's billing page is where Stripe sends users.
+    let all = docs(&render_ok(
+        "clawdbot",
+        NEW_KUBE,
+        &[STORES, &stripe[..], &public[..]].concat(),
+    ));
+    let secret_name = of_kind(&all, "Secret")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let env = router_env(&all);
+    for key in ["STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"] {
+        assert_eq!(env[key], format!("{secret_name}/{key}"), "{key}");
+        assert!(secret_data(of_kind(&all, "Secret")[0]).contains_key(key));
+    }
+    assert_eq!(env["STRIPE_API_BASE"], "https://api.stripe.com");
+    assert_eq!(env["BILLING_GRACE_PERIOD"], "72h");
+    assert_eq!(
+        env["BILLING_RETURN_URL"],
+        "https://bots.example.com/dashboard/billing"
+    );
+
+    // Set from values; the router parses the grace period the schema lets through.
+    let set = [
+        "--set",
+        "router.billing.apiBase=http://stripe.test:12111",
+        "--set",
+        "router.billing.gracePeriod=36h",
+        "--set",
+        "router.billing.returnUrl=https://app.example.com/dashboard/billing",
+    ];
+    let args = [STORES, &stripe[..], &public[..], &set[..]].concat();
+    let manifests = render_ok("clawdbot", NEW_KUBE, &args);
+    let env = router_env(&docs(&manifests));
+    assert_eq!(env["STRIPE_API_BASE"], "http://stripe.test:12111");
+    assert_eq!(env["BILLING_GRACE_PERIOD"], "36h");
+    assert_eq!(
+        env["BILLING_RETURN_URL"],
+        "https://app.example.com/dashboard/billing"
+    );
+    let notes = render_ok(
+        "clawdbot",
+        NEW_KUBE,
+        &[&args[..], &["--notes"][..]].concat(),
+    );
+    for value in ["sk_test_wired-key-5x6y", "whsec_wired-hook-7z8w"] {
+        assert!(!notes.contains(value), "NOTES prints a Stripe secret");
+        for obj in docs(&manifests).iter().filter(|o| kind(o) != "Secret") {
+            let text = serde_yaml::to_string(obj).unwrap();
+            assert!(!text.contains(value), "a Stripe secret in a {}", kind(obj));
+        }
+    }
+
+    // Without a public URL or a return URL, none is set (the router then needs
+    // ROUTER_DASHBOARD_ORIGIN, and says so).
+    let env = router_env(&docs(&render_ok("clawdbot", NEW_KUBE, STORES)));
+    assert!(!env.contains_key("BILLING_RETURN_URL"));
 }
 
 /// A rendered Secret's data, decoded (k8s-openapi decodes the base64).

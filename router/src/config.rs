@@ -565,7 +565,7 @@ pub struct BillingConfig {
     #[arg(long, env = "BILLING_GRACE_PERIOD", default_value = "72h", value_parser = humantime_duration)]
     pub billing_grace_period: Duration,
     /// The dashboard's billing page: where Checkout and the Billing Portal send the user back,
-    /// and the upgrade link of limit messages (`<ROUTER_DASHBOARD_ORIGIN>/billing` when unset).
+    /// and the upgrade link of limit messages (`<ROUTER_DASHBOARD_ORIGIN>/dashboard/billing` when unset).
     #[arg(long, env = "BILLING_RETURN_URL")]
     pub billing_return_url: Option<String>,
 }

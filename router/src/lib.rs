@@ -134,7 +134,7 @@ pub fn connect_billing(
     };
     let return_url = match (&b.billing_return_url, &config.accounts.dashboard_origin) {
         (Some(u), _) => u.clone(),
-        (None, Some(origin)) => format!("{}/billing", origin.trim_end_matches('/')),
+        (None, Some(origin)) => format!("{}/dashboard/billing", origin.trim_end_matches('/')),
         (None, None) => anyhow::bail!(
             "billing needs BILLING_RETURN_URL (or ROUTER_DASHBOARD_ORIGIN): where Stripe sends users back"
         ),

@@ -657,6 +657,43 @@ impl Core {
         }
     }
 
+    /// Tells `user` something they did not ask about (a failed payment) on every connected
+    /// channel that lets the bot write first, through the same sending path as replies.
+    /// Returns how many channels took it; delivery problems are logged.
+    #[tracing::instrument(skip(self, text))]
+    pub async fn notify(&self, user: Uuid, text: &str) -> Result<usize, ApiError> {
+        let mut sent = 0;
+        for (name, sender) in store::connections_of(&self.db, user).await? {
+            let Ok(channel) = self.channel(&name) else {
+                continue;
+            };
+            let Some(reply_to) = channel.address(&sender) else {
+                tracing::debug!(channel = %name, "channel cannot start a conversation");
+                continue;
+            };
+            let to = Inbound {
+                channel: name.clone(),
+                external_id: format!("notice:{}", Uuid::new_v4()),
+                sender_id: sender.clone(),
+                conversation: "dm".into(),
+                peer: sender,
+                text: String::new(),
+                reply_to,
+                sent_at: chrono::Utc::now(),
+            };
+            let mut delivered = true;
+            for part in split_message(text, channel.max_message_chars()) {
+                if let Err(e) = channel.send(&to, &part, ReplyKind::Note).await {
+                    tracing::warn!(channel = %name, error = %e, "could not deliver a notice");
+                    delivered = false;
+                    break;
+                }
+            }
+            sent += usize::from(delivered);
+        }
+        Ok(sent)
+    }
+
     /// Finishes held messages once their tenant is ready, and messages a stopped replica left.
     pub async fn sweep_once(self: &Arc<Self>) -> Result<usize, ApiError> {
         let claim = claim_time(&self.config);

@@ -424,3 +424,16 @@ pub async fn prune(pool: &PgPool, older_than: Duration) -> Result<u64, sqlx::Err
     .await?;
     Ok(r.rows_affected())
 }
+
+/// The user's connected (channel, sender) pairs, oldest first.
+pub async fn connections_of(
+    pool: &PgPool,
+    user: Uuid,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT channel, sender_id FROM user_channel_connections WHERE user_id = $1 ORDER BY id",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+}

@@ -202,7 +202,7 @@ async fn checkout_then_webhook_upgrades_the_plan_the_workspace_and_the_limits() 
     assert!(
         sent.field("success_url")
             .unwrap()
-            .starts_with(&format!("{DASHBOARD}/billing?checkout=success"))
+            .starts_with(&format!("{DASHBOARD}/dashboard/billing?checkout=success"))
     );
     // A session is not a payment: nothing changed yet.
     assert_eq!(plan_in_db(&w, user).await, "free");
@@ -567,7 +567,10 @@ async fn quota_headers_count_down_and_the_limit_holds_exactly_across_two_replica
     assert_eq!(over.headers()["x-ratelimit-remaining"], "0");
     assert!(over.headers().contains_key("retry-after"));
     let body: Value = over.json().await.unwrap();
-    assert_eq!(body["upgrade_url"], format!("{DASHBOARD}/billing"));
+    assert_eq!(
+        body["upgrade_url"],
+        format!("{DASHBOARD}/dashboard/billing")
+    );
     assert!(body["error"].as_str().unwrap().contains("3 messages"));
     // Exactly three reached the agent.
     agent.wait_calls(3, T).await;
@@ -650,5 +653,272 @@ async fn the_plans_channel_limit_holds_at_redemption_and_rises_with_an_upgrade()
         .await,
         2
     );
+    r.shutdown().await;
+}
+
+/// The dashboard's cookies for `a`'s session, with a CSRF token for its forms.
+const CSRF: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn dashboard_cookies(a: &ApiClient) -> String {
+    format!(
+        "cb_csrf={CSRF}; cb_session={}",
+        a.access.as_deref().expect("signed in")
+    )
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Connects a Telegram chat to `a`'s account with a code, as a user does.
+async fn connect_telegram(w: &World, r: &Replica, a: &ApiClient, chat: i64) {
+    let (s, c) = a.call(Method::POST, "/channels/codes", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let start = telegram_text_update(
+        chat,
+        chat,
+        &format!("/start {}", c["code"].as_str().expect("code")),
+    );
+    assert_eq!(w.telegram_update(r, &start).await.status(), 200);
+    w.telegram.wait_for_messages(chat, 1, T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_payment_is_told_once_in_chat_and_on_the_dashboard_with_the_grace_deadline() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let chat = 5_301 + i64::from(rand::random::<u16>());
+    connect_telegram(&w, &r, &a, chat).await;
+    let sub = subscribe(&a, &stripe, "pro").await;
+    let before = w.telegram.sent_to(chat).len();
+    let http = no_redirects();
+    let home = http
+        .get(format!("{}/dashboard", r.base))
+        .header("cookie", dashboard_cookies(&a))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!home.contains("payment-failed"), "no notice while paid");
+
+    let events = stripe.fail_payment(&sub);
+    for e in &events {
+        assert_eq!(stripe.deliver(e).await, StatusCode::OK);
+    }
+    // Stripe retries the failure event: still one message.
+    assert_eq!(stripe.deliver(&events[0]).await, StatusCode::OK);
+    let (_, view) = a.get("/billing/subscription").await;
+    let until: chrono::DateTime<chrono::Utc> = view["subscription"]["grace_until"]
+        .as_str()
+        .expect("grace_until")
+        .parse()
+        .expect("a time");
+    let shown = until.format("%Y-%m-%d %H:%M UTC").to_string();
+    // The webhook answers after the notice is sent: no waiting needed.
+    let sent = w.telegram.sent_to(chat);
+    assert_eq!(sent.len(), before + 1, "told once: {sent:?}");
+    let told = &sent[before].text;
+    assert!(
+        told.contains("did not go through")
+            && told.contains(&shown)
+            && told.contains(&format!("{DASHBOARD}/dashboard/billing")),
+        "{told}"
+    );
+
+    for path in ["/dashboard", "/dashboard/billing"] {
+        let page = http
+            .get(format!("{}{path}", r.base))
+            .header("cookie", dashboard_cookies(&a))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        let body = page.text().await.unwrap();
+        assert!(
+            body.contains("id=\"payment-failed\"") && body.contains(&shown),
+            "{path}: {body}"
+        );
+    }
+
+    // Paid again: no notice anywhere, and nothing more in chat.
+    for e in stripe.pay(&sub) {
+        assert_eq!(stripe.deliver(&e).await, StatusCode::OK);
+    }
+    assert_eq!(w.telegram.sent_to(chat).len(), before + 1);
+    let home = http
+        .get(format!("{}/dashboard", r.base))
+        .header("cookie", dashboard_cookies(&a))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!home.contains("payment-failed"));
+    r.shutdown().await;
+}
+
+/// The dashboard's billing forms call the same operations as the API: the upgrade sends the
+/// browser to the Checkout Session's page (the local Stripe's hosted page, whose Pay button
+/// completes the session, delivers the signed webhooks and sends the browser back), then a
+/// plan change, the Billing Portal and a cancellation. Forms without the token change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_upgrades_through_the_hosted_checkout_page_then_manages_the_subscription() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let user = a.user();
+    let http = no_redirects();
+    let post = |path: &str, form: &[(&str, &str)], token: &str| {
+        let mut form: Vec<(String, String)> = form
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        form.push(("csrf".into(), token.into()));
+        http.post(format!("{}{path}", r.base))
+            .header("cookie", dashboard_cookies(&a))
+            .form(&form)
+            .send()
+    };
+
+    let page = http
+        .get(format!("{}/dashboard/billing", r.base))
+        .header("cookie", dashboard_cookies(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains(&format!("form-action 'self' {}", stripe.url()))
+            && csp.contains("script-src 'self'")
+            && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let body = page.text().await.unwrap();
+    for part in [
+        "id=\"plan-free\"",
+        "id=\"plan-pro\"",
+        "id=\"plan-team\"",
+        "id=\"upgrade-pro\"",
+        "$12.00",
+    ] {
+        assert!(body.contains(part), "{part}: {body}");
+    }
+    assert!(body.contains(&format!("name=\"csrf\" value=\"{CSRF}\"")));
+
+    let forged = post("/dashboard/billing/checkout", &[("plan", "pro")], "f00d")
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(stripe.requests().is_empty(), "Stripe was not asked");
+
+    let unknown = post("/dashboard/billing/checkout", &[("plan", "gold")], CSRF)
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 422);
+    assert!(unknown.text().await.unwrap().contains("role=\"alert\""));
+
+    let go = post("/dashboard/billing/checkout", &[("plan", "pro")], CSRF)
+        .await
+        .unwrap();
+    assert_eq!(go.status(), 303);
+    let checkout = go.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        checkout.starts_with(&format!("{}/pay/cs_test_", stripe.url())),
+        "{checkout}"
+    );
+    assert_eq!(
+        plan_in_db(&w, user).await,
+        "free",
+        "a session is no payment"
+    );
+
+    let hosted = http.get(&checkout).send().await.unwrap();
+    assert_eq!(hosted.status(), 200);
+    let hosted = hosted.text().await.unwrap();
+    assert!(
+        hosted.contains("id=\"pay\"") && !hosted.contains("<script"),
+        "{hosted}"
+    );
+    let paid = http.post(&checkout).send().await.unwrap();
+    assert_eq!(paid.status(), 303);
+    let back = paid.headers()["location"].to_str().unwrap().to_string();
+    let session = checkout.rsplit('/').next().unwrap();
+    assert_eq!(
+        back,
+        format!("{DASHBOARD}/dashboard/billing?checkout=success&session_id={session}")
+    );
+    // The webhooks were delivered before the browser came back.
+    assert_eq!(plan_in_db(&w, user).await, "pro");
+    assert_eq!(workspace_plan(&w, user).await, Plan::Pro);
+    let page = http
+        .get(format!("{}/dashboard/billing?checkout=success", r.base))
+        .header("cookie", dashboard_cookies(&a))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The badge is inside the pro card: after it starts, before the team card.
+    let at = |part: &str| page.find(part).unwrap_or(usize::MAX);
+    assert!(
+        at("id=\"plan-pro\"") < at("id=\"current-plan\"")
+            && at("id=\"current-plan\"") < at("id=\"plan-team\""),
+        "{page}"
+    );
+    assert!(page.contains("id=\"switch-team\"") && page.contains("id=\"cancel\""));
+    // Paying the same session again changes nothing.
+    assert_eq!(http.post(&checkout).send().await.unwrap().status(), 200);
+
+    let changed = post("/dashboard/billing/change", &[("plan", "team")], CSRF)
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 303);
+    assert_eq!(
+        changed.headers()["location"],
+        "/dashboard/billing?done=plan_changed"
+    );
+    assert_eq!(plan_in_db(&w, user).await, "team");
+
+    let portal = post("/dashboard/billing/portal", &[], CSRF).await.unwrap();
+    assert_eq!(portal.status(), 303);
+    assert!(
+        portal.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(&stripe.url())
+    );
+
+    let canceled = post("/dashboard/billing/cancel", &[], CSRF).await.unwrap();
+    assert_eq!(canceled.status(), 303);
+    let (_, view) = a.get("/billing/subscription").await;
+    assert_eq!(view["subscription"]["cancel_at_period_end"], true);
+    assert_eq!(
+        plan_in_db(&w, user).await,
+        "team",
+        "kept until the period ends"
+    );
+
+    // Stripe down: said in words, nothing changed.
+    stripe.set_outage(true);
+    let down = post("/dashboard/billing/change", &[("plan", "pro")], CSRF)
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 502);
+    assert!(down.text().await.unwrap().contains("nothing was changed"));
+    assert_eq!(plan_in_db(&w, user).await, "team");
     r.shutdown().await;
 }

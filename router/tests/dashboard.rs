@@ -4,7 +4,8 @@
 //!
 //! The journey script asks this test, over a small control server, for what the world around
 //! the browser does: the operator marking the workspace ready, a Telegram user sending an
-//! update, a plan upgrade (billing is not built yet). Screenshots of every page at desktop and
+//! update. The upgrade is real: the browser pays on the local Stripe's hosted Checkout page
+//! (`hack/testkit` `fake_stripe`), which sends the signed webhooks to the router. Screenshots of every page at desktop and
 //! phone width go to `$DASHBOARD_SHOTS` (default: the temp dir), printed at the end.
 //!
 //! Needs `hack/install-deps.sh` (chromium, node, `npm ci` in `hack/e2e`); without them the
@@ -20,17 +21,26 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
+use clawdbot_api::Plans;
+use clawdbot_router::Secret;
 use clawdbot_router::config::TelegramUpdatesMode;
 use clawdbot_testkit::fake_chat::telegram_text_update;
+use clawdbot_testkit::fake_stripe::FakeStripe;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::{Replica, TestAgent, World};
 use uuid::Uuid;
 
+const STRIPE_KEY: &str = "sk_test_51ClawdbotDashboard000000000000";
+const WEBHOOK_SECRET: &str = "whsec_test_clawdbot_dashboard_0123";
+const PRICE_PRO: &str = "price_1ClawdbotPro00000000000";
+const PRICE_TEAM: &str = "price_1ClawdbotTeam0000000000";
+
 struct Control {
     world: World,
     replica: Replica,
     agent: TestAgent,
+    stripe: FakeStripe,
     next_update: AtomicI64,
 }
 
@@ -55,17 +65,6 @@ async fn ready(State(c): State<Arc<Control>>, Json(b): Json<ByEmail>) -> Json<Va
     c.world.mark_ready(&ws, &c.agent.base_url).await;
     support::api::wait_usable(&c.replica, user).await;
     Json(json!({"workspace": ws}))
-}
-
-/// Upgrades the user to Pro, as billing will.
-async fn pro(State(c): State<Arc<Control>>, Json(b): Json<ByEmail>) -> Json<Value> {
-    let user = user_id(&c.world, &b.email).await.expect("user exists");
-    sqlx::query("UPDATE users SET plan = 'pro' WHERE id = $1")
-        .bind(user)
-        .execute(&c.world.db)
-        .await
-        .expect("plan");
-    Json(json!({}))
 }
 
 #[derive(Deserialize)]
@@ -119,7 +118,6 @@ async fn telegram_sent(State(c): State<Arc<Control>>, Path(chat): Path<i64>) -> 
 async fn control_server(control: Arc<Control>) -> String {
     let app = axum::Router::new()
         .route("/ready", post(ready))
-        .route("/pro", post(pro))
         .route("/admin", post(admin))
         .route("/exists", get(exists))
         .route("/telegram", post(telegram))
@@ -143,7 +141,8 @@ fn shots_dir() -> PathBuf {
 
 /// Runs the journey once in `lang` at `viewport` width; panics with the script's output if
 /// it fails.
-async fn journey(base: &str, control: &str, lang: &str, viewport: &str, chat_id: i64) {
+async fn journey(c: &Control, control: &str, lang: &str, viewport: &str, chat_id: i64) {
+    let base = c.replica.base.as_str();
     let root = clawdbot_testkit::repo_root();
     let script = root.join("hack/e2e/journey.mjs");
     assert!(
@@ -159,6 +158,7 @@ async fn journey(base: &str, control: &str, lang: &str, viewport: &str, chat_id:
         .arg(&script)
         .env("DASHBOARD_URL", base)
         .env("CONTROL_URL", control)
+        .env("STRIPE_URL", c.stripe.url())
         .env("E2E_LANG", lang)
         .env("E2E_VIEWPORT", viewport)
         .env("E2E_CHAT_ID", chat_id.to_string())
@@ -185,16 +185,39 @@ async fn journey(base: &str, control: &str, lang: &str, viewport: &str, chat_id:
 async fn world_with_router() -> (Arc<Control>, String) {
     let world = World::new().await;
     let mut config = world.api_config();
+    // Billing through the local Stripe; Checkout sends the browser back to this router.
+    let stripe = FakeStripe::start(
+        STRIPE_KEY,
+        WEBHOOK_SECRET,
+        &[(PRICE_PRO, 1_200), (PRICE_TEAM, 4_900)],
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    config.accounts.plans = Arc::new(
+        Plans::parse(&format!(
+            "pro: {{stripePriceId: {PRICE_PRO}}}\nteam: {{stripePriceId: {PRICE_TEAM}}}\n"
+        ))
+        .expect("plans"),
+    );
+    config.billing.stripe_secret_key = Some(Secret::new(STRIPE_KEY));
+    config.billing.stripe_webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+    config.billing.stripe_api_base = stripe.url();
+    config.billing.billing_return_url = Some(format!("{base}/dashboard/billing"));
     // Updates come from the fake Telegram server by long polling, as in production without
     // a public URL.
     config.telegram.updates = TelegramUpdatesMode::Polling;
     config.telegram.webhook_secret = None;
-    let replica = world.start_router(config).await;
+    let replica = world.start_router_on(listener, config).await;
+    stripe.set_webhook_url(&format!("{}/webhooks/stripe", replica.base));
     let agent = TestAgent::start().await;
     let control = Arc::new(Control {
         world,
         replica,
         agent,
+        stripe,
         next_update: AtomicI64::new(1),
     });
     let url = control_server(control.clone()).await;
@@ -204,14 +227,14 @@ async fn world_with_router() -> (Arc<Control>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_journey_in_english_on_a_desktop() {
     let (c, control) = world_with_router().await;
-    journey(&c.replica.base, &control, "en", "desktop", 7_410_001).await;
+    journey(&c, &control, "en", "desktop", 7_410_001).await;
     println!("screenshots: {}", shots_dir().display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_journey_in_russian_on_a_phone() {
     let (c, control) = world_with_router().await;
-    journey(&c.replica.base, &control, "ru", "phone", 7_410_002).await;
+    journey(&c, &control, "ru", "phone", 7_410_002).await;
     println!("screenshots: {}", shots_dir().display());
 }
 

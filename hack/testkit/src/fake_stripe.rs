@@ -70,12 +70,12 @@ struct Shared {
     /// Answer every API call with a 500 `api_error` (an outage).
     outage: Mutex<bool>,
     objects: Mutex<Objects>,
+    http: reqwest::Client,
 }
 
 pub struct FakeStripe {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    http: reqwest::Client,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -153,6 +153,7 @@ impl FakeStripe {
             webhook_url: Mutex::new(None),
             outage: Mutex::new(false),
             objects: Mutex::new(Objects::default()),
+            http: reqwest::Client::new(),
         });
         let app = Router::new()
             .route("/v1/checkout/sessions", post(create_session))
@@ -161,16 +162,12 @@ impl FakeStripe {
                 get(get_subscription).post(update_subscription),
             )
             .route("/v1/billing_portal/sessions", post(create_portal))
+            .route("/pay/{id}", get(checkout_page).post(pay))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeStripe {
-            addr,
-            shared,
-            http: reqwest::Client::new(),
-            task,
-        }
+        FakeStripe { addr, shared, task }
     }
 
     /// The API base URL (`STRIPE_API_BASE`).
@@ -214,92 +211,34 @@ impl FakeStripe {
 
     /// The raw body of an event, as it is delivered.
     pub fn event_body(&self, id: &str) -> String {
-        self.shared.objects.lock().expect("lock").events[id].to_string()
+        self.shared.event_body(id)
     }
 
     /// `Stripe-Signature` of `body` at `timestamp` under the endpoint secret.
     pub fn sign(&self, body: &str, timestamp: i64) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.shared.webhook_secret.as_bytes())
-            .expect("hmac takes any key length");
-        mac.update(format!("{timestamp}.{body}").as_bytes());
-        format!(
-            "t={timestamp},v1={}",
-            hex::encode(mac.finalize().into_bytes())
-        )
+        self.shared.sign(body, timestamp)
     }
 
     /// Delivers an event as Stripe does (signed now); returns the endpoint's status.
     pub async fn deliver(&self, event: &str) -> StatusCode {
-        let body = self.event_body(event);
-        let header = self.sign(&body, now());
-        self.deliver_raw(&body, Some(&header)).await
+        self.shared.deliver(event).await.expect("deliver webhook")
     }
 
     /// Posts any body with any signature header to the webhook URL.
     pub async fn deliver_raw(&self, body: &str, signature: Option<&str>) -> StatusCode {
-        let url = self
-            .shared
-            .webhook_url
-            .lock()
-            .expect("lock")
-            .clone()
-            .expect("set_webhook_url first");
-        let mut req = self
-            .http
-            .post(url)
-            .header("content-type", "application/json; charset=utf-8")
-            .header(
-                "user-agent",
-                "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-            )
-            .body(body.to_string());
-        if let Some(s) = signature {
-            req = req.header("stripe-signature", s);
-        }
-        let status = req.send().await.expect("deliver webhook").status();
-        StatusCode::from_u16(status.as_u16()).expect("status")
+        self.shared
+            .deliver_raw(body, signature)
+            .await
+            .expect("deliver webhook")
     }
 
     /// The customer pays the checkout: a customer and an active subscription are made, and
     /// the events Stripe sends for it, in Stripe's usual order: `customer.subscription.created`,
     /// `checkout.session.completed`, `invoice.paid`. Returns (subscription id, event ids).
     pub fn complete_checkout(&self, session: &str) -> (String, Vec<String>) {
-        let mut o = self.shared.objects.lock().expect("lock");
-        let mut s = o
-            .sessions
-            .get(session)
-            .cloned()
-            .expect("no such checkout session");
-        let customer = match s["customer"].as_str() {
-            Some(c) => c.to_string(),
-            None => {
-                let id = next_id(&mut o, "cus");
-                let c = customer_object(&id, s["customer_email"].as_str());
-                o.customers.insert(id.clone(), c);
-                id
-            }
-        };
-        let price = s["__price"].as_str().expect("session price").to_string();
-        let metadata = s["__subscription_metadata"].clone();
-        let sub_id = next_id(&mut o, "sub");
-        let item_id = next_id(&mut o, "si");
-        let (amount, currency) = self.shared.prices[&price].clone();
-        let sub = subscription_object(
-            &sub_id, &item_id, &customer, &price, amount, &currency, metadata,
-        );
-        o.subscriptions.insert(sub_id.clone(), sub.clone());
-        s["status"] = json!("complete");
-        s["payment_status"] = json!("paid");
-        s["customer"] = json!(customer);
-        s["subscription"] = json!(sub_id);
-        o.sessions.insert(session.to_string(), s.clone());
-        let invoice = invoice_object(&mut o, &sub, "paid");
-        let events = vec![
-            make_event(&mut o, "customer.subscription.created", public(&sub)),
-            make_event(&mut o, "checkout.session.completed", public(&s)),
-            make_event(&mut o, "invoice.paid", invoice),
-        ];
-        (sub_id, events)
+        self.shared
+            .complete_checkout(session)
+            .expect("no such checkout session")
     }
 
     /// A renewal payment fails: the subscription goes `past_due`. Returns the events
@@ -363,6 +302,94 @@ impl FakeStripe {
             "customer.created",
             customer_object("cus_unrelated", Some("someone@example.com")),
         )
+    }
+}
+
+impl Shared {
+    fn event_body(&self, id: &str) -> String {
+        self.objects.lock().expect("lock").events[id].to_string()
+    }
+
+    fn sign(&self, body: &str, timestamp: i64) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.webhook_secret.as_bytes())
+            .expect("hmac takes any key length");
+        mac.update(format!("{timestamp}.{body}").as_bytes());
+        format!(
+            "t={timestamp},v1={}",
+            hex::encode(mac.finalize().into_bytes())
+        )
+    }
+
+    async fn deliver(&self, event: &str) -> reqwest::Result<StatusCode> {
+        let body = self.event_body(event);
+        let header = self.sign(&body, now());
+        self.deliver_raw(&body, Some(&header)).await
+    }
+
+    async fn deliver_raw(
+        &self,
+        body: &str,
+        signature: Option<&str>,
+    ) -> reqwest::Result<StatusCode> {
+        let url = self
+            .webhook_url
+            .lock()
+            .expect("lock")
+            .clone()
+            .expect("set_webhook_url first");
+        let mut req = self
+            .http
+            .post(url)
+            .header("content-type", "application/json; charset=utf-8")
+            .header(
+                "user-agent",
+                "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            )
+            .body(body.to_string());
+        if let Some(s) = signature {
+            req = req.header("stripe-signature", s);
+        }
+        let status = req.send().await?.status();
+        Ok(StatusCode::from_u16(status.as_u16()).expect("status"))
+    }
+
+    /// The customer pays the checkout: a customer and an active subscription are made, and
+    /// the events Stripe sends for it, in Stripe's usual order: `customer.subscription.created`,
+    /// `checkout.session.completed`, `invoice.paid`. Returns (subscription id, event ids);
+    /// `None` for an unknown session.
+    fn complete_checkout(&self, session: &str) -> Option<(String, Vec<String>)> {
+        let mut o = self.objects.lock().expect("lock");
+        let mut s = o.sessions.get(session).cloned()?;
+        let customer = match s["customer"].as_str() {
+            Some(c) => c.to_string(),
+            None => {
+                let id = next_id(&mut o, "cus");
+                let c = customer_object(&id, s["customer_email"].as_str());
+                o.customers.insert(id.clone(), c);
+                id
+            }
+        };
+        let price = s["__price"].as_str().expect("session price").to_string();
+        let metadata = s["__subscription_metadata"].clone();
+        let sub_id = next_id(&mut o, "sub");
+        let item_id = next_id(&mut o, "si");
+        let (amount, currency) = self.prices[&price].clone();
+        let sub = subscription_object(
+            &sub_id, &item_id, &customer, &price, amount, &currency, metadata,
+        );
+        o.subscriptions.insert(sub_id.clone(), sub.clone());
+        s["status"] = json!("complete");
+        s["payment_status"] = json!("paid");
+        s["customer"] = json!(customer);
+        s["subscription"] = json!(sub_id);
+        o.sessions.insert(session.to_string(), s.clone());
+        let invoice = invoice_object(&mut o, &sub, "paid");
+        let events = vec![
+            make_event(&mut o, "customer.subscription.created", public(&sub)),
+            make_event(&mut o, "checkout.session.completed", public(&s)),
+            make_event(&mut o, "invoice.paid", invoice),
+        ];
+        Some((sub_id, events))
     }
 }
 
@@ -749,4 +776,123 @@ async fn create_portal(
         "url": format!("{}/p/session/{id}", s.base),
     }))
     .into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{title}</title></head><body><main>{body}</main></body></html>"
+        ),
+    )
+        .into_response()
+}
+
+/// Stripe Checkout's hosted page (the Checkout Session's `url`), as a plain form: no script.
+async fn checkout_page(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let Some(session) = s.objects.lock().expect("lock").sessions.get(&id).cloned() else {
+        return html(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "<h1>No such checkout session</h1>",
+        );
+    };
+    if session["status"] != "open" {
+        return html(
+            StatusCode::OK,
+            "Paid",
+            "<h1 id=\"paid\">This checkout session is already complete.</h1>",
+        );
+    }
+    let amount = session["amount_total"].as_i64().unwrap_or(0);
+    let currency = session["currency"].as_str().unwrap_or("usd").to_uppercase();
+    let email = session["customer_email"].as_str().unwrap_or("");
+    let cancel = session["cancel_url"].as_str().unwrap_or("");
+    html(
+        StatusCode::OK,
+        "Checkout (local Stripe)",
+        &format!(
+            "<h1>Pay {}.{:02} {currency} per month</h1>\
+             <p id=\"email\">{}</p>\
+             <form method=\"post\" action=\"/pay/{id}\">\
+             <label for=\"card\">Card number</label> \
+             <input id=\"card\" name=\"card\" value=\"4242 4242 4242 4242\" autocomplete=\"off\">\
+             <button type=\"submit\" id=\"pay\">Pay</button></form>\
+             <p><a id=\"back\" href=\"{}\">Cancel and go back</a></p>",
+            amount / 100,
+            amount % 100,
+            escape(email),
+            escape(cancel),
+        ),
+    )
+}
+
+/// The customer presses Pay: the session completes, its events are delivered to the webhook
+/// signed as Stripe signs them (in Stripe's order), and the browser goes to the success URL
+/// with the session's id in place of `{CHECKOUT_SESSION_ID}`. Real Stripe delivers events
+/// independently of the redirect; delivering first makes the page after it deterministic.
+async fn pay(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let open = s
+        .objects
+        .lock()
+        .expect("lock")
+        .sessions
+        .get(&id)
+        .map(|v| v["status"] == "open");
+    match open {
+        None => {
+            return html(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "<h1>No such checkout session</h1>",
+            );
+        }
+        Some(false) => return checkout_page(State(s), Path(id)).await,
+        Some(true) => {}
+    }
+    if s.webhook_url.lock().expect("lock").is_none() {
+        return html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No webhook",
+            "<h1>No webhook endpoint is set (set_webhook_url)</h1>",
+        );
+    }
+    let Some((_, events)) = s.complete_checkout(&id) else {
+        return html(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "<h1>No such checkout session</h1>",
+        );
+    };
+    for event in &events {
+        match s.deliver(event).await {
+            Ok(status) if status.is_success() => {}
+            outcome => {
+                return html(
+                    StatusCode::BAD_GATEWAY,
+                    "Webhook failed",
+                    &format!(
+                        "<h1 id=\"webhook-failed\">The webhook endpoint refused {}: {}</h1>",
+                        escape(event),
+                        escape(&format!("{outcome:?}")),
+                    ),
+                );
+            }
+        }
+    }
+    let success = s.objects.lock().expect("lock").sessions[&id]["success_url"]
+        .as_str()
+        .unwrap_or("/")
+        .replace("{CHECKOUT_SESSION_ID}", &id);
+    axum::response::Redirect::to(&success).into_response()
 }

@@ -43,11 +43,30 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// Real Stripe serves its API and its pages from different hosts; a local Stripe (tests,
+/// `stripe-mock`-like servers) serves its pages beside its API.
+fn page_origins(api_base: &str) -> Vec<String> {
+    match url::Url::parse(api_base) {
+        Ok(u) if u.host_str() == Some("api.stripe.com") => vec![
+            "https://checkout.stripe.com".into(),
+            "https://billing.stripe.com".into(),
+        ],
+        Ok(u) => vec![u.origin().ascii_serialization()],
+        Err(_) => Vec::new(),
+    }
+}
+
 /// What a webhook delivery did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// The subscription's latest state was applied; the user's plan is now `plan`.
-    Applied { user: Uuid, plan: Plan },
+    /// `payment_failed`: this event reported a failed payment that is still unpaid; the plan
+    /// is kept until then (the user is to be told).
+    Applied {
+        user: Uuid,
+        plan: Plan,
+        payment_failed: Option<DateTime<Utc>>,
+    },
     /// The event was processed before (Stripe retried it).
     Duplicate,
     /// Not an event billing acts on (or not about one of our users).
@@ -73,6 +92,9 @@ pub struct Billing {
     webhook_secret: Arc<str>,
     grace: chrono::Duration,
     return_url: String,
+    /// Where Stripe's pages (Checkout, the Billing Portal) are, for the dashboard's
+    /// Content-Security-Policy.
+    page_origins: Vec<String>,
 }
 
 impl Billing {
@@ -91,6 +113,7 @@ impl Billing {
             grace: chrono::Duration::from_std(settings.grace)
                 .map_err(|_| Error::invalid("grace", "is too long"))?,
             return_url: settings.return_url,
+            page_origins: page_origins(&settings.api_base),
         })
     }
 
@@ -101,6 +124,12 @@ impl Billing {
     /// The dashboard's billing page: the upgrade link of limit messages.
     pub fn return_url(&self) -> &str {
         &self.return_url
+    }
+
+    /// The origins of the pages Stripe sends a browser to (Checkout, the Billing Portal): a
+    /// form whose answer redirects there must be allowed to (CSP `form-action`).
+    pub fn page_origins(&self) -> &[String] {
+        &self.page_origins
     }
 
     /// The plan named `name`, and the Stripe price it is sold at.
@@ -316,12 +345,20 @@ impl Billing {
             .apply(&mut tx, owner, &sub, payment_failed, now)
             .await?;
         tx.commit().await?;
-        let plan = match applied {
-            Some(_) => self.accounts.user(owner).await?.plan,
-            None => return Ok(Outcome::Ignored),
+        let Some(row) = applied else {
+            return Ok(Outcome::Ignored);
         };
+        let plan = self.accounts.user(owner).await?.plan;
         tracing::info!(kind = %event.kind, user = %owner, plan = %plan, "subscription applied");
-        Ok(Outcome::Applied { user: owner, plan })
+        Ok(Outcome::Applied {
+            user: owner,
+            plan,
+            payment_failed: if payment_failed && row.payment_failed_at.is_some() {
+                row.grace_until
+            } else {
+                None
+            },
+        })
     }
 
     /// Applies a subscription's latest state to the user: the stored row, and the account's
@@ -416,5 +453,23 @@ impl Billing {
         let n = self.expire_grace(now).await?;
         store::prune_events(&self.db, now - chrono::Duration::days(30)).await?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_origins;
+
+    #[test]
+    fn stripe_pages_are_on_its_page_hosts_or_beside_a_local_api() {
+        assert_eq!(
+            page_origins("https://api.stripe.com"),
+            ["https://checkout.stripe.com", "https://billing.stripe.com"]
+        );
+        assert_eq!(
+            page_origins("http://127.0.0.1:4242/"),
+            ["http://127.0.0.1:4242"]
+        );
+        assert!(page_origins("not a url").is_empty());
     }
 }

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
+use clawdbot_accounts::User;
 use clawdbot_api::Plan;
 use clawdbot_billing::{Billing, SubscriptionRow};
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,7 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(stripe_webhook))
 }
 
-fn billing(s: &ApiState) -> Result<&Billing, ApiError> {
+pub fn billing(s: &ApiState) -> Result<&Billing, ApiError> {
     s.billing
         .as_ref()
         .ok_or_else(|| ApiError::NotFound("billing is not enabled on this server".into()))
@@ -73,29 +74,32 @@ async fn list_plans(
     State(s): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
 ) -> Result<axum::Json<Vec<PlanView>>, ApiError> {
+    Ok(axum::Json(plan_views(&s, &user)))
+}
+
+/// Every plan as `GET /billing/plans` shows it to `user` (the dashboard's billing page too).
+pub fn plan_views(s: &ApiState, user: &User) -> Vec<PlanView> {
     let sold = s.billing.is_some();
-    Ok(axum::Json(
-        s.accounts
-            .plans()
-            .iter()
-            .map(|(plan, p)| PlanView {
-                name: plan.as_str().into(),
-                monthly_price_cents: p.monthly_price_cents,
-                currency: p.currency.clone(),
-                purchasable: sold && p.stripe_price_id.is_some(),
-                current: plan == user.plan,
-                messages_per_day: p.messages_per_day,
-                max_channels: p.max_channels,
-                web_searches_per_day: p.web_searches_per_day,
-                max_storage_bytes: p.max_storage_bytes,
-                allows_own_key: p.allows_own_key,
-                allows_web_search: p.allows_web_search,
-                background_jobs: p.background_jobs,
-                platform_models: p.platform_models.clone(),
-                default_runtime: p.default_runtime.as_str().into(),
-            })
-            .collect(),
-    ))
+    s.accounts
+        .plans()
+        .iter()
+        .map(|(plan, p)| PlanView {
+            name: plan.as_str().into(),
+            monthly_price_cents: p.monthly_price_cents,
+            currency: p.currency.clone(),
+            purchasable: sold && p.stripe_price_id.is_some(),
+            current: plan == user.plan,
+            messages_per_day: p.messages_per_day,
+            max_channels: p.max_channels,
+            web_searches_per_day: p.web_searches_per_day,
+            max_storage_bytes: p.max_storage_bytes,
+            allows_own_key: p.allows_own_key,
+            allows_web_search: p.allows_web_search,
+            background_jobs: p.background_jobs,
+            platform_models: p.platform_models.clone(),
+            default_runtime: p.default_runtime.as_str().into(),
+        })
+        .collect()
 }
 
 /// The plan asked for.
@@ -168,7 +172,7 @@ pub struct SubscriptionDetails {
     pub notice: Option<String>,
 }
 
-fn view(plan: Plan, row: Option<SubscriptionRow>) -> SubscriptionView {
+pub fn view(plan: Plan, row: Option<SubscriptionRow>) -> SubscriptionView {
     SubscriptionView {
         plan: plan.as_str().into(),
         subscription: row.map(|r| SubscriptionDetails {
@@ -291,9 +295,14 @@ async fn usage(
     State(s): State<Arc<ApiState>>,
     AuthUser(user): AuthUser,
 ) -> Result<axum::Json<BillingUsageView>, ApiError> {
-    let u = billing(&s)?.usage(&user, Utc::now()).await?;
+    Ok(axum::Json(usage_view(&s, &user).await?))
+}
+
+/// This month's usage as `GET /billing/usage` shows it (the dashboard's billing page too).
+pub async fn usage_view(s: &ApiState, user: &User) -> Result<BillingUsageView, ApiError> {
+    let u = billing(s)?.usage(user, Utc::now()).await?;
     let messages_today = s.core.limits.quota_used(user.id).await?;
-    Ok(axum::Json(BillingUsageView {
+    Ok(BillingUsageView {
         plan: u.plan.as_str().into(),
         period_start: u.period_start,
         monthly_price_cents: u.monthly_price_cents,
@@ -304,7 +313,16 @@ async fn usage(
         estimated_messages: u.totals.estimated_messages,
         messages_today,
         messages_per_day: s.accounts.plans().policy(user.plan).messages_per_day,
-    }))
+    })
+}
+
+/// What the user reads in chat when a payment fails.
+pub fn payment_failed_notice(plan: Plan, until: DateTime<Utc>, billing_page: &str) -> String {
+    format!(
+        "Your payment for the {plan} plan did not go through. Your plan stays until {}; \
+         update your payment method before then at {billing_page}, or the plan drops to free.",
+        until.format("%Y-%m-%d %H:%M UTC")
+    )
 }
 
 /// The webhook's answer.
@@ -334,7 +352,21 @@ async fn stripe_webhook(
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
-    let outcome = billing(&s)?.webhook(&body, signature, Utc::now()).await?;
+    let b = billing(&s)?;
+    let outcome = b.webhook(&body, signature, Utc::now()).await?;
+    if let clawdbot_billing::Outcome::Applied {
+        user,
+        plan,
+        payment_failed: Some(until),
+    } = &outcome
+    {
+        // Told once: a retried event is a duplicate and gets here no more.
+        let text = payment_failed_notice(*plan, *until, b.return_url());
+        match s.core.notify(*user, &text).await {
+            Ok(n) => tracing::info!(channels = n, "payment failure told in chat"),
+            Err(e) => tracing::warn!(error = %e, "could not tell the payment failure in chat"),
+        }
+    }
     Ok(axum::Json(WebhookView {
         outcome: match outcome {
             clawdbot_billing::Outcome::Applied { .. } => "applied",

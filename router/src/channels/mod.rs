@@ -58,6 +58,12 @@ pub trait Channel: Send + Sync + 'static {
     fn typing_refresh(&self) -> Option<Duration> {
         None
     }
+    /// Where a message the user did not ask for goes (a notice such as a failed payment), as
+    /// the `reply_to` of [`Channel::send`], for a connected `sender`; `None` where the platform
+    /// lets a bot speak only in answer (the dashboard shows such notices anyway).
+    fn address(&self, _sender: &str) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Every channel enabled by `config`. Adding a channel: a module and one line here.

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::Utc;
-use serde_json::json;
+use serde_json::{Value, json};
 use teloxide_core::types::{Update, UpdateKind};
 use tokio::time::Instant;
 
@@ -210,6 +210,12 @@ impl Channel for Telegram {
             let chat = chat_id(to).ok_or(SendError::Gone)?;
             self.send_message(chat, text).await
         })
+    }
+
+    /// A user's private chat with the bot has the user's id (they wrote to the bot to connect,
+    /// so the bot may write back).
+    fn address(&self, sender: &str) -> Option<Value> {
+        sender.parse::<i64>().ok().map(|id| json!({"chat_id": id}))
     }
 
     fn typing<'a>(&'a self, to: &'a Inbound) -> BoxFuture<'a, ()> {

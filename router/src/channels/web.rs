@@ -163,7 +163,7 @@ fn upgrade_url(config: &Config) -> Option<String> {
             .accounts
             .dashboard_origin
             .as_ref()
-            .map(|o| format!("{}/billing", o.trim_end_matches('/')))
+            .map(|o| format!("{}/dashboard/billing", o.trim_end_matches('/')))
     })
 }
 

@@ -36,6 +36,18 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
     img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
     base-uri 'none'";
 
+/// [`CSP`] for a page whose forms are answered with a redirect to another site (the billing
+/// page's go to Stripe's Checkout and Billing Portal): `form-action` names those origins too,
+/// as browsers check a form's redirects against it. Anything but a plain origin is left out.
+pub fn csp_with_form_targets(origins: &[String]) -> String {
+    let extra: String = origins
+        .iter()
+        .filter(|o| url::Url::parse(o).is_ok_and(|u| u.origin().ascii_serialization() == **o))
+        .map(|o| format!(" {o}"))
+        .collect();
+    CSP.replace("form-action 'self'", &format!("form-action 'self'{extra}"))
+}
+
 /// A form body larger than this is not a dashboard form (the API key field is the longest).
 const MAX_FORM_BYTES: usize = 64 * 1024;
 /// A renewed session is handed to concurrent requests that present the same old refresh
@@ -193,10 +205,10 @@ pub async fn protect(req: Request, next: Next) -> Response {
     if had_csrf.is_none() {
         h.append(header::SET_COOKIE, set_cookie(CSRF, &csrf, None, true));
     }
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // A page may widen `form-action` (see [`csp_with_form_targets`]); every other one gets
+    // the policy as it is.
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CSP));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -427,5 +439,17 @@ mod tests {
         assert!(!CSP.contains("unsafe-eval"));
         assert!(CSP.contains("script-src 'self'"));
         assert!(CSP.contains("frame-ancestors 'none'"));
+        let wide = csp_with_form_targets(&[
+            "https://checkout.stripe.com".into(),
+            "https://x.test; script-src *".into(),
+            "https://billing.stripe.com/path".into(),
+        ]);
+        assert_eq!(
+            wide,
+            CSP.replace(
+                "form-action 'self'",
+                "form-action 'self' https://checkout.stripe.com"
+            )
+        );
     }
 }

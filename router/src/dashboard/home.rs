@@ -114,6 +114,8 @@ pub struct HomePage {
     pub week_tokens: i64,
     pub chart: String,
     pub channels: Vec<String>,
+    /// A payment failed: the plan is kept until the grace period ends.
+    pub failed: Option<super::billing::PaymentFailed>,
 }
 
 async fn state_of(
@@ -128,7 +130,7 @@ async fn state_of(
 pub async fn page(State(s): State<Arc<DashState>>, Viewer(user): Viewer, c: Ctx) -> Response {
     let c = c.signed_in(&user);
     match home(&s, &user).await {
-        Ok((state, usage, channels)) => {
+        Ok((state, usage, channels, failed)) => {
             let today = Utc::now().date_naive();
             let days: Vec<(String, i64, i64)> = (0..7u64)
                 .rev()
@@ -158,6 +160,7 @@ pub async fn page(State(s): State<Arc<DashState>>, Viewer(user): Viewer, c: Ctx)
                 week_tokens: days.iter().map(|d| d.2).sum(),
                 chart,
                 channels,
+                failed,
             })
         }
         Err(e) => error_page(c, &e),
@@ -168,6 +171,7 @@ type HomeData = (
     AssistantState,
     Vec<clawdbot_accounts::store::UsageDay>,
     Vec<String>,
+    Option<super::billing::PaymentFailed>,
 );
 
 async fn home(s: &DashState, user: &clawdbot_accounts::User) -> Result<HomeData, ApiError> {
@@ -181,7 +185,8 @@ async fn home(s: &DashState, user: &clawdbot_accounts::User) -> Result<HomeData,
         .into_iter()
         .map(|c| c.channel)
         .collect();
-    Ok((state, usage, channels))
+    let failed = super::billing::payment_failed_of(s, user).await?;
+    Ok((state, usage, channels, failed))
 }
 
 #[derive(Deserialize)]

@@ -93,6 +93,13 @@ impl Lang {
                 format!("{} {}", self.t("err.too_many"), secs.div_ceil(60))
             }
             ApiError::ChannelDisabled => self.t("err.channel_off").into(),
+            ApiError::PaymentProvider { reachable, .. } => self
+                .t(if *reachable {
+                    "err.stripe_refused"
+                } else {
+                    "err.stripe_down"
+                })
+                .into(),
             _ => self.t("err.internal").into(),
         }
     }
@@ -109,6 +116,7 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("nav.keys", "API keys", "API-ключи"),
     ("nav.models", "Models", "Модели"),
     ("nav.settings", "Settings", "Настройки"),
+    ("nav.billing", "Billing", "Оплата"),
     ("nav.admin", "Admin", "Администрирование"),
     ("nav.logout", "Log out", "Выйти"),
     ("pref.lang", "Language", "Язык"),
@@ -292,6 +300,128 @@ const TABLE: &[(&str, &str, &str)] = &[
         "Web chat is not enabled on this server.",
         "Веб-чат на этом сервере не включён.",
     ),
+    // Billing.
+    ("billing.title", "Plan and billing", "Тариф и оплата"),
+    ("billing.plans", "Plans", "Тарифы"),
+    ("plan.free", "Free", "Бесплатный"),
+    ("plan.pro", "Pro", "Pro"),
+    ("plan.team", "Team", "Team"),
+    ("billing.price.free", "Free", "Бесплатно"),
+    ("billing.per_month", "per month", "в месяц"),
+    (
+        "billing.messages_per_day",
+        "Messages per day",
+        "Сообщений в день",
+    ),
+    (
+        "billing.channels",
+        "Connected channels",
+        "Подключённых каналов",
+    ),
+    (
+        "billing.searches_per_day",
+        "Web searches per day",
+        "Веб-поисков в день",
+    ),
+    ("billing.storage", "Storage", "Хранилище"),
+    ("billing.own_key", "Your own API keys", "Свои API-ключи"),
+    ("billing.jobs", "Background jobs", "Фоновые задачи"),
+    ("billing.models", "Platform models", "Модели платформы"),
+    ("billing.all_models", "all", "все"),
+    ("billing.yes", "yes", "да"),
+    ("billing.no", "no", "нет"),
+    ("billing.current", "Your plan", "Ваш тариф"),
+    ("billing.upgrade", "Upgrade to", "Перейти на"),
+    ("billing.switch", "Switch to", "Сменить на"),
+    ("billing.subscription", "Subscription", "Подписка"),
+    ("billing.status.active", "active", "активна"),
+    (
+        "billing.status.past_due",
+        "payment overdue",
+        "оплата просрочена",
+    ),
+    ("billing.status.canceled", "ended", "завершена"),
+    (
+        "billing.status.pending",
+        "waiting for payment",
+        "ожидает оплаты",
+    ),
+    ("billing.renews", "renews on", "продлится"),
+    ("billing.ends", "ends on", "закончится"),
+    (
+        "billing.changed",
+        "What the last plan change switched off",
+        "Что отключила последняя смена тарифа",
+    ),
+    (
+        "billing.manage",
+        "Payment method and invoices",
+        "Способ оплаты и счета",
+    ),
+    (
+        "billing.cancel",
+        "Cancel at the end of the period",
+        "Отменить в конце периода",
+    ),
+    ("billing.usage", "Usage since", "Использование с"),
+    (
+        "billing.cost",
+        "Plan price this month",
+        "Стоимость тарифа за месяц",
+    ),
+    (
+        "billing.today",
+        "Messages today / daily limit",
+        "Сообщений сегодня / лимит в день",
+    ),
+    (
+        "billing.reported",
+        "Tokens (reported)",
+        "Токены (по отчётам)",
+    ),
+    ("billing.estimated", "Tokens (estimated)", "Токены (оценка)"),
+    ("billing.estimated_messages", "messages", "сообщений"),
+    (
+        "billing.off",
+        "Payments are not enabled on this server; the plans are shown for reference.",
+        "Оплата на этом сервере не включена; тарифы показаны для справки.",
+    ),
+    (
+        "billing.paid",
+        "Thank you! The payment is received; your plan changes as soon as Stripe confirms it.",
+        "Спасибо! Оплата получена; тариф сменится, как только Stripe её подтвердит.",
+    ),
+    (
+        "billing.paid_active",
+        "Thank you! The payment is received and your new plan is active.",
+        "Спасибо! Оплата получена, новый тариф действует.",
+    ),
+    (
+        "billing.checkout_canceled",
+        "The payment was cancelled; nothing was charged.",
+        "Оплата отменена; деньги не списаны.",
+    ),
+    (
+        "billing.failed",
+        "Your last payment did not go through. Your plan stays until",
+        "Последний платёж не прошёл. Тариф сохранится до",
+    ),
+    (
+        "billing.failed.after",
+        "Update your payment method before then, or the plan drops to free.",
+        "Обновите способ оплаты до этого срока, иначе тариф станет бесплатным.",
+    ),
+    ("billing.failed.link", "Update payment", "Обновить оплату"),
+    (
+        "err.stripe_down",
+        "The payment service cannot be reached right now; nothing was changed or charged. Try again in a few minutes.",
+        "Платёжный сервис сейчас недоступен; ничего не изменено и не списано. Попробуйте через несколько минут.",
+    ),
+    (
+        "err.stripe_refused",
+        "The payment service refused the request; nothing was changed or charged.",
+        "Платёжный сервис отклонил запрос; ничего не изменено и не списано.",
+    ),
     // API keys.
     ("keys.title", "Your own API keys", "Ваши API-ключи"),
     (
@@ -395,6 +525,16 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("admin.next", "Next page", "Следующая страница"),
     // Notices after a change.
     ("done.saved", "Saved.", "Сохранено."),
+    (
+        "done.plan_changed",
+        "Your plan is changed; the difference is prorated.",
+        "Тариф изменён; разница пересчитана пропорционально.",
+    ),
+    (
+        "done.sub_canceled",
+        "The subscription is cancelled: your plan stays until the end of the paid period.",
+        "Подписка отменена: тариф действует до конца оплаченного периода.",
+    ),
     ("done.key_added", "The key is saved.", "Ключ сохранён."),
     ("done.key_replaced", "The key is replaced.", "Ключ заменён."),
     ("done.key_deleted", "The key is deleted.", "Ключ удалён."),

@@ -15,6 +15,7 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod channels;
 pub mod chat;
 pub mod guard;
@@ -84,6 +85,11 @@ pub fn routes(api: Arc<ApiState>) -> axum::Router {
         .route("/dashboard/settings/profile", post(account::save_profile))
         .route("/dashboard/settings/export", get(account::export))
         .route("/dashboard/settings/delete", post(account::delete))
+        .route("/dashboard/billing", get(billing::page))
+        .route("/dashboard/billing/checkout", post(billing::checkout))
+        .route("/dashboard/billing/change", post(billing::change))
+        .route("/dashboard/billing/cancel", post(billing::cancel))
+        .route("/dashboard/billing/portal", post(billing::portal))
         .route("/dashboard/admin", get(admin::page))
         .route(
             "/dashboard/admin/users/{id}/{action}",
@@ -220,6 +226,10 @@ pub fn status_of(e: &ApiError) -> StatusCode {
         ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         ApiError::NotFound(_) | ApiError::ChannelDisabled => StatusCode::NOT_FOUND,
         ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::PaymentProvider {
+            reachable: true, ..
+        } => StatusCode::BAD_GATEWAY,
+        ApiError::PaymentProvider { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
