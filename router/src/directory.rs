@@ -309,12 +309,29 @@ impl Directory {
     }
 
     /// Waits until the user's tenant is ready (with a URL and token), or `timeout` passes.
-    pub async fn wait_ready(&self, user: &str, timeout: Duration) -> Option<Tenant> {
+    ///
+    /// While it waits, every change the reflector brings is looked at for a wake still due: the
+    /// view the caller's first [`Directory::note_activity`] went by may have lagged the
+    /// workspace's hibernation (the tenant still looked awake with a fresh note, so no wake was
+    /// asked), and without a second look the message waited out the whole hold (seen in the
+    /// wake benchmark: 2 of 20 wakes took the 60 s hold). A wake already asked for is repeated
+    /// at most every few seconds (see `activity_window`).
+    pub async fn wait_ready(
+        &self,
+        user: &str,
+        timeout: Duration,
+        window: Duration,
+        limits: &crate::limits::Limits,
+    ) -> Option<Tenant> {
         let mut changes = self.version.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(t) = self.tenant_of(user).filter(Tenant::usable) {
-                return Some(t);
+            match self.tenant_of(user) {
+                Some(t) if t.usable() => return Some(t),
+                Some(t) => {
+                    self.note_activity(&t, window, limits).await;
+                }
+                None => {}
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,

@@ -527,7 +527,16 @@ impl Core {
             } else {
                 self.config.limits.wake_hold
             };
-            match self.directory.wait_ready(&user.to_string(), hold).await {
+            match self
+                .directory
+                .wait_ready(
+                    &user.to_string(),
+                    hold,
+                    self.config.limits.activity_window,
+                    &self.limits,
+                )
+                .await
+            {
                 Some(t) => {
                     self.metrics
                         .wake_seconds
