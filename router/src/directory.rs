@@ -66,14 +66,8 @@ impl Tenant {
     /// is repeated at most every few seconds until the reflector shows it; otherwise the note
     /// need only be a tenth of the idle timeout fresh (never fresher than `window`), and for a
     /// tenant that never hibernates it only feeds its status.
-    ///
-    /// A tenant that cannot answer now (not usable) is always due as a wake: a message or a
-    /// request is waiting for it, and the annotation is what brings it up. Going by
-    /// [`Tenant::needs_wake`] alone, a tenant whose view did not say "hibernated, no wake asked"
-    /// but was not ready either got no note until its last one aged past the window: in the
-    /// wake benchmark 5 of 16 wakes waited the router's whole 60 s hold.
     fn activity_due(&self, window: Duration) -> Option<(bool, Duration)> {
-        let wake = self.needs_wake() || !self.usable();
+        let wake = self.needs_wake();
         let stands = activity_window(wake, self.idle_timeout, window);
         let fresh = self
             .last_activity
@@ -417,37 +411,6 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tenant(ready: bool, hibernated: bool, last_activity_secs_ago: i64) -> Tenant {
-        Tenant {
-            namespace: "ns".into(),
-            name: "t".into(),
-            plan: Plan::Pro,
-            suspended: false,
-            ready,
-            hibernated,
-            unavailable: false,
-            url: Some("http://10.0.0.1:18789".into()),
-            token: Some(Secret::new("token")),
-            last_activity: Some(Utc::now() - chrono::Duration::seconds(last_activity_secs_ago)),
-            hibernated_since: None,
-            idle_timeout: Some(Duration::from_secs(8)),
-        }
-    }
-
-    #[test]
-    fn a_tenant_that_cannot_answer_is_always_due_a_wake_note() {
-        let minute = Duration::from_secs(60);
-        // Ready, noted 2 s ago: nothing to do.
-        assert!(tenant(true, false, 2).activity_is_fresh(minute));
-        // Not ready and not (yet) seen hibernated, noted 2 s ago: a waiting message asks anyway,
-        // at the wake cadence.
-        assert_eq!(
-            tenant(false, false, 2).activity_due(minute),
-            Some((true, Duration::from_secs(5)))
-        );
-        assert!(!tenant(false, false, 2).activity_is_fresh(minute));
-    }
 
     #[test]
     fn activity_is_noted_as_often_as_hibernation_needs_and_wakes_at_once() {
