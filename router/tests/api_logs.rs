@@ -6,48 +6,15 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sha2::Digest;
 use support::api::{ApiClient, JWT_SECRET, MASTER_K1, MASTER_K2};
 use support::google::{CLIENT_SECRET, callback, router_with_google, start};
+use support::logs::capture;
 use support::{
     ADMIN_TOKEN, TELEGRAM_SECRET, TELEGRAM_TOKEN, WA_ACCESS, WA_APP_SECRET, WEB_SECRET, World,
 };
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture() -> Arc<Mutex<Vec<u8>>> {
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_ansi(false)
-            .with_writer(move || Capture(writer.clone()))
-            .init();
-        buf
-    })
-    .clone()
-}
 
 #[tokio::test]
 async fn the_logs_of_the_api_hold_no_secret() {

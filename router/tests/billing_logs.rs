@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use clawdbot_api::Plans;
 use clawdbot_router::Secret;
@@ -15,41 +14,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::World;
 use support::api::ApiClient;
+use support::logs::capture;
 
 const STRIPE_KEY: &str = "sk_test_51LOGTESTstripekey0000000000000";
 const WEBHOOK_SECRET: &str = "whsec_LOGTESTwebhooksecret000000000";
 const PRICE_PRO: &str = "price_1LogTestPro000000000000";
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture() -> Arc<Mutex<Vec<u8>>> {
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_ansi(false)
-            .with_writer(move || Capture(writer.clone()))
-            .init();
-        buf
-    })
-    .clone()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_logs_of_billing_hold_no_stripe_secret() {
