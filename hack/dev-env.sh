@@ -327,7 +327,8 @@ stop_node() {
   # Anything a dead kubelet left behind: shims of this containerd, then their mounts.
   local shim
   for shim in $(pgrep -f "containerd-shim.*-address $D/containerd.sock" || true); do kill -9 "$shim" 2>/dev/null || true; done
-  grep -o " $STATE/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # (`|| true`: no mount left is the usual case, and grep then fails the pipeline.)
+  { grep -o " $STATE/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   if [ "$(cat "$NODE_OWNER" 2>/dev/null)" = "$STATE" ]; then rm -f "$NODE_OWNER"; fi
 }
 
