@@ -248,6 +248,7 @@ start_node() {
   launch kube-proxy "$BIN/kube-proxy" --kubeconfig="$D/kubeconfig" --hostname-override="$NODE_NAME" \
     --proxy-mode=iptables --cluster-cidr="$POD_CIDR" --masquerade-all \
     --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256 --conntrack-max-per-core=0
+  api_for_pods
   local provisioner
   provisioner=$(provisioner_bin)
   launch provisioner "$provisioner" --kubeconfig "$D/kubeconfig" --node "$NODE_NAME" --root "$D/volumes"
@@ -262,6 +263,24 @@ metadata: {name: local, annotations: {storageclass.kubernetes.io/is-default-clas
 provisioner: clawdbot.io/local
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
+EOS
+}
+
+# Pods reach the API server as in any cluster, through the `kubernetes` Service (10.96.0.1:443,
+# a name in the server certificate; pods get it as KUBERNETES_SERVICE_HOST): kube-proxy sends it
+# to the host's bridge address, where hack/tcp-forward.py passes it on to the loopback API
+# server (TLS untouched). The API server advertises 127.0.0.1, which an Endpoints object may not
+# hold, so it never writes the Service's endpoints (its reconciler logs "may not be in the
+# loopback range" every 10 s and changes nothing); dev-env writes them (the controller-manager
+# mirrors them into the EndpointSlice kube-proxy reads). The Helm chart's operator and router run
+# in pods this way.
+api_for_pods() {
+  launch api-bridge /usr/bin/python3 "$HACK/tcp-forward.py" "$BRIDGE_IP:$API_PORT" "127.0.0.1:$API_PORT"
+  kubectl --kubeconfig "$D/kubeconfig" apply -f - >/dev/null 2>&1 <<EOS || fail "the kubernetes Service's endpoints" "$D/apiserver.log"
+apiVersion: v1
+kind: Endpoints
+metadata: {name: kubernetes, namespace: default}
+subsets: [{addresses: [{ip: "$BRIDGE_IP"}], ports: [{name: https, port: $API_PORT, protocol: TCP}]}]
 EOS
 }
 
@@ -323,7 +342,7 @@ stop_node() {
       sleep 0.5
     done
   fi
-  stop_pids "$D/provisioner.pid" "$D/kubelet.pid" "$D/kube-proxy.pid" "$D/containerd.pid"
+  stop_pids "$D/provisioner.pid" "$D/api-bridge.pid" "$D/kubelet.pid" "$D/kube-proxy.pid" "$D/containerd.pid"
   # Anything a dead kubelet left behind: shims of this containerd, then their mounts.
   local shim
   for shim in $(pgrep -f "containerd-shim.*-address $D/containerd.sock" || true); do kill -9 "$shim" 2>/dev/null || true; done
