@@ -30,6 +30,7 @@ NODE_NAME=node1
 BRIDGE=knode0
 BRIDGE_IP=10.244.0.1
 POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/12
 # Which state dir owns the machine's one node (kubelet, containerd, kube-proxy, the bridge).
 NODE_OWNER=/run/clawdbot-node.owner
 D=$STATE/kube
@@ -116,7 +117,7 @@ start_control_plane() {
       --tls-private-key-file="$D/pki/server.key" --client-ca-file="$D/pki/ca.crt" \
       --token-auth-file="$D/pki/tokens.csv" --authorization-mode=RBAC \
       --service-account-key-file="$D/pki/sa.pub" --service-account-signing-key-file="$D/pki/sa.key" \
-      --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=10.96.0.0/12 \
+      --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=$SERVICE_CIDR \
       --enable-admission-plugins=NodeRestriction,PodNodeSelector \
       --kubelet-preferred-address-types=InternalIP,Hostname \
       --allow-privileged=true --enable-priority-and-fairness=false \
@@ -155,11 +156,25 @@ network() {
   iptables -A CLAWDBOT-NODE -d "$POD_CIDR" -j DROP
   iptables -C FORWARD -j CLAWDBOT-NODE 2>/dev/null || iptables -I FORWARD 1 -j CLAWDBOT-NODE
   mkdir -p "$D/cni"
-  cat > "$D/cni/10-node.conflist" <<EOC
+  # Pods get one route besides their bridge: the Service range, through the host (kube-proxy's
+  # DNAT happens there). Without it a pod could not reach any ClusterIP (no default route, on
+  # purpose: every other address stays unreachable at once, as before).
+  # Written only when it changed, in place and never truncated first: containerd reloads its
+  # CNI configuration on a write event (it ignores a file created or renamed in, and a removed
+  # file leaves the node NotReady), and a plain `cat >` on every `up` showed it an empty file
+  # ("unexpected end of JSON input"; it kept its old configuration).
+  local conf=$D/cni/10-node.conflist want
+  want=$(cat <<EOC
 {"cniVersion":"0.4.0","name":"node","plugins":[{"type":"bridge","bridge":"$BRIDGE","isGateway":true,"ipMasq":false,"hairpinMode":true,
- "ipam":{"type":"host-local","dataDir":"$D/cni-ipam","ranges":[[{"subnet":"$POD_CIDR","gateway":"$BRIDGE_IP"}]]}},
+ "ipam":{"type":"host-local","dataDir":"$D/cni-ipam","ranges":[[{"subnet":"$POD_CIDR","gateway":"$BRIDGE_IP"}]],
+  "routes":[{"dst":"$SERVICE_CIDR"}]}},
  {"type":"portmap","capabilities":{"portMappings":true}}]}
 EOC
+)
+  if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+    printf '%s\n' "$want" | dd of="$conf" conv=notrunc status=none
+    truncate -s "$(printf '%s\n' "$want" | wc -c)" "$conf"
+  fi
 }
 
 start_containerd() {
