@@ -182,10 +182,10 @@ model_server() {
     --env PYTHONUNBUFFERED=1 --entrypoint '["/opt/venv/bin/python", "/opt/vllm_compat.py"]'
 }
 
-# What the chart's test hook runs (/bin/sh -ec with curl, cat, grep), from the host's Debian
-# binaries and their libraries: no registry to pull curlimages/curl from.
+# What the chart's test and uninstall hooks run (/bin/sh -ec with curl, cat, grep, sleep), from
+# the host's Debian binaries and their libraries: no registry to pull curlimages/curl from.
 chart_test() {
-  local root=$OUT/root-chart-test bins=(/usr/bin/curl /bin/cat /bin/grep)
+  local root=$OUT/root-chart-test bins=(/usr/bin/curl /bin/cat /bin/grep /bin/sleep)
   local key; key=$( (cat "$HACK/build-images.sh" "$HACK/oci-image.py"; ls -la /bin/dash "${bins[@]}") | sha256sum | cut -c1-16)
   if [ ! -f "$OUT/chart-test-$key.tar" ]; then
     base_root "$root"

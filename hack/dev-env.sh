@@ -163,7 +163,9 @@ network() {
   # CNI configuration on a write event (it ignores a file created or renamed in, and a removed
   # file leaves the node NotReady), and a plain `cat >` on every `up` showed it an empty file
   # ("unexpected end of JSON input"; it kept its old configuration).
-  local conf=$D/cni/10-node.conflist want
+  # 00-: containerd uses the first file of the directory by name (an older dev-env wrote
+  # 10-node.conflist, without the Service route; removed here, it would lose to this one anyway).
+  local conf=$D/cni/00-node.conflist want
   want=$(cat <<EOC
 {"cniVersion":"0.4.0","name":"node","plugins":[{"type":"bridge","bridge":"$BRIDGE","isGateway":true,"ipMasq":false,"hairpinMode":true,
  "ipam":{"type":"host-local","dataDir":"$D/cni-ipam","ranges":[[{"subnet":"$POD_CIDR","gateway":"$BRIDGE_IP"}]],
@@ -175,6 +177,7 @@ EOC
     printf '%s\n' "$want" | dd of="$conf" conv=notrunc status=none
     truncate -s "$(printf '%s\n' "$want" | wc -c)" "$conf"
   fi
+  rm -f "$D/cni/10-node.conflist"
 }
 
 start_containerd() {
