@@ -512,6 +512,30 @@ fn tenants_become_userworkspaces() {
             ("erik", Plan::Pro)
         ]
     );
+
+    // Every tenant on their own key through tenantDefaults (as on the local node): the
+    // chart's default endpointRef must not survive the merge, or the operator refuses them all.
+    let own_key = values_file(
+        "database: {url: postgres://u:p@db:5432/x}\nredis: {url: redis://r:6379}\n\
+         tenantDefaults:\n  model: {provider: openai, name: gpt-4o-mini}\n  keysSecretRef: {name: keys}\n\
+         tenants:\n  - {name: fay, ownerId: owner-fay, plan: pro}\n",
+    );
+    let fay = workspaces(&docs(&render_ok(
+        "platform",
+        NEW_KUBE,
+        &["-f", own_key.path().to_str().unwrap()],
+    )))
+    .remove(0);
+    assert!(
+        fay.spec.model.endpoint_ref.is_none(),
+        "no endpointRef with an own key: {:?}",
+        fay.spec.model
+    );
+    assert_eq!(
+        fay.validate(&OperatorConfig::default().policy(Plan::Pro)),
+        Ok(()),
+        "the operator accepts the tenant"
+    );
 }
 
 /// Distinctive values for every secret setting.
