@@ -136,6 +136,13 @@ async fn main() {
         let text = format!("answer {i}");
         llm.push(Reply::text(text.clone()));
         let before = w.telegram.sent_to(chat).len();
+        // What the router knew when the message came: printed for a slow wake.
+        let view = r.core.directory.tenant_of(&user.to_string()).map(|t| {
+            format!(
+                "ready {} hibernated {} last activity {:?} hibernated since {:?}",
+                t.ready, t.hibernated, t.last_activity, t.hibernated_since
+            )
+        });
         let sent = Instant::now();
         w.telegram_update(&r, &telegram_text_update(i as i64 + 1, chat, "wake up"))
             .await;
@@ -149,6 +156,9 @@ async fn main() {
         })
         .await;
         let replied = Instant::now();
+        if replied - sent > Duration::from_secs(20) {
+            println!("wake {i}: slow; the router's view when the message came: {view:?}");
+        }
         let s = seen.lock().expect("seen");
         let at = |x: &Option<(String, Instant)>| x.as_ref().map(|(_, t)| *t).filter(|t| *t >= sent);
         let (Some(a), Some(c), Some(rd)) =

@@ -356,6 +356,7 @@ impl Directory {
     ) -> bool {
         let Some((wake, local_window)) = tenant.activity_due(window) else {
             // Another replica (or this one) noted it recently: the reflector shows it.
+            tracing::trace!(tenant = %tenant.key(), last = ?tenant.last_activity, hibernated_since = ?tenant.hibernated_since, "activity note fresh");
             return false;
         };
         let key = tenant.key();
@@ -370,6 +371,7 @@ impl Directory {
         {
             let mut recent = self.recent.lock().expect("recent lock");
             if recent.get(&key).is_some_and(|t| t.elapsed() < local_window) {
+                tracing::trace!(tenant = %key, wake, "activity noted by this replica a moment ago");
                 return false;
             }
             recent.insert(key.clone(), Instant::now());
@@ -384,7 +386,10 @@ impl Directory {
         };
         match limits.gate(&gate_name, local_window).await {
             Ok(true) => {}
-            Ok(false) => return false,
+            Ok(false) => {
+                tracing::trace!(tenant = %key, wake, "activity noted by a replica a moment ago");
+                return false;
+            }
             Err(e) => tracing::warn!(error = %e, "activity gate unavailable; annotating anyway"),
         }
         let api: Api<UserWorkspace> = Api::namespaced(self.client.clone(), &tenant.namespace);

@@ -368,8 +368,11 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
                 http_get: Some(http_get("/healthz")),
                 ..Probe::default()
             },
-            // The lite agent serves within a second.
-            15,
+            // The lite agent serves within milliseconds: no start-up probe, and readiness looked
+            // at every second, because the readiness probe's period is what a woken tenant's
+            // first message waits for (the kubelet probes on its ticks; with 5 s a wake took
+            // 1.4-6.5 s from pod creation to ready in the wake benchmark).
+            None,
         ),
         Runtime::Openclaw => (
             None,
@@ -384,7 +387,7 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
                 ..Probe::default()
             },
             // OpenClaw measured 8-50 s to serve here depending on load: allow 180 s.
-            90,
+            Some(90),
         ),
     };
 
@@ -403,13 +406,13 @@ pub fn build_deployment(inputs: &AgentInputs<'_>, config_hash: &str) -> Result<D
         resources: Some(agent_resources(ws, inputs.runtime)),
         security_context: Some(restricted_container()),
         volume_mounts: Some(mounts),
-        startup_probe: Some(Probe {
+        startup_probe: startup_failures.map(|failures| Probe {
             period_seconds: Some(2),
-            failure_threshold: Some(startup_failures),
+            failure_threshold: Some(failures),
             ..probe_action.clone()
         }),
         readiness_probe: Some(Probe {
-            period_seconds: Some(5),
+            period_seconds: Some(if startup_failures.is_some() { 5 } else { 1 }),
             ..probe_action.clone()
         }),
         liveness_probe: Some(Probe {
