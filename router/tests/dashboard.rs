@@ -1,10 +1,12 @@
 //! The dashboard in a real browser: headless Chromium (Debian `chromium`) driven by npm
 //! `playwright-core` (`hack/e2e/journey.mjs`) against a real router with Postgres, Redis, the
-//! control plane, the fake Telegram server (long polling) and a gateway-protocol agent.
+//! control plane, the fake Telegram server (long polling), the test kit's OpenID provider
+//! standing in for Google, and the real lite agent (in this process, its model the fake
+//! provider, which echoes), so that Sessions shows the conversations the agent really kept.
 //!
 //! The journey script asks this test, over a small control server, for what the world around
 //! the browser does: the operator marking the workspace ready, a Telegram user sending an
-//! update. The upgrade is real: the browser pays on the local Stripe's hosted Checkout page
+//! update, who Google signs in. The upgrade is real: the browser pays on the local Stripe's hosted Checkout page
 //! (`hack/testkit` `fake_stripe`), which sends the signed webhooks to the router. Screenshots of every page at desktop and
 //! phone width go to `$DASHBOARD_SHOTS` (default: the temp dir), printed at the end.
 //!
@@ -25,9 +27,12 @@ use clawdbot_api::Plans;
 use clawdbot_router::Secret;
 use clawdbot_router::config::TelegramUpdatesMode;
 use clawdbot_testkit::fake_chat::telegram_text_update;
+use clawdbot_testkit::fake_llm::FakeLlm;
+use clawdbot_testkit::fake_oidc::{FakeOidc, TestUser};
 use clawdbot_testkit::fake_stripe::FakeStripe;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use support::lite::LiteAgent;
 use support::{Replica, TestAgent, World};
 use uuid::Uuid;
 
@@ -39,8 +44,10 @@ const PRICE_TEAM: &str = "price_1ClawdbotTeam0000000000";
 struct Control {
     world: World,
     replica: Replica,
-    agent: TestAgent,
+    agent: LiteAgent,
+    _llm: FakeLlm,
     stripe: FakeStripe,
+    google: FakeOidc,
     next_update: AtomicI64,
 }
 
@@ -57,12 +64,12 @@ async fn user_id(w: &World, email: &str) -> Option<Uuid> {
         .expect("look up user")
 }
 
-/// Plays the operator: the user's workspace is Running and Ready with the test agent.
+/// Plays the operator: the user's workspace is Running and Ready with the lite agent.
 async fn ready(State(c): State<Arc<Control>>, Json(b): Json<ByEmail>) -> Json<Value> {
     let user = user_id(&c.world, &b.email).await.expect("user exists");
     let ws = clawdbot_accounts::provision::workspace_name(user);
     c.world.set_token(&ws, &c.agent.token).await;
-    c.world.mark_ready(&ws, &c.agent.base_url).await;
+    c.world.mark_ready(&ws, &c.agent.url).await;
     support::api::wait_usable(&c.replica, user).await;
     Json(json!({"workspace": ws}))
 }
@@ -86,6 +93,18 @@ async fn admin(State(c): State<Arc<Control>>, Json(b): Json<Credentials>) -> Jso
 
 async fn exists(State(c): State<Arc<Control>>, Query(b): Query<ByEmail>) -> Json<Value> {
     Json(json!({"exists": user_id(&c.world, &b.email).await.is_some()}))
+}
+
+/// Who the Google stand-in signs in next (a verified e-mail).
+async fn google_user(State(c): State<Arc<Control>>, Json(b): Json<ByEmail>) -> Json<Value> {
+    let sub = format!("{}", rand::random::<u64>());
+    c.google.set_user(TestUser {
+        sub: sub.clone(),
+        email: b.email,
+        email_verified: true,
+        name: Some("Google Person".into()),
+    });
+    Json(json!({"sub": sub}))
 }
 
 #[derive(Deserialize)]
@@ -120,6 +139,7 @@ async fn control_server(control: Arc<Control>) -> String {
         .route("/ready", post(ready))
         .route("/admin", post(admin))
         .route("/exists", get(exists))
+        .route("/google", post(google_user))
         .route("/telegram", post(telegram))
         .route("/telegram/{chat}", get(telegram_sent))
         .with_state(control);
@@ -159,6 +179,7 @@ async fn journey(c: &Control, control: &str, lang: &str, viewport: &str, chat_id
         .env("DASHBOARD_URL", base)
         .env("CONTROL_URL", control)
         .env("STRIPE_URL", c.stripe.url())
+        .env("GOOGLE_URL", c.google.issuer())
         .env("E2E_LANG", lang)
         .env("E2E_VIEWPORT", viewport)
         .env("E2E_CHAT_ID", chat_id.to_string())
@@ -206,18 +227,33 @@ async fn world_with_router() -> (Arc<Control>, String) {
     config.billing.stripe_webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
     config.billing.stripe_api_base = stripe.url();
     config.billing.billing_return_url = Some(format!("{base}/dashboard/billing"));
+    // Google sign-in through the test kit's provider, back to this router's callback.
+    let redirect = format!("{base}/api/v1/auth/oauth/google/callback");
+    let google = FakeOidc::start(
+        support::google::CLIENT_ID,
+        support::google::CLIENT_SECRET,
+        &[redirect.as_str()],
+    )
+    .await;
+    config.accounts.google.issuer = google.issuer();
+    config.accounts.google.client_id = Some(support::google::CLIENT_ID.into());
+    config.accounts.google.client_secret = Some(Secret::new(support::google::CLIENT_SECRET));
+    config.accounts.google.redirect_url = Some(redirect);
     // Updates come from the fake Telegram server by long polling, as in production without
     // a public URL.
     config.telegram.updates = TelegramUpdatesMode::Polling;
     config.telegram.webhook_secret = None;
     let replica = world.start_router_on(listener, config).await;
     stripe.set_webhook_url(&format!("{}/webhooks/stripe", replica.base));
-    let agent = TestAgent::start().await;
+    let llm = FakeLlm::openai().await;
+    let agent = LiteAgent::start(&llm, None).await;
     let control = Arc::new(Control {
         world,
         replica,
         agent,
+        _llm: llm,
         stripe,
+        google,
         next_update: AtomicI64::new(1),
     });
     let url = control_server(control.clone()).await;
@@ -283,6 +319,10 @@ async fn signed_out_pages_redirect_and_forms_need_the_token() {
     assert!(
         body.contains(&format!("value=\"{token}\"")),
         "forms carry the token"
+    );
+    assert!(
+        !body.contains("oauth/google"),
+        "no Google button where Google sign-in is not configured"
     );
 
     let email = format!("dash-{:08x}@example.com", rand::random::<u32>());
@@ -481,5 +521,144 @@ async fn the_api_issues_a_web_chat_token_that_reaches_the_assistant() {
         text.contains("event: reply\ndata: echo #1: hello over the api"),
         "{text}"
     );
+    r.shutdown().await;
+}
+
+/// The cookies a response sets, as `name=value` pairs.
+fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().expect("ascii cookie").to_string())
+        .collect()
+}
+
+/// Google sign-in started from the dashboard (`start?return=dashboard`) ends on the
+/// dashboard with its session cookies, not with the API's JSON; a refusal ends on the log-in
+/// page with the reason; `return` takes only the allowed places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_sign_in_from_the_dashboard_ends_signed_in_on_the_dashboard() {
+    let w = World::new().await;
+    let (r, provider) = support::google::router_with_google(&w).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("{}{p}", r.base);
+    for page in ["/dashboard/login", "/dashboard/signup"] {
+        let body = http
+            .get(url(page))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.contains("href=\"/api/v1/auth/oauth/google/start?return=dashboard\""),
+            "{page} offers Google: {body}"
+        );
+    }
+    let bad = http
+        .get(url(
+            "/api/v1/auth/oauth/google/start?return=https://evil.example/",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    assert!(bad.headers().get("location").is_none());
+
+    let email = format!("g-{:08x}@example.com", rand::random::<u32>());
+    provider.set_user(TestUser {
+        sub: format!("{}", rand::random::<u64>()),
+        email: email.clone(),
+        email_verified: true,
+        name: None,
+    });
+    let started = support::google::start_with(&r, &provider, "?return=dashboard").await;
+    let resp = http
+        .get(url("/api/v1/auth/oauth/google/callback"))
+        .query(&[("code", started.code()), ("state", started.state())])
+        .header("cookie", &started.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/dashboard");
+    let cookies = set_cookies(&resp);
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("cb_session="))
+        .expect("session cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(attr), "{session}");
+    }
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("clawdbot_oidc_state=;") && c.contains("Max-Age=0")),
+        "the sign-in's cookie is cleared: {cookies:?}"
+    );
+    let jar: Vec<&str> = cookies.iter().filter_map(|c| c.split(';').next()).collect();
+    let home = http
+        .get(url("/dashboard"))
+        .header("cookie", jar.join("; "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.status(), 200);
+    assert!(home.text().await.unwrap().contains(&email));
+    assert!(user_id(&w, &email).await.is_some());
+
+    // The same e-mail as a password account: not linked; the log-in page says why.
+    let taken = format!("pw-{:08x}@example.com", rand::random::<u32>());
+    dashboard_signup(&http, &r.base, &taken).await;
+    provider.set_user(TestUser {
+        sub: format!("{}", rand::random::<u64>()),
+        email: taken.clone(),
+        email_verified: true,
+        name: None,
+    });
+    let started = support::google::start_with(&r, &provider, "?return=dashboard").await;
+    let resp = http
+        .get(url("/api/v1/auth/oauth/google/callback"))
+        .query(&[("code", started.code()), ("state", started.state())])
+        .header("cookie", &started.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers()["location"],
+        "/dashboard/login?google=conflict"
+    );
+    assert!(
+        !set_cookies(&resp)
+            .iter()
+            .any(|c| c.starts_with("cb_session=")),
+        "no session"
+    );
+    let page = http
+        .get(url("/dashboard/login?google=conflict"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("already exists"), "{page}");
+
+    // The person said no at Google: back on the log-in page.
+    let started = support::google::start_with(&r, &provider, "?return=dashboard").await;
+    let resp = http
+        .get(url("/api/v1/auth/oauth/google/callback"))
+        .query(&[("error", "access_denied"), ("state", started.state())])
+        .header("cookie", &started.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/dashboard/login?google=failed");
     r.shutdown().await;
 }
