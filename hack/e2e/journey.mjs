@@ -195,6 +195,8 @@ try {
   });
   check((await page.locator(".chart rect.bar").count()) === 7, "seven bars");
   await expectText("#home-channels li", "telegram");
+  // Recent activity, loaded after the page from the assistant's conversations.
+  await page.locator('#recent li[data-channel="telegram"]').waitFor({ timeout: T });
   await shot("home-ready");
 
   step = "chat in the browser";
@@ -282,6 +284,17 @@ try {
   await page.locator(".notice[role=status]").waitFor({ timeout: T });
   check((await page.inputValue("#display_name")) === "E2E Person", "the name is kept");
   await shot("settings");
+
+  step = "settings: the language";
+  const other0 = lang === "ru" ? "en" : "ru";
+  await page.selectOption("#language", other0);
+  await page.click("#save-language");
+  await page.waitForLoadState();
+  check((await page.getAttribute("html", "lang")) === other0, "the language chosen in Settings");
+  await page.selectOption("#language", lang);
+  await page.click("#save-language");
+  await page.waitForLoadState();
+  check((await page.getAttribute("html", "lang")) === lang, "and back");
 
   step = "language and theme switches";
   await page.click("#lang-switch");

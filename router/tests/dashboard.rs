@@ -662,3 +662,121 @@ async fn google_sign_in_from_the_dashboard_ends_signed_in_on_the_dashboard() {
     assert_eq!(resp.headers()["location"], "/dashboard/login?google=failed");
     r.shutdown().await;
 }
+
+/// Sessions, without a browser: 21 conversations made by real Telegram messages through the
+/// router to the lite agent are listed 20 a page; a conversation of 16 turns shows its newest
+/// 30 messages and a link to the older ones; the channel filter leaves the others out; Home's
+/// recent activity shows the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_a_page_at_a_time_from_the_agent() {
+    let w = World::new().await;
+    let mut config = w.api_config();
+    config.limits.rate_limit_per_minute = 1_000;
+    let r = w.start_router(config).await;
+    let llm = FakeLlm::openai().await;
+    let agent = LiteAgent::start(&llm, None).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let email = format!("pages-{:08x}@example.com", rand::random::<u32>());
+    let (token, cookies) = dashboard_signup(&http, &r.base, &email).await;
+    let jar = format!("cb_csrf={token}; {}", cookies.join("; "));
+    let page = |path: String| {
+        let req = http
+            .get(format!("{}{path}", r.base))
+            .header("cookie", jar.clone());
+        async move {
+            let resp = req.send().await.expect("page");
+            assert_eq!(resp.status(), 200, "{path}");
+            resp.text().await.expect("body")
+        }
+    };
+    let user = user_id(&w, &email).await.expect("user");
+    // Before the assistant is up the page says so.
+    let body = page("/dashboard/sessions".into()).await;
+    assert!(body.contains("id=\"sessions-unavailable\""), "{body}");
+
+    let ws = clawdbot_accounts::provision::workspace_name(user);
+    w.set_token(&ws, &agent.token).await;
+    w.mark_ready(&ws, &agent.url).await;
+    support::api::wait_usable(&r, user).await;
+    let first = 7_420_000_i64;
+    let mut update = 1;
+    for i in 0..21 {
+        let chat = first + i;
+        w.connect("telegram", &chat.to_string(), user).await;
+        w.telegram_update(
+            &r,
+            &telegram_text_update(update, chat, &format!("hello {i}")),
+        )
+        .await;
+        update += 1;
+        w.telegram
+            .wait_for_messages(chat, 1, Duration::from_secs(30))
+            .await;
+    }
+    // 15 more turns with the first chat, one after the other: 16 turns, 32 messages.
+    for turn in 1..16 {
+        w.telegram_update(
+            &r,
+            &telegram_text_update(update, first, &format!("turn {turn}")),
+        )
+        .await;
+        update += 1;
+        w.telegram
+            .wait_for_messages(first, turn + 1, Duration::from_secs(30))
+            .await;
+    }
+
+    let one = page("/dashboard/sessions".into()).await;
+    assert_eq!(one.matches("<li data-channel=\"telegram\"").count(), 20);
+    assert!(one.contains("id=\"sessions-total\">(21)"), "{one}");
+    assert!(
+        one.contains("page=2\" rel=\"next\" id=\"next-page\""),
+        "{one}"
+    );
+    assert!(!one.contains("id=\"prev-page\""));
+    let two = page("/dashboard/sessions?page=2".into()).await;
+    assert_eq!(two.matches("<li data-channel=\"telegram\"").count(), 1);
+    assert!(two.contains("id=\"prev-page\"") && !two.contains("id=\"next-page\""));
+    // The most recently active first: the long conversation is on page one.
+    assert!(one.contains(&format!("· {first}</a>")));
+    let web = page("/dashboard/sessions?channel=web&days=7".into()).await;
+    assert!(web.contains("id=\"sessions-none\""), "{web}");
+    assert!(web.contains("<option value=\"web\" selected>"));
+
+    let id = format!("telegram%3Adm%3A{first}");
+    let newest = page(format!("/dashboard/sessions/{id}")).await;
+    assert_eq!(newest.matches("<li class=\"you\"").count(), 15);
+    assert!(newest.contains("turn 15") && !newest.contains(">hello 0<"));
+    let older = newest
+        .split("href=\"")
+        .find_map(|s| s.strip_prefix(&format!("/dashboard/sessions/{id}?before=")))
+        .and_then(|s| s.split('"').next())
+        .expect("a link to the older messages");
+    let before: String = url::form_urlencoded::parse(format!("b={older}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .expect("cursor");
+    let page_two = page(format!(
+        "/dashboard/sessions/{id}?before={}",
+        url::form_urlencoded::byte_serialize(before.as_bytes()).collect::<String>()
+    ))
+    .await;
+    assert!(page_two.contains("hello 0"), "{page_two}");
+    assert!(page_two.contains("id=\"newest\""));
+    // An unknown conversation is a page that says so, not an error of the server.
+    let missing = http
+        .get(format!("{}/dashboard/sessions/telegram%3Adm%3A1", r.base))
+        .header("cookie", jar.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let recent = page("/dashboard/recent".into()).await;
+    assert_eq!(recent.matches("<li data-channel=\"telegram\"").count(), 5);
+    r.shutdown().await;
+    agent.stop().await;
+}

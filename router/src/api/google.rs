@@ -217,8 +217,6 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Starts a sign-in with Google: redirects the browser to the provider, with a cookie that
-/// binds the sign-in to this browser.
 /// Where the sign-in should lead once finished.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -229,6 +227,8 @@ pub struct StartQuery {
     pub to: Option<String>,
 }
 
+/// Starts a sign-in with Google: redirects the browser to the provider, with a cookie that
+/// binds the sign-in to this browser.
 #[utoipa::path(get, path = "/api/v1/auth/oauth/google/start", tag = "auth",
     params(StartQuery),
     responses(

@@ -76,6 +76,7 @@ pub fn routes(api: Arc<ApiState>) -> axum::Router {
         )
         .route("/dashboard/chat", get(chat::page))
         .route("/dashboard/sessions", get(sessions::page))
+        .route("/dashboard/recent", get(sessions::recent))
         .route("/dashboard/sessions/{id}", get(sessions::conversation))
         .route("/dashboard/keys", get(keys::page).post(keys::add))
         .route("/dashboard/keys/{id}/replace", post(keys::replace))

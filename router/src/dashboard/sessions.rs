@@ -4,6 +4,9 @@
 //! ([`crate::api::sessions::read_sessions`], [`crate::api::sessions::read_messages`]), so the
 //! page sees what the API would answer, from the tenant's agent.
 //!
+//! Home's "recent activity" is [`recent`]: the last few conversations, loaded by htmx after the
+//! page (so that an agent slow to answer never holds Home up).
+//!
 //! The agent answers the list whole (a person has tens of conversations, not thousands); the
 //! page shows it [`PER_PAGE`] at a time. Messages are paged by the agent's cursor
 //! (`next_before`), newest first, as the API does.
@@ -16,7 +19,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::guard::Viewer;
-use super::{Ctx, DashState, error_page, render_with};
+use super::{Ctx, DashState, error_page, render, render_with};
 use crate::api::sessions::{
     MessagesParams, SessionsParams, Unavailable, read_messages, read_sessions,
 };
@@ -141,14 +144,7 @@ pub async fn page(
         .into_iter()
         .skip((page - 1) * PER_PAGE)
         .take(PER_PAGE)
-        .map(|x| Row {
-            href: encode(&x.id),
-            peer: x.id.splitn(3, ':').nth(2).unwrap_or(&x.id).to_string(),
-            channel: x.channel,
-            kind: x.kind,
-            messages: x.message_count,
-            last: when(x.last_activity),
-        })
+        .map(row)
         .collect();
     let status = c.status;
     render_with(
@@ -167,6 +163,51 @@ pub async fn page(
             next: (page < pages).then(|| query(ch, d, page + 1)),
         },
     )
+}
+
+/// Conversations on Home.
+const RECENT: usize = 5;
+
+#[derive(Template)]
+#[template(path = "dashboard/recent.html")]
+pub struct RecentFragment {
+    pub c: Ctx,
+    pub unavailable: Option<&'static str>,
+    pub rows: Vec<Row>,
+}
+
+fn row(x: crate::api::sessions::SessionView) -> Row {
+    Row {
+        href: encode(&x.id),
+        peer: x.id.splitn(3, ':').nth(2).unwrap_or(&x.id).to_string(),
+        channel: x.channel,
+        kind: x.kind,
+        messages: x.message_count,
+        last: when(x.last_activity),
+    }
+}
+
+/// Home's recent activity: the most recently active conversations.
+#[tracing::instrument(skip_all, fields(user))]
+pub async fn recent(State(s): State<Arc<DashState>>, Viewer(user): Viewer, c: Ctx) -> Response {
+    let c = c.signed_in(&user);
+    let (rows, unavailable) = match read_sessions(&s.api, user.id, SessionsParams::default()).await
+    {
+        Ok(Ok(view)) => (
+            view.sessions.into_iter().take(RECENT).map(row).collect(),
+            None,
+        ),
+        Ok(Err(u)) => (Vec::new(), Some(unavailable_key(u))),
+        Err(e) => {
+            tracing::warn!(error = %e, "recent conversations");
+            (Vec::new(), Some("sessions.unavailable.error"))
+        }
+    };
+    render(&RecentFragment {
+        c,
+        unavailable,
+        rows,
+    })
 }
 
 #[derive(Deserialize, Default)]
