@@ -1,7 +1,7 @@
 // The dashboard's journey in headless Chromium: sign up -> the assistant's state -> connect
 // Telegram with the code -> a message round trip -> usage -> chat in the browser -> the
-// conversations under Sessions -> an API key (masked) -> models, settings -> export -> delete
-// the account -> sign in with Google. Run by
+// conversations under Sessions -> an API key (masked) -> models, settings -> disconnect
+// Telegram -> export -> delete the account -> sign in with Google. Run by
 // router/tests/dashboard.rs, which starts the router and answers CONTROL_URL (the operator,
 // the Telegram user); the upgrade is paid on the local Stripe's hosted Checkout page
 // (STRIPE_URL), which sends the signed webhooks to the router and the browser back.
@@ -341,6 +341,20 @@ try {
   await expectText(".state-name", W.ready);
   await page.click('a[href="/dashboard/settings"]');
   log("admin suspended and resumed the account");
+
+  step = "channels: disconnect Telegram; the bot no longer passes its messages on";
+  await page.click('a[href="/dashboard/channels"]');
+  await page.locator("#connections li", { hasText: "telegram" }).locator("button.danger").click();
+  await page.locator(".notice[role=status]").waitFor({ timeout: T });
+  check((await page.locator("#connections li", { hasText: "telegram" }).count()) === 0, "Telegram is no longer listed");
+  await call("POST", "/telegram", { chat_id: chatId, text: "after disconnecting" });
+  await until("the bot's answer to a stranger", async () =>
+    (await call("GET", `/telegram/${chatId}`)).sent.find((t) => t.includes("create your account")));
+  check(!(await call("GET", `/telegram/${chatId}`)).sent.some((t) => t.includes("after disconnecting")),
+        "the message did not reach the assistant");
+  await shot("channels-disconnected");
+  await page.click('a[href="/dashboard/settings"]');
+  log("telegram disconnected");
 
   step = "export";
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
