@@ -23,16 +23,19 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
-use clawdbot_api::Plans;
+use clawdbot_api::plan::Runtime;
+use clawdbot_api::{Plan, Plans};
 use clawdbot_router::Secret;
 use clawdbot_router::config::TelegramUpdatesMode;
 use clawdbot_testkit::fake_chat::telegram_text_update;
-use clawdbot_testkit::fake_llm::FakeLlm;
+use clawdbot_testkit::fake_llm::{FakeLlm, Flavor};
 use clawdbot_testkit::fake_oidc::{FakeOidc, TestUser};
 use clawdbot_testkit::fake_stripe::FakeStripe;
+use clawdbot_testkit::node;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::lite::LiteAgent;
+use support::node::{LITE_IMAGE, Operator, operator_config};
 use support::{Replica, TestAgent, World};
 use uuid::Uuid;
 
@@ -159,12 +162,9 @@ fn shots_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("clawdbot-dashboard-shots"))
 }
 
-/// Runs the journey once in `lang` at `viewport` width; panics with the script's output if
-/// it fails.
-async fn journey(c: &Control, control: &str, lang: &str, viewport: &str, chat_id: i64) {
-    let base = c.replica.base.as_str();
+/// Runs `hack/e2e/<script>` with `env`; panics with its output if it fails.
+async fn run_script(script: &str, label: &str, env: &[(&str, String)]) {
     let root = clawdbot_testkit::repo_root();
-    let script = root.join("hack/e2e/journey.mjs");
     assert!(
         root.join("hack/e2e/node_modules/playwright-core").is_dir(),
         "playwright-core is not installed: run hack/install-deps.sh (npm ci in hack/e2e)"
@@ -174,19 +174,13 @@ async fn journey(c: &Control, control: &str, lang: &str, viewport: &str, chat_id
         "chromium is not installed: run hack/install-deps.sh"
     );
     let started = Instant::now();
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("DASHBOARD_URL", base)
-        .env("CONTROL_URL", control)
-        .env("STRIPE_URL", c.stripe.url())
-        .env("GOOGLE_URL", c.google.issuer())
-        .env("E2E_LANG", lang)
-        .env("E2E_VIEWPORT", viewport)
-        .env("E2E_CHAT_ID", chat_id.to_string())
-        .env("SHOTS_DIR", shots_dir().join(format!("{lang}-{viewport}")))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(300), out)
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(root.join("hack/e2e").join(script))
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
         .expect("the journey ends within 5 minutes")
         .expect("node runs");
@@ -195,12 +189,34 @@ async fn journey(c: &Control, control: &str, lang: &str, viewport: &str, chat_id
     println!("{stdout}");
     assert!(
         out.status.success(),
-        "journey {lang} {viewport} failed:\n{stdout}\n{stderr}"
+        "journey {label} failed:\n{stdout}\n{stderr}"
     );
-    println!(
-        "journey {lang} {viewport}: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("journey {label}: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Runs the journey once in `lang` at `viewport` width.
+async fn journey(c: &Control, control: &str, lang: &str, viewport: &str, chat_id: i64) {
+    run_script(
+        "journey.mjs",
+        &format!("{lang} {viewport}"),
+        &[
+            ("DASHBOARD_URL", c.replica.base.clone()),
+            ("CONTROL_URL", control.to_string()),
+            ("STRIPE_URL", c.stripe.url()),
+            ("GOOGLE_URL", c.google.issuer()),
+            ("E2E_LANG", lang.to_string()),
+            ("E2E_VIEWPORT", viewport.to_string()),
+            ("E2E_CHAT_ID", chat_id.to_string()),
+            (
+                "SHOTS_DIR",
+                shots_dir()
+                    .join(format!("{lang}-{viewport}"))
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        ],
+    )
+    .await;
 }
 
 async fn world_with_router() -> (Arc<Control>, String) {
@@ -779,4 +795,74 @@ async fn sessions_are_listed_a_page_at_a_time_from_the_agent() {
     assert_eq!(recent.matches("<li data-channel=\"telegram\"").count(), 5);
     r.shutdown().await;
     agent.stop().await;
+}
+
+/// The node journey's control server: the account's plan (the upgrade is the main journey's).
+async fn node_control(w: Arc<World>) -> String {
+    let pro = |State(w): State<Arc<World>>, Json(b): Json<ByEmail>| async move {
+        let user = user_id(&w, &b.email).await.expect("user exists");
+        sqlx::query("UPDATE users SET plan = 'pro' WHERE id = $1")
+            .bind(user)
+            .execute(&w.db)
+            .await
+            .expect("pro plan");
+        Json(json!({"id": user}))
+    };
+    let app = axum::Router::new().route("/pro", post(pro)).with_state(w);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind control");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// The assistant for real: the operator (in this process) runs the user's agent as a pod on
+/// the node (the lite agent, with the person's own "OpenAI" key, which is the fake provider on
+/// the node's bridge address), Home shows it starting then ready without a
+/// reload, and the browser chat is answered by the pod, whose conversation then shows under
+/// Sessions
+/// (`hack/e2e/node-journey.mjs`). Needs the node (`hack/dev-env.sh up`) and
+/// `hack/build-images.sh lite`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_node_the_assistant_starts_and_answers_in_the_browser() {
+    let w = Arc::new(World::on_node().await);
+    node::require_image(LITE_IMAGE, "lite");
+    // The pod's "OpenAI": the fake provider (it echoes) on the node's bridge address.
+    let llm = FakeLlm::start_on(Flavor::OpenAi, &node::host_ip()).await;
+    let mut operator_settings = operator_config(llm.base_url());
+    // The lite agent for Pro too (its default is OpenClaw, whose pods `tests/node.rs` runs):
+    // one light pod start for this file.
+    let mut pro = operator_settings.policy(Plan::Pro);
+    pro.default_runtime = Runtime::Lite;
+    operator_settings.plans.insert(Plan::Pro, pro);
+    let operator = Operator::start(&w.kube, &w.namespace, operator_settings).await;
+    let mut config = w.api_config();
+    config.limits.agent_timeout = Duration::from_secs(30);
+    let r = w.start_router(config).await;
+    let control = node_control(w.clone()).await;
+    run_script(
+        "node-journey.mjs",
+        "on the node",
+        &[
+            ("DASHBOARD_URL", r.base.clone()),
+            ("CONTROL_URL", control),
+            (
+                "SHOTS_DIR",
+                shots_dir().join("node").to_string_lossy().into_owned(),
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        llm.completions()
+            .iter()
+            .any(|c| c.body.to_string().contains("hello pod")),
+        "the pod called the model"
+    );
+    r.shutdown().await;
+    operator.stop().await;
+    node::delete_namespace(&w.kube, &w.namespace).await;
 }

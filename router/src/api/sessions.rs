@@ -297,7 +297,18 @@ pub async fn read_sessions(
         .agent
         .sessions(url, token, &query, READ_TIMEOUT)
         .await
-        .map_err(agent_error)?;
+        .map_err(|e| match e {
+            // The list has no id that could be unknown: a 404 is an agent without the
+            // conversations API (an image older than it), not "no such session".
+            AgentError::Status(404) => {
+                tracing::warn!(category = e.category(), error = %e, "the agent has no conversations API");
+                ApiError::Rejected(
+                    StatusCode::BAD_GATEWAY,
+                    "your assistant could not be read from; try again later".into(),
+                )
+            }
+            e => agent_error(e),
+        })?;
     Ok(Ok(SessionListView {
         sessions: list
             .sessions
