@@ -131,14 +131,19 @@ router() {
 
 openclaw() {
   local rt=$CACHE/openclaw-$OPENCLAW_VERSION root=$OUT/root-openclaw
-  [ -x "$rt/node/bin/node" ] || bash "$HACK/install-openclaw.sh"
+  # Always: it installs again only when agent-image/openclaw (plugins included) changed.
+  bash "$HACK/install-openclaw.sh"
   local dockerfile=$ROOT/agent-image/openclaw/Dockerfile
+  # The runtime's stamp covers its plugins (install-openclaw.sh hashes agent-image/openclaw/plugins).
   local key; key=$( (cat "$ROOT/agent-image/openclaw/package-lock.json" "$ROOT/agent-image/openclaw/entrypoint.sh" \
-    "$dockerfile" "$HACK/build-images.sh" "$HACK/oci-image.py"; ls -la "$rt/node/bin/node") | sha256sum | cut -c1-16)
+    "$dockerfile" "$HACK/build-images.sh" "$HACK/oci-image.py" "$rt/.installed"; ls -la "$rt/node/bin/node") \
+    | sha256sum | cut -c1-16)
   if [ ! -f "$OUT/openclaw-$key.tar" ]; then
     base_root "$root"
     mkdir -p "$root/opt/openclaw" "$root/bin" "$root/usr/bin" "$root/data"
-    cp -a "$rt/node" "$rt/app" "$root/opt/openclaw/"
+    # plugins: the conversations API the router reads Sessions and exports from (the Dockerfile's
+    # install-runtime.sh puts it in the same place).
+    cp -a "$rt/node" "$rt/app" "$rt/plugins" "$root/opt/openclaw/"
     install -m 0755 "$ROOT/agent-image/openclaw/entrypoint.sh" "$root/usr/local/bin/clawdbot-openclaw"
     # What entrypoint.sh runs (sh, mkdir) and PID 1 (tini), from the host's Debian packages.
     cp /bin/dash "$root/bin/sh"; cp /bin/mkdir "$root/bin/mkdir"

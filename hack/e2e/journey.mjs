@@ -1,11 +1,15 @@
 // The dashboard's journey in headless Chromium: sign up -> the assistant's state -> connect
-// Telegram with the code -> a message round trip -> usage -> chat in the browser -> an API key
-// (masked) -> models, settings -> export -> delete the account. Run by
+// Telegram with the code -> a message round trip -> usage -> chat in the browser -> the
+// conversations under Sessions -> an API key (masked) -> models, settings -> disconnect
+// Telegram -> export -> delete the account -> sign in with Google. Run by
 // router/tests/dashboard.rs, which starts the router and answers CONTROL_URL (the operator,
 // the Telegram user); the upgrade is paid on the local Stripe's hosted Checkout page
 // (STRIPE_URL), which sends the signed webhooks to the router and the browser back.
 //
-// Env: DASHBOARD_URL, CONTROL_URL, STRIPE_URL, E2E_LANG (en|ru), E2E_VIEWPORT (desktop|phone),
+// Google sign-in goes through the test kit's OpenID provider (GOOGLE_URL), which signs in
+// at once whoever the control server names.
+//
+// Env: DASHBOARD_URL, CONTROL_URL, STRIPE_URL, GOOGLE_URL, E2E_LANG (en|ru), E2E_VIEWPORT (desktop|phone),
 // E2E_CHAT_ID, SHOTS_DIR. Every page is saved at desktop and phone width into SHOTS_DIR.
 import { chromium } from "playwright-core";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
@@ -15,6 +19,7 @@ import { join } from "node:path";
 const base = process.env.DASHBOARD_URL;
 const control = process.env.CONTROL_URL;
 const stripe = process.env.STRIPE_URL;
+const google = process.env.GOOGLE_URL;
 const lang = process.env.E2E_LANG || "en";
 const phone = process.env.E2E_VIEWPORT === "phone";
 const chatId = Number(process.env.E2E_CHAT_ID || "7410001");
@@ -30,10 +35,12 @@ const T = 30_000;
 const W = {
   en: { starting: "Starting", ready: "Ready", logout: "Log out", home: "Home", keysForbidden: "does not include",
         mismatch: "does not match", deleted: "Your account is deleted", login: "Log in",
-        suspended: "Suspended", active: "Active", yourPlan: "Your plan", paid: "new plan is active" },
+        suspended: "Suspended", active: "Active", yourPlan: "Your plan", paid: "new plan is active",
+        conversations: "Conversations", googleConflict: "already exists" },
   ru: { starting: "Запускается", ready: "Готов", logout: "Выйти", home: "Главная", keysForbidden: "не включает",
         mismatch: "не совпадает", deleted: "Аккаунт удалён", login: "Вход",
-        suspended: "Приостановлен", active: "Активен", yourPlan: "Ваш тариф", paid: "новый тариф действует" },
+        suspended: "Приостановлен", active: "Активен", yourPlan: "Ваш тариф", paid: "новый тариф действует",
+        conversations: "Диалоги", googleConflict: "уже есть" },
 }[lang];
 
 let step = "start";
@@ -81,13 +88,15 @@ page.on("console", (m) => {
   if (m.type() === "error" && !/status of 4\d\d/.test(m.text())) problems.push(m.text());
 });
 page.on("pageerror", (e) => problems.push(String(e)));
-// Nothing may be fetched from anywhere but the router, and the local Stripe's pages while
-// the browser is on them (Checkout).
+// Nothing may be fetched from anywhere but the router, the local Stripe's pages while the
+// browser is on them (Checkout), and the sign-in provider's authorization page.
 const origin = new URL(base).origin;
 const stripeOrigin = new URL(stripe).origin;
+const googleOrigin = new URL(google).origin;
 page.on("request", (r) => {
   const u = r.url();
-  if (!u.startsWith(origin) && !u.startsWith(stripeOrigin) && !u.startsWith("data:")) {
+  if (!u.startsWith(origin) && !u.startsWith(stripeOrigin) && !u.startsWith(googleOrigin) &&
+      !u.startsWith("data:")) {
     problems.push(`outside request: ${u}`);
   }
 });
@@ -131,6 +140,8 @@ try {
     (await page.getAttribute("#password", "aria-describedby")) === "pw-rules",
     "the rules describe the password field",
   );
+  check((await page.getAttribute("#google", "href")) === "/api/v1/auth/oauth/google/start?return=dashboard",
+        "Google sign-in offered on the sign-up page");
   await shot("signup");
   await page.getByLabel(lang === "ru" ? "Электронная почта" : "E-mail").fill(email);
   await page.fill("#password", "1234567890");
@@ -184,6 +195,8 @@ try {
   });
   check((await page.locator(".chart rect.bar").count()) === 7, "seven bars");
   await expectText("#home-channels li", "telegram");
+  // Recent activity, loaded after the page from the assistant's conversations.
+  await page.locator('#recent li[data-channel="telegram"]').waitFor({ timeout: T });
   await shot("home-ready");
 
   step = "chat in the browser";
@@ -193,6 +206,31 @@ try {
   await expectText("#log li.bot", "hi from the browser");
   await shot("chat");
   log("browser chat answered");
+
+  step = "sessions: the conversations the agent kept, filtered by keyboard, one opened";
+  await page.click('a[href="/dashboard/sessions"]');
+  await expectText("h1", W.conversations);
+  check((await page.getAttribute('a[href="/dashboard/sessions"]', "aria-current")) === "page", "the link says where we are");
+  const tgRow = '#sessions li[data-channel="telegram"]';
+  await page.locator(tgRow).waitFor({ timeout: T });
+  await page.locator('#sessions li[data-channel="web"]').waitFor({ timeout: T });
+  check(Number(await page.textContent(`${tgRow} .count`)) >= 2, "the Telegram conversation holds the message and the answer");
+  await shot("sessions");
+  check((await page.locator('label[for="channel"]').count()) === 1 && (await page.locator('label[for="days"]').count()) === 1,
+        "the filters have labels");
+  await page.selectOption("#channel", "telegram");
+  await page.selectOption("#days", "7");
+  await page.focus("#filter");
+  await page.keyboard.press("Enter");
+  await page.waitForURL((u) => u.searchParams.get("channel") === "telegram" && u.searchParams.get("days") === "7", { timeout: T });
+  await page.locator(tgRow).waitFor({ timeout: T });
+  check((await page.locator('#sessions li[data-channel="web"]').count()) === 0, "the filter leaves the web chat out");
+  check((await page.inputValue("#channel")) === "telegram" && (await page.inputValue("#days")) === "7", "the filter is kept");
+  await page.click(`${tgRow} a`);
+  await expectText("#messages li.you", "hello from telegram");
+  await expectText("#messages li.bot", "echo: hello from telegram");
+  await shot("session");
+  log("sessions listed, filtered and opened");
 
   step = "API keys: the plan notice, then a key shown masked";
   await page.click('a[href="/dashboard/keys"]');
@@ -247,6 +285,17 @@ try {
   check((await page.inputValue("#display_name")) === "E2E Person", "the name is kept");
   await shot("settings");
 
+  step = "settings: the language";
+  const other0 = lang === "ru" ? "en" : "ru";
+  await page.selectOption("#language", other0);
+  await page.click("#save-language");
+  await page.waitForLoadState();
+  check((await page.getAttribute("html", "lang")) === other0, "the language chosen in Settings");
+  await page.selectOption("#language", lang);
+  await page.click("#save-language");
+  await page.waitForLoadState();
+  check((await page.getAttribute("html", "lang")) === lang, "and back");
+
   step = "language and theme switches";
   await page.click("#lang-switch");
   await page.waitForLoadState();
@@ -293,6 +342,20 @@ try {
   await page.click('a[href="/dashboard/settings"]');
   log("admin suspended and resumed the account");
 
+  step = "channels: disconnect Telegram; the bot no longer passes its messages on";
+  await page.click('a[href="/dashboard/channels"]');
+  await page.locator("#connections li", { hasText: "telegram" }).locator("button.danger").click();
+  await page.locator(".notice[role=status]").waitFor({ timeout: T });
+  check((await page.locator("#connections li", { hasText: "telegram" }).count()) === 0, "Telegram is no longer listed");
+  await call("POST", "/telegram", { chat_id: chatId, text: "after disconnecting" });
+  await until("the bot's answer to a stranger", async () =>
+    (await call("GET", `/telegram/${chatId}`)).sent.find((t) => t.includes("create your account")));
+  check(!(await call("GET", `/telegram/${chatId}`)).sent.some((t) => t.includes("after disconnecting")),
+        "the message did not reach the assistant");
+  await shot("channels-disconnected");
+  await page.click('a[href="/dashboard/settings"]');
+  log("telegram disconnected");
+
   step = "export";
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
   const exported = readFileSync(await download.path(), "utf8");
@@ -312,6 +375,25 @@ try {
   check(!(await call("GET", `/exists?email=${encodeURIComponent(email)}`)).exists, "deleted");
   await page.goto(`${base}/dashboard`);
   check(page.url().endsWith("/dashboard/login"), "signed out after deletion");
+
+  step = "Google: an e-mail with a password account is told to use the password";
+  await call("POST", "/google", { email: adminEmail });
+  await page.goto(`${base}/dashboard/login`);
+  await page.click("#google");
+  await page.waitForURL((u) => u.pathname === "/dashboard/login" && u.searchParams.get("google") === "conflict", { timeout: T });
+  await expectText(".error[role=alert]", W.googleConflict);
+
+  step = "Google: signing in with Google lands signed in on the dashboard";
+  const googleEmail = `google-${lang}-${Date.now().toString(36)}@example.com`;
+  await call("POST", "/google", { email: googleEmail });
+  await page.click("#google");
+  await page.waitForURL(`${base}/dashboard`, { timeout: T });
+  await expectText(".state-name", W.starting);
+  check((await page.getAttribute('form[action="/dashboard/logout"] button', "title")) === googleEmail,
+        "signed in as the Google user");
+  check((await call("GET", `/exists?email=${encodeURIComponent(googleEmail)}`)).exists, "the account was made");
+  await shot("home-google");
+  log("signed in with Google");
 
   step = "no console error, no CSP violation, no outside request";
   check(problems.length === 0, `problems: ${problems.join(" | ")}`);

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod batch;
+pub mod browser;
 pub mod channels;
 pub mod config;
 pub mod dashboard;

@@ -8,70 +8,15 @@ mod support;
 use std::time::Duration;
 
 use clawdbot_api::annotations;
-use clawdbot_api::lite::LiteAgentConfig;
 use clawdbot_testkit::fake_chat::telegram_text_update;
 use clawdbot_testkit::fake_llm::{FakeLlm, FakeSearxng, Reply, SearchResult};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::World;
 use support::api::{ApiClient, JWT_SECRET, MASTER_K1, wait_usable};
+use support::lite::LiteAgent;
 
 const T: Duration = Duration::from_secs(30);
-
-/// The real lite agent on a free port, its model the fake provider, its web search the fake
-/// SearXNG.
-struct LiteAgent {
-    url: String,
-    token: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl LiteAgent {
-    async fn start(llm: &FakeLlm, searx: &FakeSearxng) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let token = format!("lite-{:016x}", rand::random::<u64>());
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, &token).expect("token file");
-        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config: LiteAgentConfig = serde_json::from_value(json!({
-            "listen": addr.to_string(),
-            "dataDir": dir.path().join("data").to_string_lossy(),
-            "tokenFile": token_file.to_string_lossy(),
-            "model": {"provider": "platform", "baseUrl": llm.base_url(), "model": "fake-model", "timeoutSeconds": 20},
-            "storageLimitBytes": 64 * 1024 * 1024,
-            "webSearch": {"baseUrl": searx.base_url(), "maxPerDay": 5}
-        }))
-        .expect("lite config");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            clawdbot_lite_agent::launch(config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("agent ran cleanly")
-        });
-        LiteAgent {
-            url: format!("http://{addr}"),
-            token,
-            stop: Some(stop),
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        (&mut self.task).await.expect("agent task");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_and_export_come_from_the_users_agent() {
@@ -94,7 +39,7 @@ async fn sessions_and_export_come_from_the_users_agent() {
     ));
     llm.push(Reply::text("Hello from the lite agent."));
     llm.push(Reply::text("You said your name is Ada."));
-    let agent = LiteAgent::start(&llm, &searx).await;
+    let agent = LiteAgent::start(&llm, Some(&searx)).await;
 
     let password = "conversations password 1";
     let openai = "sk-proj-EXPORTTESTcccccccccccccccccc7777";

@@ -10,6 +10,12 @@
 //! exchanged; an account is created or found (`Accounts::sign_in_external`) only after the ID
 //! token passed every check, so a refused callback creates nothing.
 //!
+//! A sign-in the dashboard started (`start?return=dashboard`, the only other place a callback
+//! may lead) ends differently: the session goes into the dashboard's cookies and the browser
+//! to `/dashboard`; a refusal sends it to the log-in page with the reason in words. The choice
+//! is kept with the pending sign-in in Redis, not taken from the callback's URL, so the
+//! provider's redirect cannot change where a session ends up.
+//!
 //! The provider's client is discovered on first use rather than at start-up, so a provider
 //! that is down does not keep the router from starting; its error is a 502 until it answers.
 
@@ -21,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use clawdbot_accounts::ExternalIdentity;
 use clawdbot_oidc::{OidcClient, OidcConfig, PendingLogin};
 use redis::aio::ConnectionManager;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::IntoParams;
@@ -43,6 +49,37 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(start))
         .routes(routes!(callback))
+}
+
+/// Where a finished sign-in leads: the API's JSON (the default) or the dashboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Return {
+    Dashboard,
+}
+
+impl Return {
+    /// `return` of the start URL, checked against the allow-list.
+    fn parse(raw: Option<&str>) -> Result<Option<Return>, ApiError> {
+        match raw {
+            None | Some("") | Some("api") => Ok(None),
+            Some("dashboard") => Ok(Some(Return::Dashboard)),
+            Some(_) => Err(ApiError::Invalid {
+                field: Some("return".into()),
+                message: "return must be dashboard or api".into(),
+            }),
+        }
+    }
+}
+
+/// A pending sign-in as kept in Redis: the OIDC state and where it leads (absent on records
+/// written before there was a choice: the API).
+#[derive(Serialize, Deserialize)]
+struct Stashed {
+    #[serde(flatten)]
+    pending: PendingLogin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<Return>,
 }
 
 /// Google sign-in, configured.
@@ -112,14 +149,15 @@ impl GoogleSignIn {
         )
     }
 
-    async fn stash(&self, pending: &PendingLogin) -> Result<(), ApiError> {
-        let value = serde_json::to_string(pending)
+    async fn stash(&self, pending: PendingLogin, to: Option<Return>) -> Result<(), ApiError> {
+        let key = self.key(&pending.state);
+        let value = serde_json::to_string(&Stashed { pending, to })
             .map_err(|e| ApiError::Internal(format!("pending sign-in: {e}")))?;
         // A minute beyond the sign-in's own limit, so that a late callback is told "expired"
         // by the check in `finish` rather than "unknown".
         let ttl = self.config.login_ttl.as_secs() + 60;
         redis::cmd("SET")
-            .arg(self.key(&pending.state))
+            .arg(key)
             .arg(value)
             .arg("EX")
             .arg(ttl)
@@ -129,7 +167,7 @@ impl GoogleSignIn {
     }
 
     /// The pending sign-in of `state`, removed: a second callback finds nothing.
-    async fn take(&self, state: &str) -> Result<Option<PendingLogin>, ApiError> {
+    async fn take(&self, state: &str) -> Result<Option<Stashed>, ApiError> {
         let value: Option<String> = redis::cmd("GETDEL")
             .arg(self.key(state))
             .query_async(&mut self.redis.clone())
@@ -179,23 +217,39 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Where the sign-in should lead once finished.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StartQuery {
+    /// `dashboard`: finish signed in to the web dashboard (session cookies, then
+    /// `/dashboard`); absent or `api`: the callback answers with the session as JSON.
+    #[serde(rename = "return")]
+    pub to: Option<String>,
+}
+
 /// Starts a sign-in with Google: redirects the browser to the provider, with a cookie that
 /// binds the sign-in to this browser.
 #[utoipa::path(get, path = "/api/v1/auth/oauth/google/start", tag = "auth",
+    params(StartQuery),
     responses(
         (status = 302, description = "To the provider's sign-in page",
             headers(("location" = String, description = "The provider's authorization URL"))),
         (status = 404, description = "Google sign-in is not configured", body = ErrorBody),
+        (status = 422, description = "`return` is not one of the allowed places", body = ErrorBody),
         (status = 502, description = "The provider could not be reached", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
-async fn start(State(s): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+async fn start(
+    State(s): State<Arc<ApiState>>,
+    Query(q): Query<StartQuery>,
+) -> Result<Response, ApiError> {
+    let to = Return::parse(q.to.as_deref())?;
     let g = s.google.as_deref().ok_or_else(not_configured)?;
     let (url, pending) = g.client().await?.start().map_err(provider_error)?;
-    g.stash(&pending).await?;
+    let cookie = g.cookie(&pending.state, g.config.login_ttl.as_secs())?;
+    g.stash(pending, to).await?;
     let location = HeaderValue::from_str(url.as_str())
         .map_err(|e| ApiError::Internal(format!("authorization URL: {e}")))?;
-    let cookie = g.cookie(&pending.state, g.config.login_ttl.as_secs())?;
     Ok((
         StatusCode::FOUND,
         [(header::LOCATION, location), (header::SET_COOKIE, cookie)],
@@ -237,6 +291,80 @@ async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, ApiError> {
     let g = s.google.as_deref().ok_or_else(not_configured)?;
+    let state = q.state.as_deref().filter(|s| !s.is_empty());
+    let started_here = state.is_some_and(|state| {
+        cookie_value(&headers, STATE_COOKIE)
+            .is_some_and(|c| bool::from(c.as_bytes().ct_eq(state.as_bytes())))
+    });
+    // Taken before anything else is looked at (when this browser started it), so that a
+    // refusal is answered where the sign-in was started, and a replay finds nothing.
+    let stashed = match state {
+        Some(state) if started_here => g.take(state).await?,
+        _ => None,
+    };
+    let to = stashed.as_ref().and_then(|s| s.to);
+    let clear = g.cookie("", 0)?;
+    match finish(&s, g, &q, started_here, stashed).await {
+        Ok((session, created)) => Ok(match to {
+            Some(Return::Dashboard) => {
+                let mut resp =
+                    (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
+                let h = resp.headers_mut();
+                h.append(header::SET_COOKIE, clear);
+                for c in crate::browser::session_cookies(&session) {
+                    h.append(header::SET_COOKIE, c);
+                }
+                resp
+            }
+            None => {
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                (
+                    status,
+                    [(header::SET_COOKIE, clear)],
+                    axum::Json(SessionView::from(session)),
+                )
+                    .into_response()
+            }
+        }),
+        Err(e) => match to {
+            // The log-in page says why in the person's language; the detail is logged.
+            Some(Return::Dashboard) => {
+                let why = match &e {
+                    ApiError::Conflict(_) => "conflict",
+                    ApiError::Forbidden(_) => "forbidden",
+                    _ => "failed",
+                };
+                tracing::info!(error = %e, "dashboard sign-in with Google refused");
+                Ok((
+                    StatusCode::SEE_OTHER,
+                    [
+                        (
+                            header::LOCATION,
+                            HeaderValue::from_str(&format!("/dashboard/login?google={why}"))
+                                .map_err(|e| ApiError::Internal(format!("location: {e}")))?,
+                        ),
+                        (header::SET_COOKIE, clear),
+                    ],
+                )
+                    .into_response())
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// The checks of the callback and the sign-in: the account and whether it was made now.
+async fn finish(
+    s: &ApiState,
+    g: &GoogleSignIn,
+    q: &CallbackQuery,
+    started_here: bool,
+    stashed: Option<Stashed>,
+) -> Result<(clawdbot_accounts::Session, bool), ApiError> {
     if let Some(error) = q.error.as_deref() {
         let error: String = error
             .chars()
@@ -255,14 +383,12 @@ async fn callback(
             "the callback needs the `code` and `state` the provider sends".into(),
         ));
     };
-    let started_here = cookie_value(&headers, STATE_COOKIE)
-        .is_some_and(|c| bool::from(c.as_bytes().ct_eq(state.as_bytes())));
     if !started_here {
         return Err(ApiError::BadRequest(
             "state mismatch: this sign-in was not started in this browser; start again".into(),
         ));
     }
-    let pending = g.take(state).await?.ok_or_else(|| {
+    let pending = stashed.map(|s| s.pending).ok_or_else(|| {
         ApiError::BadRequest("unknown, expired or already used sign-in; start again".into())
     })?;
     let who = g
@@ -271,8 +397,7 @@ async fn callback(
         .finish(pending, code, state)
         .await
         .map_err(provider_error)?;
-    let (session, created) = s
-        .accounts
+    Ok(s.accounts
         .sign_in_external(&ExternalIdentity {
             issuer: who.issuer,
             subject: who.subject,
@@ -280,24 +405,32 @@ async fn callback(
             email_verified: who.email_verified,
             name: who.name,
         })
-        .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let clear = g.cookie("", 0)?;
-    Ok((
-        status,
-        [(header::SET_COOKIE, clear)],
-        axum::Json(SessionView::from(session)),
-    )
-        .into_response())
+        .await?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_allowed_places_to_return_to() {
+        assert_eq!(Return::parse(None).unwrap(), None);
+        assert_eq!(Return::parse(Some("api")).unwrap(), None);
+        assert_eq!(
+            Return::parse(Some("dashboard")).unwrap(),
+            Some(Return::Dashboard)
+        );
+        for bad in ["https://evil.example", "/dashboard", "Dashboard"] {
+            assert!(Return::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_pending_sign_in_stored_before_the_choice_reads_as_the_api() {
+        let old = r#"{"state":"s","nonce":"n","pkce_verifier":"v","started_at":1}"#;
+        let s: Stashed = serde_json::from_str(old).unwrap();
+        assert_eq!((s.to, s.pending.state.as_str()), (None, "s"));
+    }
 
     #[test]
     fn the_state_cookie_is_found_among_others() {

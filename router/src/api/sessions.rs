@@ -44,7 +44,7 @@ pub fn routes() -> OpenApiRouter<Arc<ApiState>> {
 }
 
 /// Filters of the session list.
-#[derive(Deserialize, IntoParams)]
+#[derive(Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SessionsParams {
     /// Only sessions of this channel: `telegram`, `whatsapp`, `discord`, `web`.
@@ -54,7 +54,7 @@ pub struct SessionsParams {
 }
 
 /// Which page of a session's messages.
-#[derive(Deserialize, IntoParams)]
+#[derive(Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MessagesParams {
     /// Messages per page, 1 to 200; 50 when absent.
@@ -158,7 +158,7 @@ fn channel(raw: Option<String>) -> Result<Option<String>, ApiError> {
 }
 
 /// Why the conversations cannot be read now.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
     /// No workspace (a brand-new account whose workspace is still being made, or none).
     NoWorkspace,
@@ -270,13 +270,26 @@ async fn list_sessions(
     AuthUser(user): AuthUser,
     Query(q): Query<SessionsParams>,
 ) -> Result<Response, ApiError> {
+    Ok(match read_sessions(&s, user.id, q).await? {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(u) => u.into_response(),
+    })
+}
+
+/// The user's conversations, or why they cannot be read now: what `GET /sessions` answers,
+/// and what the dashboard's Sessions page shows (the same checks, the same agent call).
+pub async fn read_sessions(
+    s: &ApiState,
+    user: uuid::Uuid,
+    q: SessionsParams,
+) -> Result<Result<SessionListView, Unavailable>, ApiError> {
     let query = SessionsQuery {
         channel: channel(q.channel)?,
         days: number("days", q.days.as_deref(), 1, MAX_DAYS)?,
     };
-    let tenant = match reachable_tenant(&s, user.id).await {
+    let tenant = match reachable_tenant(s, user).await {
         Ok(t) => t,
-        Err(u) => return Ok(u.into_response()),
+        Err(u) => return Ok(Err(u)),
     };
     let (url, token) = endpoint(&tenant)?;
     let list = s
@@ -284,8 +297,19 @@ async fn list_sessions(
         .agent
         .sessions(url, token, &query, READ_TIMEOUT)
         .await
-        .map_err(agent_error)?;
-    let view = SessionListView {
+        .map_err(|e| match e {
+            // The list has no id that could be unknown: a 404 is an agent without the
+            // conversations API (an image older than it), not "no such session".
+            AgentError::Status(404) => {
+                tracing::warn!(category = e.category(), error = %e, "the agent has no conversations API");
+                ApiError::Rejected(
+                    StatusCode::BAD_GATEWAY,
+                    "your assistant could not be read from; try again later".into(),
+                )
+            }
+            e => agent_error(e),
+        })?;
+    Ok(Ok(SessionListView {
         sessions: list
             .sessions
             .into_iter()
@@ -297,8 +321,7 @@ async fn list_sessions(
                 last_activity: x.last_activity,
             })
             .collect(),
-    };
-    Ok(axum::Json(view).into_response())
+    }))
 }
 
 /// One page of a conversation's messages, newest first.
@@ -322,6 +345,20 @@ async fn list_messages(
     Path(id): Path<String>,
     Query(q): Query<MessagesParams>,
 ) -> Result<Response, ApiError> {
+    Ok(match read_messages(&s, user.id, id, q).await? {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(u) => u.into_response(),
+    })
+}
+
+/// One page of session `id`'s messages, or why they cannot be read now: what
+/// `GET /sessions/{id}/messages` answers, and what the dashboard shows.
+pub async fn read_messages(
+    s: &ApiState,
+    user: uuid::Uuid,
+    id: String,
+    q: MessagesParams,
+) -> Result<Result<MessagePageView, Unavailable>, ApiError> {
     if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {
         return Err(ApiError::NotFound("no such session".into()));
     }
@@ -338,9 +375,9 @@ async fn list_messages(
         before,
         days: number("days", q.days.as_deref(), 1, MAX_DAYS)?,
     };
-    let tenant = match reachable_tenant(&s, user.id).await {
+    let tenant = match reachable_tenant(s, user).await {
         Ok(t) => t,
-        Err(u) => return Ok(u.into_response()),
+        Err(u) => return Ok(Err(u)),
     };
     let (url, token) = endpoint(&tenant)?;
     let page = s
@@ -349,7 +386,7 @@ async fn list_messages(
         .messages(url, token, &query, READ_TIMEOUT)
         .await
         .map_err(agent_error)?;
-    Ok(axum::Json(MessagePageView::from(page)).into_response())
+    Ok(Ok(MessagePageView::from(page)))
 }
 
 /// The agent's export of the user's conversations and memory, for `/users/me/export`; when

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -20,6 +20,8 @@ use crate::error::ApiError;
 pub struct SignupPage {
     pub c: Ctx,
     pub email: String,
+    /// Google sign-in is configured: offer it.
+    pub google: bool,
 }
 
 #[derive(Template)]
@@ -27,6 +29,25 @@ pub struct SignupPage {
 pub struct LoginPage {
     pub c: Ctx,
     pub email: String,
+    pub google: bool,
+}
+
+/// Why a sign-in with Google came back refused (`?google=` from the API's callback).
+#[derive(Deserialize, Default)]
+pub struct GoogleOutcome {
+    #[serde(default)]
+    google: String,
+}
+
+impl GoogleOutcome {
+    fn key(&self) -> Option<&'static str> {
+        match self.google.as_str() {
+            "conflict" => Some("google.conflict"),
+            "forbidden" => Some("google.forbidden"),
+            "failed" => Some("google.failed"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -37,17 +58,26 @@ pub struct Credentials {
     password: String,
 }
 
-pub async fn signup_page(c: Ctx) -> Response {
+pub async fn signup_page(State(s): State<Arc<DashState>>, c: Ctx) -> Response {
     render(&SignupPage {
         c,
         email: String::new(),
+        google: s.api.google.is_some(),
     })
 }
 
-pub async fn login_page(c: Ctx) -> Response {
+pub async fn login_page(
+    State(s): State<Arc<DashState>>,
+    mut c: Ctx,
+    Query(g): Query<GoogleOutcome>,
+) -> Response {
+    if let Some(key) = g.key() {
+        c.error = Some(c.t(key).to_string());
+    }
     render(&LoginPage {
         c,
         email: String::new(),
+        google: s.api.google.is_some(),
     })
 }
 
@@ -77,6 +107,7 @@ pub async fn signup(
                 &SignupPage {
                     c: c.failed(&e),
                     email: f.email,
+                    google: s.api.google.is_some(),
                 },
             )
         }
@@ -113,6 +144,7 @@ pub async fn login(
                 &LoginPage {
                     c: c.failed(&e),
                     email: f.email,
+                    google: s.api.google.is_some(),
                 },
             )
         }

@@ -22,6 +22,7 @@ pub mod guard;
 pub mod home;
 pub mod i18n;
 pub mod keys;
+pub mod sessions;
 pub mod svg;
 
 use std::sync::Arc;
@@ -74,6 +75,9 @@ pub fn routes(api: Arc<ApiState>) -> axum::Router {
             post(channels::disconnect),
         )
         .route("/dashboard/chat", get(chat::page))
+        .route("/dashboard/sessions", get(sessions::page))
+        .route("/dashboard/recent", get(sessions::recent))
+        .route("/dashboard/sessions/{id}", get(sessions::conversation))
         .route("/dashboard/keys", get(keys::page).post(keys::add))
         .route("/dashboard/keys/{id}/replace", post(keys::replace))
         .route("/dashboard/keys/{id}/delete", post(keys::delete))

@@ -48,8 +48,13 @@ fn no_redirects() -> reqwest::Client {
 
 /// `GET .../start`, then the provider's authorization page (which signs its test user in).
 pub async fn start(r: &Replica, provider: &FakeOidc) -> Started {
+    start_with(r, provider, "").await
+}
+
+/// [`start`] with `query` (`?return=...`) on the start URL.
+pub async fn start_with(r: &Replica, provider: &FakeOidc, query: &str) -> Started {
     let resp = no_redirects()
-        .get(format!("{}/api/v1/auth/oauth/google/start", r.base))
+        .get(format!("{}/api/v1/auth/oauth/google/start{query}", r.base))
         .send()
         .await
         .expect("start");

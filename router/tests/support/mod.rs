@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod google;
+pub mod lite;
 pub mod logs;
 pub mod node;
 
