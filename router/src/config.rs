@@ -309,6 +309,15 @@ pub struct WhatsAppConfig {
         env = "WHATSAPP_PHONE_NUMBER"
     )]
     pub phone_number: Option<String>,
+    /// The Graph API id of that number (`phone_number_id`), for messages the bot sends first
+    /// (a failed payment). Unset: such notices go to the user's other chats only; replies
+    /// use the id each message arrives with.
+    #[arg(
+        id = "whatsapp_phone_number_id",
+        long = "whatsapp-phone-number-id",
+        env = "WHATSAPP_PHONE_NUMBER_ID"
+    )]
+    pub phone_number_id: Option<String>,
 }
 
 /// The Discord channel (interactions and DMs over the Gateway).

@@ -622,6 +622,7 @@ impl Core {
                     user,
                     workspace: tenant.key(),
                     channel: msg.channel.clone(),
+                    model: reply.served_by(&tenant.model).to_string(),
                     usage,
                 };
                 self.finish(id, "done", "replied", Some(entry)).await?;
