@@ -757,6 +757,7 @@ mod tests {
             ("code-attempts", "ROUTER_CODE_ATTEMPTS"),
             ("telegram-bot-username", "TELEGRAM_BOT_USERNAME"),
             ("whatsapp-phone-number", "WHATSAPP_PHONE_NUMBER"),
+            ("whatsapp-phone-number-id", "WHATSAPP_PHONE_NUMBER_ID"),
             ("discord-application-id", "DISCORD_APPLICATION_ID"),
             ("jwt-secret", "ROUTER_JWT_SECRET"),
             ("access-token-ttl", "ROUTER_ACCESS_TOKEN_TTL"),

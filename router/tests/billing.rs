@@ -731,6 +731,21 @@ async fn usage_is_per_model_with_the_plans_prices_and_estimates_kept_apart() {
     let (s, days) = a.get("/usage?days=1").await;
     assert_eq!(s, StatusCode::OK, "{days}");
     assert_eq!(days["total_messages"], 3, "{days}");
+    // The dashboard's billing page shows the same, per model.
+    let page = no_redirects()
+        .get(format!("{}/dashboard/billing", r.base))
+        .header("cookie", dashboard_cookies(&a))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let table = &page[page.find("id=\"model-usage\"").expect("the model table")..];
+    assert!(
+        table.contains("gpt-4o-mini") && table.contains("18 · $0.3300"),
+        "{table}"
+    );
     r.shutdown().await;
 }
 
