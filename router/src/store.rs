@@ -452,6 +452,21 @@ pub async fn set_user_lang(pool: &PgPool, user: Uuid, lang: &str) -> Result<(), 
     Ok(())
 }
 
+/// Remembers the language a chat platform reports for `user`, unless one is known already
+/// (the user's own choice on the dashboard wins).
+pub async fn set_user_lang_if_unknown(
+    pool: &PgPool,
+    user: Uuid,
+    lang: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET lang = $2 WHERE id = $1 AND lang IS NULL")
+        .bind(user)
+        .bind(lang)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// The language `user` reads, if known.
 pub async fn user_lang(pool: &PgPool, user: Uuid) -> Result<Option<String>, sqlx::Error> {
     Ok(

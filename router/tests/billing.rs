@@ -1091,6 +1091,46 @@ async fn a_failed_payment_is_told_once_on_every_connected_chat_in_the_users_lang
     r.shutdown().await;
 }
 
+/// A user who never opened the dashboard is told in the language their chat app reports
+/// (Telegram's `language_code`, noted when the chat was connected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_payment_is_told_in_the_language_telegram_reports() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let chat = 9_301 + i64::from(rand::random::<u16>());
+    let (s, c) = a.call(Method::POST, "/channels/codes", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let mut start = telegram_text_update(
+        chat,
+        chat,
+        &format!("/start {}", c["code"].as_str().expect("code")),
+    );
+    start["message"]["from"]["language_code"] = json!("ru");
+    assert_eq!(w.telegram_update(&r, &start).await.status(), 200);
+    w.telegram.wait_for_messages(chat, 1, T).await;
+    let lang: Option<String> = sqlx::query_scalar("SELECT lang FROM users WHERE id = $1")
+        .bind(a.user())
+        .fetch_one(&w.db)
+        .await
+        .unwrap();
+    assert_eq!(lang.as_deref(), Some("ru"));
+
+    let sub = subscribe(&a, &stripe, "pro").await;
+    for e in stripe.fail_payment(&sub) {
+        assert_eq!(stripe.deliver(&e).await, StatusCode::OK);
+    }
+    let sent = w.telegram.sent_to(chat);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1].text.contains("Платёж за тариф pro не прошёл"),
+        "{}",
+        sent[1].text
+    );
+    r.shutdown().await;
+}
+
 /// The dashboard's billing forms call the same operations as the API: the upgrade sends the
 /// browser to the Checkout Session's page (the local Stripe's hosted page, whose Pay button
 /// completes the session, delivers the signed webhooks and sends the browser back), then a

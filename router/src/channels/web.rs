@@ -284,6 +284,7 @@ async fn message(
         text: body.text,
         reply_to: json!({}),
         sent_at: Utc::now(),
+        lang: None,
     };
     let accepted = core.accept(inbound).await;
     match accepted {

@@ -327,6 +327,7 @@ async fn webhook(
                 text: text.body,
                 reply_to: json!({"phone_number_id": metadata.phone_number_id, "to": m.from, "message_id": m.id}),
                 sent_at,
+                lang: None,
             };
             // Every message is recorded before the webhook is acknowledged; a failure makes
             // Meta retry the whole batch, and the dedupe drops the ones already recorded.
