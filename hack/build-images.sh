@@ -8,11 +8,14 @@
 #   ghcr.io/clawdbot/agent-openclaw:2026.9.6   agent-image/openclaw/Dockerfile (cached runtime)
 #   ghcr.io/clawdbot/model-server:0.3.36       llama-cpp-python's server + SmolLM2 (no Dockerfile:
 #                                              production uses vLLM or Ollama images)
+#   ghcr.io/clawdbot/chart-test:0.1.0          curl and a shell from this machine's Debian, for the
+#                                              chart's `helm test` pod on the local node (the
+#                                              chart's default is docker.io/curlimages/curl)
 # Each image holds the files its Dockerfile puts there (checked below: every COPY destination
 # exists), plus the shared libraries the binaries need (what distroless/cc or Debian provide in
 # production): one layer made by hack/oci-image.py.
-# Usage: hack/build-images.sh [lite operator router openclaw model-server | all] (default: all
-# but openclaw and model-server). CLAWDBOT_IMAGE_PROFILE=release|debug (default release; the
+# Usage: hack/build-images.sh [lite operator router openclaw model-server chart-test | all]
+# (default: lite operator router). CLAWDBOT_IMAGE_PROFILE=release|debug (default release; the
 # production images are release builds). An image whose inputs did not change (content hash)
 # is neither rebuilt nor imported again. Needs the node up (hack/dev-env.sh up).
 set -euo pipefail
@@ -179,13 +182,28 @@ model_server() {
     --env PYTHONUNBUFFERED=1 --entrypoint '["/opt/venv/bin/python", "/opt/vllm_compat.py"]'
 }
 
+# What the chart's test and uninstall hooks run (/bin/sh -ec with curl, cat, grep, sleep), from
+# the host's Debian binaries and their libraries: no registry to pull curlimages/curl from.
+chart_test() {
+  local root=$OUT/root-chart-test bins=(/usr/bin/curl /bin/cat /bin/grep /bin/sleep)
+  local key; key=$( (cat "$HACK/build-images.sh" "$HACK/oci-image.py"; ls -la /bin/dash "${bins[@]}") | sha256sum | cut -c1-16)
+  if [ ! -f "$OUT/chart-test-$key.tar" ]; then
+    base_root "$root"
+    mkdir -p "$root/bin" "$root/usr/bin"
+    cp /bin/dash "$root/bin/sh"
+    local b; for b in "${bins[@]}"; do cp "$b" "$root$b"; done
+    copy_libs "$root" /bin/dash "${bins[@]}"
+  fi
+  finish chart-test ghcr.io/clawdbot/chart-test:0.1.0 "$key" "$root" --user 65532:65532 --entrypoint '["/bin/sh"]'
+}
+
 want=("$@"); [ ${#want[@]} -eq 0 ] && want=(lite operator router)
-[ "${want[0]}" = all ] && want=(lite operator router openclaw model-server)
+[ "${want[0]}" = all ] && want=(lite operator router openclaw model-server chart-test)
 for w in "${want[@]}"; do
   start=$(date +%s)
   case $w in
     lite) lite ;; operator) operator ;; router) router ;; openclaw) openclaw ;;
-    model-server) model_server ;;
+    model-server) model_server ;; chart-test) chart_test ;;
     *) echo "unknown image $w" >&2; exit 2 ;;
   esac
   echo "  ($w: $(( $(date +%s) - start )) s)"

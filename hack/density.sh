@@ -29,6 +29,18 @@ cleanup() {
 trap cleanup EXIT
 
 avail_mib() { awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo; }
+# The node's pod processes (agents, pause containers, containerd shims): their pids, and the
+# proportional set size of a list of pids in MiB. MemAvailable moves with whatever else the
+# machine does (a compiler); the processes that appear with the tenants are theirs alone.
+pod_pids() { pgrep -x 'clawdbot-lite-a|pause|containerd-shim' | sort; }
+pss_mib() {
+  local kb=0 p v
+  for p in "$@"; do
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+    kb=$((kb + ${v:-0}))
+  done
+  echo $((kb / 1024))
+}
 running() {
   kubectl -n "$NS" get userworkspaces -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' \
     | grep -c "^$1$" || true
@@ -44,6 +56,7 @@ wait_count() {
 kubectl -n "$NS" create secret generic keys --from-literal=OPENAI_API_KEY=sk-density >/dev/null
 sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true
 before=$(avail_mib)
+pids_before=$(pod_pids)
 start=$(date +%s)
 for i in $(seq 1 "$N"); do
   cat <<EOF
@@ -66,14 +79,19 @@ ready_s=$(( $(date +%s) - start ))
 sleep 10 # let the agents settle (start-up allocations freed)
 sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true
 after=$(avail_mib)
+mapfile -t new_pids < <(comm -13 <(echo "$pids_before") <(pod_pids))
+pss=$(pss_mib "${new_pids[@]}")
 per=$(( (before - after) / N ))
 [ "$per" -gt 0 ] || per=1
 # Processes in the tenant pods: the agent and its containerd shim and pause container.
-agent_rss=$(ps -C clawdbot-lite-agent -o rss= | awk '{s+=$1} END {printf "%d", s/1024}')
+# (comm is cut to 15 characters: clawdbot-lite-a)
+agent_rss=$(for p in $(pgrep -x clawdbot-lite-a); do awk '/^VmRSS:/ {print $2}' "/proc/$p/status"; done \
+  | awk '{s+=$1} END {printf "%d", s/1024}')
 total=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo)
 echo "running lite tenants: $N Running in ${ready_s}s"
 echo "  node MemAvailable: ${before} MiB before, ${after} MiB after: $((before - after)) MiB, ${per} MiB per running tenant"
 echo "  agent processes' RSS: ${agent_rss} MiB in all ($((agent_rss / N)) MiB each); the rest is shim, pause, kernel (cgroups, netns, veth, mounts)"
+echo "  the tenants' own processes (${#new_pids[@]}: agents, pause, shims), proportional set size: ${pss} MiB, $((pss / N)) MiB per running tenant"
 echo "  capacity of this ${total} MiB machine at that rate, keeping 4 GiB for the platform: $(( (total - 4096) / per )) running tenants"
 
 # Hibernate them all: an idle timeout of 1 s with no activity.

@@ -30,6 +30,7 @@ NODE_NAME=node1
 BRIDGE=knode0
 BRIDGE_IP=10.244.0.1
 POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/12
 # Which state dir owns the machine's one node (kubelet, containerd, kube-proxy, the bridge).
 NODE_OWNER=/run/clawdbot-node.owner
 D=$STATE/kube
@@ -116,7 +117,7 @@ start_control_plane() {
       --tls-private-key-file="$D/pki/server.key" --client-ca-file="$D/pki/ca.crt" \
       --token-auth-file="$D/pki/tokens.csv" --authorization-mode=RBAC \
       --service-account-key-file="$D/pki/sa.pub" --service-account-signing-key-file="$D/pki/sa.key" \
-      --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=10.96.0.0/12 \
+      --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=$SERVICE_CIDR \
       --enable-admission-plugins=NodeRestriction,PodNodeSelector \
       --kubelet-preferred-address-types=InternalIP,Hostname \
       --allow-privileged=true --enable-priority-and-fairness=false \
@@ -155,11 +156,28 @@ network() {
   iptables -A CLAWDBOT-NODE -d "$POD_CIDR" -j DROP
   iptables -C FORWARD -j CLAWDBOT-NODE 2>/dev/null || iptables -I FORWARD 1 -j CLAWDBOT-NODE
   mkdir -p "$D/cni"
-  cat > "$D/cni/10-node.conflist" <<EOC
+  # Pods get one route besides their bridge: the Service range, through the host (kube-proxy's
+  # DNAT happens there). Without it a pod could not reach any ClusterIP (no default route, on
+  # purpose: every other address stays unreachable at once, as before).
+  # Written only when it changed, in place and never truncated first: containerd reloads its
+  # CNI configuration on a write event (it ignores a file created or renamed in, and a removed
+  # file leaves the node NotReady), and a plain `cat >` on every `up` showed it an empty file
+  # ("unexpected end of JSON input"; it kept its old configuration).
+  # 00-: containerd uses the first file of the directory by name (an older dev-env wrote
+  # 10-node.conflist, without the Service route; removed here, it would lose to this one anyway).
+  local conf=$D/cni/00-node.conflist want
+  want=$(cat <<EOC
 {"cniVersion":"0.4.0","name":"node","plugins":[{"type":"bridge","bridge":"$BRIDGE","isGateway":true,"ipMasq":false,"hairpinMode":true,
- "ipam":{"type":"host-local","dataDir":"$D/cni-ipam","ranges":[[{"subnet":"$POD_CIDR","gateway":"$BRIDGE_IP"}]]}},
+ "ipam":{"type":"host-local","dataDir":"$D/cni-ipam","ranges":[[{"subnet":"$POD_CIDR","gateway":"$BRIDGE_IP"}]],
+  "routes":[{"dst":"$SERVICE_CIDR"}]}},
  {"type":"portmap","capabilities":{"portMappings":true}}]}
 EOC
+)
+  if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+    printf '%s\n' "$want" | dd of="$conf" conv=notrunc status=none
+    truncate -s "$(printf '%s\n' "$want" | wc -c)" "$conf"
+  fi
+  rm -f "$D/cni/10-node.conflist"
 }
 
 start_containerd() {
@@ -248,6 +266,7 @@ start_node() {
   launch kube-proxy "$BIN/kube-proxy" --kubeconfig="$D/kubeconfig" --hostname-override="$NODE_NAME" \
     --proxy-mode=iptables --cluster-cidr="$POD_CIDR" --masquerade-all \
     --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256 --conntrack-max-per-core=0
+  api_for_pods
   local provisioner
   provisioner=$(provisioner_bin)
   launch provisioner "$provisioner" --kubeconfig "$D/kubeconfig" --node "$NODE_NAME" --root "$D/volumes"
@@ -262,6 +281,24 @@ metadata: {name: local, annotations: {storageclass.kubernetes.io/is-default-clas
 provisioner: clawdbot.io/local
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
+EOS
+}
+
+# Pods reach the API server as in any cluster, through the `kubernetes` Service (10.96.0.1:443,
+# a name in the server certificate; pods get it as KUBERNETES_SERVICE_HOST): kube-proxy sends it
+# to the host's bridge address, where hack/tcp-forward.py passes it on to the loopback API
+# server (TLS untouched). The API server advertises 127.0.0.1, which an Endpoints object may not
+# hold, so it never writes the Service's endpoints (its reconciler logs "may not be in the
+# loopback range" every 10 s and changes nothing); dev-env writes them (the controller-manager
+# mirrors them into the EndpointSlice kube-proxy reads). The Helm chart's operator and router run
+# in pods this way.
+api_for_pods() {
+  launch api-bridge /usr/bin/python3 "$HACK/tcp-forward.py" "$BRIDGE_IP:$API_PORT" "127.0.0.1:$API_PORT"
+  kubectl --kubeconfig "$D/kubeconfig" apply -f - >/dev/null 2>&1 <<EOS || fail "the kubernetes Service's endpoints" "$D/apiserver.log"
+apiVersion: v1
+kind: Endpoints
+metadata: {name: kubernetes, namespace: default}
+subsets: [{addresses: [{ip: "$BRIDGE_IP"}], ports: [{name: https, port: $API_PORT, protocol: TCP}]}]
 EOS
 }
 
@@ -323,7 +360,7 @@ stop_node() {
       sleep 0.5
     done
   fi
-  stop_pids "$D/provisioner.pid" "$D/kubelet.pid" "$D/kube-proxy.pid" "$D/containerd.pid"
+  stop_pids "$D/provisioner.pid" "$D/api-bridge.pid" "$D/kubelet.pid" "$D/kube-proxy.pid" "$D/containerd.pid"
   # Anything a dead kubelet left behind: shims of this containerd, then their mounts.
   local shim
   for shim in $(pgrep -f "containerd-shim.*-address $D/containerd.sock" || true); do kill -9 "$shim" 2>/dev/null || true; done

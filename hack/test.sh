@@ -38,10 +38,11 @@ cargo run -q -p clawdbot-operator --bin crdgen -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "images for the node's pods (hack/build-images.sh lite openclaw; skipped when unchanged)"
+step "images for the node's pods (hack/build-images.sh lite openclaw operator router chart-test; skipped when unchanged)"
 # Debug build: the tests exercise the pod spec and the wiring, not the release optimiser, and
-# the debug agent comes almost free after the test build's own compile of the same crate.
-CLAWDBOT_IMAGE_PROFILE=debug bash hack/build-images.sh lite openclaw
+# the debug binaries come almost free after the test build's own compile of the same crates.
+# operator, router and chart-test: the Helm chart installed on the node (router/tests/chart_install.rs).
+CLAWDBOT_IMAGE_PROFILE=debug bash hack/build-images.sh lite openclaw operator router chart-test
 
 step "cargo test"
 # CI=true keeps insta from writing new snapshots: a changed object fails the test.

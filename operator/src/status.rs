@@ -62,12 +62,46 @@ pub enum Sleep {
     Idle,
 }
 
+/// Where the agent stands, as the last status written says: what the idle clock starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakefulness {
+    /// Scaled up, its pod not ready yet and not failing (or no status yet).
+    Starting,
+    /// Ready since this time.
+    Ready(DateTime<Utc>),
+    /// Hibernated, suspended, failing, or waiting for a reference.
+    Other,
+}
+
+/// Reads [`Wakefulness`] from a workspace's status.
+pub fn wakefulness(status: Option<&UserWorkspaceStatus>) -> Wakefulness {
+    let Some(status) = status else {
+        return Wakefulness::Starting;
+    };
+    let ready = status.conditions.iter().find(|c| c.type_ == READY);
+    match ready {
+        Some(c) if c.status == "True" => Wakefulness::Ready(from_time(&c.last_transition_time)),
+        Some(c) if status.phase != Phase::Hibernated && c.reason == REASON_AGENT_STARTING => {
+            Wakefulness::Starting
+        }
+        _ => Wakefulness::Other,
+    }
+}
+
 /// Decides whether a workspace sleeps, and when to look again if it is awake.
 /// `last_activity` is the newest of the router's activity signal and the creation time.
+///
+/// Idle means no activity for the timeout while the agent could answer: an agent still
+/// starting is never put to sleep, and a ready one counts from the later of its last activity
+/// and the moment it became ready. Counting from the wake signal alone, a pod that took longer
+/// than the timeout to start was scaled down just before it could answer the message that woke
+/// it, and the router's held message went round wake after wake (seen in the wake benchmark
+/// with an 8 s timeout on a busy machine: waits of the router's whole 60 s hold).
 pub fn hibernation(
     suspend: bool,
     idle_timeout: Option<Duration>,
     last_activity: DateTime<Utc>,
+    state: Wakefulness,
     now: DateTime<Utc>,
 ) -> (Sleep, Option<Duration>) {
     if suspend {
@@ -76,7 +110,13 @@ pub fn hibernation(
     let Some(timeout) = idle_timeout else {
         return (Sleep::Awake, None);
     };
-    let idle = (now - last_activity).to_std().unwrap_or_default();
+    let clock = match state {
+        // The agent's readiness (a pod watch) brings the next reconcile.
+        Wakefulness::Starting => return (Sleep::Awake, None),
+        Wakefulness::Ready(since) => last_activity.max(since),
+        Wakefulness::Other => last_activity,
+    };
+    let idle = (now - clock).to_std().unwrap_or_default();
     if idle >= timeout {
         (Sleep::Idle, None)
     } else {
@@ -439,24 +479,73 @@ mod tests {
     #[test]
     fn hibernation_decisions() {
         let timeout = Some(Duration::from_secs(60));
+        let other = Wakefulness::Other;
         assert_eq!(
-            hibernation(true, timeout, t(0), t(1)),
+            hibernation(true, timeout, t(0), other, t(1)),
             (Sleep::Suspended, None)
         );
         assert_eq!(
-            hibernation(false, None, t(0), t(1_000_000)),
+            hibernation(false, None, t(0), other, t(1_000_000)),
             (Sleep::Awake, None)
         );
         assert_eq!(
-            hibernation(false, timeout, t(0), t(59)),
+            hibernation(false, timeout, t(0), other, t(59)),
             (Sleep::Awake, Some(Duration::from_secs(2)))
         );
         assert_eq!(
-            hibernation(false, timeout, t(0), t(60)),
+            hibernation(false, timeout, t(0), other, t(60)),
             (Sleep::Idle, None)
         );
         // Activity in the future (clock skew) counts as now.
-        assert_eq!(hibernation(false, timeout, t(100), t(50)).0, Sleep::Awake);
+        assert_eq!(
+            hibernation(false, timeout, t(100), other, t(50)).0,
+            Sleep::Awake
+        );
+    }
+
+    #[test]
+    fn an_agent_is_idle_only_after_the_timeout_while_it_could_answer() {
+        let timeout = Some(Duration::from_secs(8));
+        // Woken at 0, still starting at 30: not put back to sleep before it answers.
+        assert_eq!(
+            hibernation(false, timeout, t(0), Wakefulness::Starting, t(30)),
+            (Sleep::Awake, None)
+        );
+        // Ready since 12: the clock starts there, not at the wake signal.
+        assert_eq!(
+            hibernation(false, timeout, t(0), Wakefulness::Ready(t(12)), t(15)),
+            (Sleep::Awake, Some(Duration::from_secs(6)))
+        );
+        assert_eq!(
+            hibernation(false, timeout, t(0), Wakefulness::Ready(t(12)), t(20)),
+            (Sleep::Idle, None)
+        );
+        // Activity after it became ready counts from the activity.
+        assert_eq!(
+            hibernation(false, timeout, t(25), Wakefulness::Ready(t(12)), t(30)).0,
+            Sleep::Awake
+        );
+    }
+
+    #[test]
+    fn wakefulness_comes_from_the_status() {
+        assert_eq!(wakefulness(None), Wakefulness::Starting);
+        let status = |phase, ready: bool, reason: &str| {
+            let mut s = UserWorkspaceStatus {
+                phase,
+                ..UserWorkspaceStatus::default()
+            };
+            set_condition(&mut s.conditions, READY, ready, reason, "m", None, t(7));
+            s
+        };
+        let running = status(Phase::Running, true, REASON_AGENT_READY);
+        assert_eq!(wakefulness(Some(&running)), Wakefulness::Ready(t(7)));
+        let starting = status(Phase::Provisioning, false, REASON_AGENT_STARTING);
+        assert_eq!(wakefulness(Some(&starting)), Wakefulness::Starting);
+        let failing = status(Phase::Failed, false, REASON_AGENT_NOT_RUNNING);
+        assert_eq!(wakefulness(Some(&failing)), Wakefulness::Other);
+        let asleep = status(Phase::Hibernated, false, REASON_IDLE);
+        assert_eq!(wakefulness(Some(&asleep)), Wakefulness::Other);
     }
 
     #[test]

@@ -373,6 +373,12 @@ async fn idle_workspace_hibernates_and_wakes_on_activity() {
         &workspace("sleepy", &format!("{SIMPLE_SPEC}idleTimeout: 3s\n")),
     )
     .await;
+    // Idle counts while the agent could answer: from the moment its pod is ready.
+    mark_pods_ready(&client, &ns, "clawdbot.io/workspace=sleepy").await;
+    wait_ws(&client, &ns, "sleepy", "Running", |w| {
+        w.status.as_ref().is_some_and(|s| s.phase == Phase::Running)
+    })
+    .await;
 
     let ws = wait_ws(&client, &ns, "sleepy", "Hibernated after 3 s idle", |w| {
         w.status

@@ -21,6 +21,10 @@ pub enum AgentError {
     Timeout(Duration),
     #[error("agent unreachable: {0}")]
     Unreachable(String),
+    /// No connection could be made: the request never reached the agent (its pod is going
+    /// away or not there yet), so it can be sent again without answering twice.
+    #[error("no connection to the agent: {0}")]
+    NotConnected(String),
     #[error("agent answered HTTP {0}")]
     Status(u16),
     #[error("agent answered something that is not a chat completion: {0}")]
@@ -33,7 +37,7 @@ impl AgentError {
     pub fn category(&self) -> &'static str {
         match self {
             AgentError::Timeout(_) => "agent_timeout",
-            AgentError::Unreachable(_) => "agent_unreachable",
+            AgentError::Unreachable(_) | AgentError::NotConnected(_) => "agent_unreachable",
             AgentError::Status(_) => "agent_error",
             AgentError::Malformed(_) | AgentError::Empty => "agent_malformed",
         }
@@ -109,6 +113,8 @@ impl AgentClient {
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
                 AgentError::Timeout(timeout)
+            } else if e.is_connect() {
+                AgentError::NotConnected(e.without_url().to_string())
             } else {
                 AgentError::Unreachable(e.without_url().to_string())
             }
@@ -206,5 +212,29 @@ impl AgentClient {
             return Err(AgentError::Status(status.as_u16()));
         }
         response.json().await.map_err(|e| classify(e, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_told_apart_from_a_failure_after_sending() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let err = AgentClient::new()
+            .chat(
+                &format!("http://{addr}"),
+                "token",
+                &SessionKey::new("web", "dm", "u1"),
+                "hi",
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(err, AgentError::NotConnected(_)), "{err:?}");
     }
 }

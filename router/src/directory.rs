@@ -392,8 +392,11 @@ impl Directory {
             Err(e) => tracing::warn!(error = %e, "activity gate unavailable; annotating anyway"),
         }
         let api: Api<UserWorkspace> = Api::namespaced(self.client.clone(), &tenant.namespace);
+        // Milliseconds: a note truncated to its second looked up to a second older to the
+        // operator's idle clock and, in the second the tenant fell asleep, no newer than its
+        // `hibernatedSince` (so the router asked again five seconds later).
         let patch = serde_json::json!({"metadata": {"annotations": {
-            annotations::LAST_ACTIVITY: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            annotations::LAST_ACTIVITY: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         }}});
         match api
             .patch(&tenant.name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::agent::AgentClient;
+use crate::agent::{AgentClient, AgentError};
 use crate::batch::Batcher;
 use crate::channels::{Channel, ReplyKind};
 use crate::config::Config;
@@ -632,6 +632,14 @@ impl Core {
                 };
                 self.finish(id, "done", "replied", Some(entry)).await?;
                 Ok("replied")
+            }
+            Err(AgentError::NotConnected(e)) => {
+                // The view showed the agent ready, but its pod is going (hibernation, a
+                // restart) or not there yet: nothing reached it. The sweeper delivers the
+                // message once the tenant is ready again, waking it if it fell asleep.
+                tracing::warn!(tenant = %tenant.key(), error = %e, "no connection to a ready agent; message held");
+                store::hold(&self.db, id, user, self.config.limits.sweep_interval).await?;
+                Ok("held")
             }
             Err(e) => {
                 tracing::error!(tenant = %tenant.key(), error = %e, category = e.category(), "agent call failed");

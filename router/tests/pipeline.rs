@@ -470,6 +470,65 @@ async fn bad_input_is_refused_without_side_effects() {
     r.shutdown().await;
 }
 
+/// The router's view shows the agent ready, but nothing listens at its address any more (its
+/// pod went to sleep a moment before the view knew): the message is kept, not failed, and
+/// answered once the tenant is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_finds_no_agent_listening_is_kept_and_answered_when_it_is_back() {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    let chat = 5_450_001;
+    w.connect("telegram", &chat.to_string(), tenant.user).await;
+    // An address where the connection is refused.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    w.mark_ready(&tenant.name, &gone).await;
+    clawdbot_testkit::wait_for("router sees the address", T, || async {
+        r.core
+            .directory
+            .tenant_of(&tenant.user.to_string())
+            .filter(|t| t.url.as_deref() == Some(gone.as_str()))
+            .map(|_| ())
+    })
+    .await;
+
+    w.telegram_update(&r, &telegram_text_update(1, chat, "are you there"))
+        .await;
+    clawdbot_testkit::wait_for("the message held", T, || async {
+        (w.count("SELECT count(*) FROM inbound_messages WHERE state = 'held'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        w.telegram.sent_to(chat).is_empty(),
+        "no apology for a message that was never delivered"
+    );
+
+    w.mark_ready(&tenant.name, &agent.base_url).await;
+    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
+    assert_eq!(sent[0].text, "echo #1: are you there");
+    // Recorded done just after the reply went out; nothing failed.
+    clawdbot_testkit::wait_for("the message done", T, || async {
+        (w.count("SELECT count(*) FROM inbound_messages WHERE state = 'done'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.count("SELECT count(*) FROM inbound_messages").await,
+        1,
+        "one record"
+    );
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_failure_yields_a_polite_reply_and_throttling_is_honoured() {
     let chat = 5_600_001;

@@ -13,9 +13,11 @@
 //! - [`fake_stripe`]: a local Stripe (Checkout Sessions, subscriptions, the Billing Portal,
 //!   form-encoded requests, Stripe's error shape) that sends webhooks signed with Stripe's
 //!   scheme.
+//! - [`helm`]: `hack/helm.py` (Helm's Go library, no helm binary) for the chart's tests.
 //! - [`model_server`]: the real SmolLM2 model behind llama-cpp-python's OpenAI server.
 //! - [`node`]: the real single-node Kubernetes: its bridge address, its images, namespaces
-//!   whose pods really run, and what the kubelet says about them.
+//!   whose pods really run, what the kubelet says about them, and forwarders that let pods
+//!   reach the loopback-only Postgres and Redis.
 //!
 //! Tests wait on conditions ([`wait_for`]), never on fixed sleeps.
 
@@ -25,6 +27,7 @@ pub mod fake_discord_gateway;
 pub mod fake_llm;
 pub mod fake_oidc;
 pub mod fake_stripe;
+pub mod helm;
 pub mod kube;
 pub mod model_server;
 pub mod node;

@@ -144,3 +144,56 @@ pub fn tag_image(source: &str, target: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A TCP forwarder on the node's bridge address to a server on this machine's loopback (the
+/// shared Postgres and Redis listen there only): pods reach it at [`Forward::addr`] for as long
+/// as this value lives, so a test that installs the chart can give its pods store URLs without
+/// opening the shared servers to every pod on the node.
+pub struct Forward {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forward {
+    /// Listens on a free port of the bridge address and forwards each connection to `target`
+    /// (`host:port`).
+    pub async fn start(target: &str) -> Forward {
+        let listener = tokio::net::TcpListener::bind((host_ip().as_str(), 0))
+            .await
+            .expect("bind on the node's bridge address");
+        let addr = listener.local_addr().expect("forwarder address");
+        let target = target.to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Forward { addr, task }
+    }
+
+    /// Where pods reach the target.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `host:port` of a URL such as `postgres://u:p@127.0.0.1:15432/db` or `redis://127.0.0.1:16379`.
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .to_string()
+}

@@ -28,8 +28,8 @@ use crate::build::storage::{self, ExistingVolume};
 use crate::config::ServiceAddresses;
 use crate::error::{Error, Result, backoff};
 use crate::status::{
-    Facts, ModelState, Sleep, StorageState, from_time, hibernation, pod_failure,
-    pods_still_deciding, to_time, workspace_status,
+    Facts, ModelState, Sleep, StorageState, Wakefulness, from_time, hibernation, pod_failure,
+    pods_still_deciding, to_time, wakefulness, workspace_status,
 };
 
 pub const CONTROLLER: &str = "userworkspace";
@@ -256,7 +256,9 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
 
     // 3. Build (pure).
     let runtime = ws.effective_runtime(&policy);
-    let (sleep, wake_check) = hibernation(ws.spec.suspend, ws.idle_timeout(), activity, now);
+    let state = wakefulness(ws.status.as_ref());
+    let (sleep, mut wake_check) =
+        hibernation(ws.spec.suspend, ws.idle_timeout(), activity, state, now);
     let inputs = AgentInputs {
         workspace: ws,
         config: &ctx.config,
@@ -366,6 +368,10 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     };
     let old_phase = ws.status.as_ref().map(|s| s.phase);
     let changed = write_status(ws, &facts, signal_time, now, ctx).await?;
+    if agent_ready && !matches!(state, Wakefulness::Ready(_)) {
+        // Ready as of now: the idle clock starts here (status changes bring no reconcile).
+        wake_check = ws.idle_timeout().map(|t| t + Duration::from_secs(1));
+    }
     ctx.succeeded(&format!("{}/missing", key(ws)));
     if let Some(failure) = failure_event
         && changed
