@@ -133,6 +133,14 @@ pub struct ModelState {
     pub message: String,
 }
 
+/// The tenant volume's size against the spec (see `build::storage`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageState {
+    pub sized: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// What the reconciler found, in one place.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Facts {
@@ -153,6 +161,7 @@ pub enum Facts {
         agent_failure: Option<String>,
         url: String,
         runtime: Runtime,
+        storage: StorageState,
     },
 }
 
@@ -312,9 +321,19 @@ pub fn workspace_status(
             agent_failure,
             url,
             runtime,
+            storage,
         } => {
             status.url = Some(url.clone());
             status.runtime = Some(*runtime);
+            set_condition(
+                c,
+                STORAGE_SIZED,
+                storage.sized,
+                storage.reason,
+                storage.message.clone(),
+                generation,
+                now,
+            );
             set_condition(
                 c,
                 PROVISIONED,
@@ -430,6 +449,15 @@ mod tests {
             agent_failure: None,
             url: "http://x".into(),
             runtime: Runtime::Lite,
+            storage: storage_ok(),
+        }
+    }
+
+    fn storage_ok() -> StorageState {
+        StorageState {
+            sized: true,
+            reason: REASON_SIZED,
+            message: "ok".into(),
         }
     }
 
@@ -619,6 +647,7 @@ mod tests {
                 agent_failure: Some("pod p: CrashLoopBackOff: back-off".into()),
                 url: "http://x".into(),
                 runtime: Runtime::Lite,
+                storage: storage_ok(),
             },
             Some(1),
             None,

@@ -14,10 +14,11 @@ use clawdbot_testkit::wait_for;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 async fn exists<K>(client: &Client, ns: &str, name: &str) -> Option<K>
@@ -826,4 +827,152 @@ model:
             .contains(&format!("http://mep-solo-model.{ns}.svc:11434/v1"))
     );
     op.stop().await.unwrap();
+}
+
+/// A StorageClass (cluster-scoped, named after the test's namespace so that nothing shared is
+/// touched) and a PersistentVolume already bound to the tenant volume `claim`: the
+/// controller-manager binds them at once, as a provisioner would.
+async fn class_and_volume(client: &Client, ns: &str, class: &str, expands: bool, claim: &str) {
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let sc: StorageClass = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": class, "labels": {"clawdbot.io/test-namespace": ns}},
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": expands,
+    }))
+    .unwrap();
+    classes.create(&PostParams::default(), &sc).await.unwrap();
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": class, "labels": {"clawdbot.io/test-namespace": ns}},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": class,
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": format!("/tmp/clawdbot-test-volumes/{class}")},
+            "claimRef": {"namespace": ns, "name": claim},
+        }
+    }))
+    .unwrap();
+    volumes.create(&PostParams::default(), &pv).await.unwrap();
+}
+
+async fn remove_class_and_volume(client: &Client, class: &str) {
+    let _ = Api::<PersistentVolume>::all(client.clone())
+        .delete(class, &DeleteParams::default())
+        .await;
+    let _ = Api::<StorageClass>::all(client.clone())
+        .delete(class, &DeleteParams::default())
+        .await;
+}
+
+fn requested(pvc: &PersistentVolumeClaim) -> String {
+    pvc.spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"]
+        .0
+        .clone()
+}
+
+/// An upgrade that gives more storage grows a bound volume whose StorageClass allows
+/// expansion; where the class does not, the volume keeps its size, the workspace stays
+/// provisioned, and the StorageSized condition says why. Downgrading never shrinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_grows_the_volume_where_its_class_allows_and_says_why_not_elsewhere() {
+    let (client, ns) = setup("storage").await;
+    let op = start_operator(&client, &ns, "op-a").await;
+    create_endpoint(&client, &ns, "shared").await;
+    let grows = format!("{ns}-grows");
+    let fixed = format!("{ns}-fixed");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);
+    for (ws, class, expands) in [("grows", &grows, true), ("fixed", &fixed, false)] {
+        class_and_volume(&client, &ns, class, expands, &names::agent(ws)).await;
+        let spec = format!("{SIMPLE_SPEC}storage: {{size: 1Gi, storageClassName: {class}}}\n");
+        create(&client, &ns, &workspace(ws, &spec)).await;
+        wait_for("the volume to be bound", TIMEOUT, || {
+            let pvcs = pvcs.clone();
+            async move {
+                let pvc = pvcs.get_opt(&names::agent(ws)).await.ok().flatten()?;
+                (pvc.status?.phase.as_deref() == Some("Bound")).then_some(())
+            }
+        })
+        .await;
+        let w = wait_ws(&client, &ns, ws, "storage sized", |w| {
+            condition(w, STORAGE_SIZED).is_some_and(|c| c.status == "True")
+        })
+        .await;
+        assert_eq!(condition(&w, STORAGE_SIZED).unwrap().reason, REASON_SIZED);
+    }
+
+    // The plan changes as accounts writes it: the plan and the plan's storage.
+    for ws in ["grows", "fixed"] {
+        api.patch(
+            ws,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"plan": "pro", "storage": {"size": "10Gi"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    wait_for("the expandable volume to grow", TIMEOUT, || {
+        let pvcs = pvcs.clone();
+        async move {
+            let pvc = pvcs.get_opt(&names::agent("grows")).await.ok().flatten()?;
+            (requested(&pvc) == "10Gi").then_some(())
+        }
+    })
+    .await;
+    let w = wait_ws(&client, &ns, "fixed", "expansion refused", |w| {
+        condition(w, STORAGE_SIZED).is_some_and(|c| c.status == "False")
+    })
+    .await;
+    let c = condition(&w, STORAGE_SIZED).unwrap();
+    assert_eq!(c.reason, REASON_EXPANSION_NOT_ALLOWED);
+    assert!(
+        c.message.contains(&fixed) && c.message.contains("allowVolumeExpansion"),
+        "{}",
+        c.message
+    );
+    assert_eq!(condition(&w, PROVISIONED).unwrap().status, "True");
+    assert_eq!(
+        requested(&pvcs.get(&names::agent("fixed")).await.unwrap()),
+        "1Gi"
+    );
+    let w = wait_ws(&client, &ns, "grows", "generation 2 observed", |w| {
+        w.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+    assert_eq!(condition(&w, STORAGE_SIZED).unwrap().status, "True");
+
+    // Back to free: the volume keeps its 10Gi (claims never shrink), and says so.
+    api.patch(
+        "grows",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"plan": "free", "storage": {"size": "1Gi"}}})),
+    )
+    .await
+    .unwrap();
+    let w = wait_ws(&client, &ns, "grows", "larger than requested", |w| {
+        condition(w, STORAGE_SIZED).is_some_and(|c| c.reason == REASON_LARGER_THAN_REQUESTED)
+    })
+    .await;
+    assert_eq!(condition(&w, PROVISIONED).unwrap().status, "True");
+    assert_eq!(
+        requested(&pvcs.get(&names::agent("grows")).await.unwrap()),
+        "10Gi"
+    );
+    op.stop().await.unwrap();
+    for class in [&grows, &fixed] {
+        remove_class_and_volume(&client, class).await;
+    }
 }

@@ -10,8 +10,8 @@ use clawdbot_api::conversations::{
     SessionList, SessionsQuery,
 };
 use clawdbot_api::gateway::{
-    CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatCompletionResponse, SESSION_KEY_HEADER,
-    SessionKey, Usage,
+    CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatCompletionResponse, DEFAULT_AGENT_MODEL,
+    SESSION_KEY_HEADER, SessionKey, Usage,
 };
 
 /// Why an agent call failed (bounded, for metrics and logs).
@@ -49,6 +49,22 @@ impl AgentError {
 pub struct AgentReply {
     pub text: String,
     pub usage: Option<Usage>,
+    /// The answer's `model`: the lite agent names its provider's model; OpenClaw echoes the
+    /// requested `openclaw`.
+    pub model: String,
+}
+
+impl AgentReply {
+    /// The model that served the turn: the one the answer names, or `workspace_model` when it
+    /// names only the agent (OpenClaw) or nothing.
+    pub fn served_by<'a>(&'a self, workspace_model: &'a str) -> &'a str {
+        let named = self.model.trim();
+        if named.is_empty() || named == DEFAULT_AGENT_MODEL {
+            workspace_model
+        } else {
+            named
+        }
+    }
 }
 
 /// One HTTP client for all agents (connection pool per agent host).
@@ -123,6 +139,7 @@ impl AgentClient {
         Ok(AgentReply {
             text,
             usage: body.usage,
+            model: body.model,
         })
     }
 

@@ -309,6 +309,15 @@ pub struct WhatsAppConfig {
         env = "WHATSAPP_PHONE_NUMBER"
     )]
     pub phone_number: Option<String>,
+    /// The Graph API id of that number (`phone_number_id`), for messages the bot sends first
+    /// (a failed payment). Unset: such notices go to the user's other chats only; replies
+    /// use the id each message arrives with.
+    #[arg(
+        id = "whatsapp_phone_number_id",
+        long = "whatsapp-phone-number-id",
+        env = "WHATSAPP_PHONE_NUMBER_ID"
+    )]
+    pub phone_number_id: Option<String>,
 }
 
 /// The Discord channel (interactions and DMs over the Gateway).
@@ -748,6 +757,7 @@ mod tests {
             ("code-attempts", "ROUTER_CODE_ATTEMPTS"),
             ("telegram-bot-username", "TELEGRAM_BOT_USERNAME"),
             ("whatsapp-phone-number", "WHATSAPP_PHONE_NUMBER"),
+            ("whatsapp-phone-number-id", "WHATSAPP_PHONE_NUMBER_ID"),
             ("discord-application-id", "DISCORD_APPLICATION_ID"),
             ("jwt-secret", "ROUTER_JWT_SECRET"),
             ("access-token-ttl", "ROUTER_ACCESS_TOKEN_TTL"),

@@ -26,6 +26,9 @@ pub struct Tenant {
     pub namespace: String,
     pub name: String,
     pub plan: Plan,
+    /// `spec.model.name`: the model usage is recorded under when the agent's answer names none
+    /// of its own.
+    pub model: String,
     /// `spec.suspend`: an admin suspended the account; messages get a notice, not the agent.
     pub suspended: bool,
     pub ready: bool,
@@ -284,6 +287,7 @@ impl Directory {
             .cloned();
         Some(Tenant {
             plan: ws.spec.plan,
+            model: ws.spec.model.name.clone(),
             suspended: ws.spec.suspend,
             ready: ws.is_ready(),
             hibernated: status.is_some_and(|s| s.phase == Phase::Hibernated),

@@ -24,11 +24,25 @@ pub struct Inbound {
     pub reply_to: Value,
     /// When the platform says the user sent it.
     pub sent_at: DateTime<Utc>,
+    /// The sender's language as the platform reports it (Telegram's `language_code`), if it
+    /// does: what the router tells them unasked is in it, until they choose on the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
 }
 
 impl Inbound {
     pub fn session_key(&self) -> SessionKey {
         SessionKey::new(&self.channel, &self.conversation, &self.peer)
+    }
+}
+
+/// The language the router speaks (`en`, `ru`) that a platform's language tag (`ru`,
+/// `en-US`, `pt_BR`) names, if any.
+pub fn spoken_lang(tag: &str) -> Option<&'static str> {
+    match tag.trim().to_ascii_lowercase().split(['-', '_']).next()? {
+        "en" => Some("en"),
+        "ru" => Some("ru"),
+        _ => None,
     }
 }
 
@@ -101,6 +115,15 @@ pub fn estimate_tokens(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_language_tags_map_to_the_languages_spoken() {
+        assert_eq!(spoken_lang("ru"), Some("ru"));
+        assert_eq!(spoken_lang("en-US"), Some("en"));
+        assert_eq!(spoken_lang("RU_ru"), Some("ru"));
+        assert_eq!(spoken_lang("pt-BR"), None);
+        assert_eq!(spoken_lang(""), None);
+    }
 
     #[test]
     fn short_messages_are_not_split() {

@@ -464,6 +464,11 @@ impl Core {
                 // This replica at once; the others through the notification.
                 self.senders.evict(&msg.channel, &msg.sender_id);
                 tracing::info!(%user, channel = %msg.channel, "chat account connected");
+                if let Some(lang) = msg.lang.as_deref().and_then(crate::inbound::spoken_lang)
+                    && let Err(e) = store::set_user_lang_if_unknown(&self.db, user, lang).await
+                {
+                    tracing::warn!(error = %e, "could not remember the chat's language");
+                }
                 self.answer(
                     row,
                     msg,
@@ -622,6 +627,7 @@ impl Core {
                     user,
                     workspace: tenant.key(),
                     channel: msg.channel.clone(),
+                    model: reply.served_by(&tenant.model).to_string(),
                     usage,
                 };
                 self.finish(id, "done", "replied", Some(entry)).await?;
@@ -697,6 +703,7 @@ impl Core {
                 text: String::new(),
                 reply_to,
                 sent_at: chrono::Utc::now(),
+                lang: None,
             };
             let mut delivered = true;
             for part in split_message(text, channel.max_message_chars()) {

@@ -282,6 +282,8 @@ pub struct UsageEntry {
     /// `<namespace>/<name>` of the workspace.
     pub workspace: String,
     pub channel: String,
+    /// The model that served it (the agent's answer, else the workspace's model).
+    pub model: String,
     pub usage: UsageRow,
 }
 
@@ -304,15 +306,16 @@ pub async fn finish_batch(pool: &PgPool, rows: &[Finish]) -> Result<(), sqlx::Er
     sqlx::query(
         "WITH f AS (
              SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::uuid[], $5::text[],
-                                  $6::text[], $7::int8[], $8::int8[], $9::bool[], $10::int4[])
-                 AS t(id, state, outcome, user_id, workspace, channel, pt, ct, est, ws)
+                                  $6::text[], $7::int8[], $8::int8[], $9::bool[], $10::int4[],
+                                  $11::text[])
+                 AS t(id, state, outcome, user_id, workspace, channel, pt, ct, est, ws, model)
          ), done AS (
              UPDATE inbound_messages m
              SET state = f.state, outcome = f.outcome, payload = NULL, done_at = now()
              FROM f WHERE m.id = f.id
          )
-         INSERT INTO usage_records (user_id, workspace, channel, prompt_tokens, completion_tokens, total_tokens, estimated, web_searches)
-         SELECT user_id, workspace, channel, pt, ct, pt + ct, est, ws FROM f WHERE user_id IS NOT NULL",
+         INSERT INTO usage_records (user_id, workspace, channel, prompt_tokens, completion_tokens, total_tokens, estimated, web_searches, model)
+         SELECT user_id, workspace, channel, pt, ct, pt + ct, est, ws, model FROM f WHERE user_id IS NOT NULL",
     )
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.state).collect::<Vec<_>>())
@@ -326,6 +329,7 @@ pub async fn finish_batch(pool: &PgPool, rows: &[Finish]) -> Result<(), sqlx::Er
     .bind(column(rows, |u| {
         i32::try_from(u.usage.web_searches).unwrap_or(i32::MAX)
     }))
+    .bind(column(rows, |u| u.model.as_str()))
     .execute(pool)
     .await?;
     Ok(())
@@ -436,4 +440,40 @@ pub async fn connections_of(
     .bind(user)
     .fetch_all(pool)
     .await
+}
+
+/// Remembers the language `user` reads (`en` or `ru`), for what the router tells them unasked.
+pub async fn set_user_lang(pool: &PgPool, user: Uuid, lang: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET lang = $2 WHERE id = $1 AND lang IS DISTINCT FROM $2")
+        .bind(user)
+        .bind(lang)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Remembers the language a chat platform reports for `user`, unless one is known already
+/// (the user's own choice on the dashboard wins).
+pub async fn set_user_lang_if_unknown(
+    pool: &PgPool,
+    user: Uuid,
+    lang: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET lang = $2 WHERE id = $1 AND lang IS NULL")
+        .bind(user)
+        .bind(lang)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The language `user` reads, if known.
+pub async fn user_lang(pool: &PgPool, user: Uuid) -> Result<Option<String>, sqlx::Error> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT lang FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(pool)
+            .await?
+            .flatten(),
+    )
 }

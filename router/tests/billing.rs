@@ -9,6 +9,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clawdbot_api::{Plan, Plans};
@@ -34,7 +35,7 @@ const T: Duration = Duration::from_secs(20);
 fn plans() -> Arc<Plans> {
     Arc::new(
         Plans::parse(&format!(
-            "free: {{messagesPerDay: 3}}\n\
+            "free: {{messagesPerDay: 3, modelPrices: {{smollm2: {{promptCentsPerMillion: 1000000, completionCentsPerMillion: 2000000}}, \"*\": {{promptCentsPerMillion: 3000000, completionCentsPerMillion: 0}}}}}}\n\
              pro: {{stripePriceId: {PRICE_PRO}, messagesPerDay: 50}}\n\
              team: {{stripePriceId: {PRICE_TEAM}, messagesPerDay: 500}}\n"
         ))
@@ -579,6 +580,231 @@ async fn quota_headers_count_down_and_the_limit_holds_exactly_across_two_replica
     r1.shutdown().await;
 }
 
+/// The per-minute limit's 429 carries the headers of that limit (not the daily count, which
+/// a refused message does not touch). The minute may turn between sends, so the test sends
+/// until refused: within two minutes' worth it must be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_minute_429_says_its_own_limit_in_the_headers() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let mut c = billing_config(&w, &stripe, Duration::from_secs(3600));
+    c.limits.rate_limit_per_minute = 2;
+    c.accounts.plans = Arc::new(Plans::parse("free: {messagesPerDay: 100}\n").expect("plans"));
+    let r = w.start_router(c).await;
+    let agent = TestAgent::start().await;
+    let tenant = w.ready_tenant(&agent, Plan::Free).await;
+    w.connect("web", &tenant.user.to_string(), tenant.user)
+        .await;
+    support::api::wait_usable(&r, tenant.user).await;
+    let token = Web::mint(&Secret::new(WEB_SECRET), tenant.user);
+    let mut refused = None;
+    for i in 0..5 {
+        let resp = w
+            .http
+            .post(format!("{}/api/v1/web/messages", r.base))
+            .bearer_auth(&token)
+            .json(&json!({"id": format!("r{i}"), "text": "hello"}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["x-ratelimit-limit"],
+            "100",
+            "the daily quota"
+        );
+    }
+    let refused = refused.expect("the third message in a minute is refused");
+    let h = refused.headers();
+    assert_eq!(
+        (&h["x-ratelimit-limit"], &h["x-ratelimit-remaining"]),
+        (
+            &"2".parse::<reqwest::header::HeaderValue>().unwrap(),
+            &"0".parse().unwrap()
+        )
+    );
+    let reset: u64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&reset), "{reset}");
+    assert_eq!(h["retry-after"].to_str().unwrap(), reset.to_string());
+    r.shutdown().await;
+}
+
+/// `GET /billing/usage` per model: a turn OpenClaw answers (it names only itself) counts
+/// under the workspace's model, a turn the lite agent answers under the model it names, and
+/// a turn with no usage reported is estimated, kept apart; each priced at the plan's price of
+/// its model. `/api/v1/usage` still counts them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_per_model_with_the_plans_prices_and_estimates_kept_apart() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let user = a.user();
+    let agent = TestAgent::start().await;
+    let ws = clawdbot_accounts::provision::workspace_name(user);
+    assert_eq!(w.workspace(&ws).await.spec.model.name, "smollm2");
+    w.set_token(&ws, &agent.token).await;
+    w.mark_ready(&ws, &agent.base_url).await;
+    w.connect("web", &user.to_string(), user).await;
+    support::api::wait_usable(&r, user).await;
+    let token = Web::mint(&Secret::new(WEB_SECRET), user);
+    let send = |id: &str| {
+        let req = w
+            .http
+            .post(format!("{}/api/v1/web/messages", r.base))
+            .bearer_auth(&token)
+            .json(&json!({"id": id, "text": "hello"}));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.text().await.unwrap()
+        }
+    };
+    let recorded = |n: i64| {
+        let w = &w;
+        wait_for("the usage records", T, move || async move {
+            (count(
+                w,
+                "SELECT count(*) FROM usage_records WHERE user_id = $1",
+                user,
+            )
+            .await
+                == n)
+                .then_some(())
+        })
+    };
+    // As OpenClaw: usage reported (11 + 7), the answer's model is "openclaw".
+    agent.state.report_usage.store(true, Ordering::Relaxed);
+    send("m1").await;
+    recorded(1).await;
+    // As the lite agent: it names its provider's model.
+    *agent.state.reply_model.lock().unwrap() = Some("gpt-4o-mini".into());
+    send("m2").await;
+    recorded(2).await;
+    // No usage reported: estimated from the text, under the workspace's model.
+    *agent.state.reply_model.lock().unwrap() = None;
+    agent.state.report_usage.store(false, Ordering::Relaxed);
+    send("m3").await;
+    recorded(3).await;
+
+    let (s, u) = a.get("/billing/usage").await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert_eq!(
+        (u["messages"].as_i64(), u["estimated_messages"].as_i64()),
+        (Some(3), Some(1))
+    );
+    let models = u["models"].as_array().expect("models");
+    let names: Vec<&str> = models
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gpt-4o-mini", "smollm2"], "{u}");
+    let (mini, small) = (&models[0], &models[1]);
+    // gpt-4o-mini: 11 prompt + 7 completion at the "*" price (3 cents a prompt token, 0 a
+    // completion token).
+    assert_eq!(mini["reported"]["messages"], 1);
+    assert_eq!(mini["reported"]["total_tokens"], 18);
+    assert_eq!(mini["reported"]["cost_cents"].as_f64(), Some(33.0));
+    assert_eq!(mini["estimated"]["messages"], 0);
+    // smollm2: the reported turn at its own price (1 and 2 cents), the estimated one apart.
+    assert_eq!(small["reported"]["messages"], 1);
+    assert_eq!(small["reported"]["cost_cents"].as_f64(), Some(11.0 + 14.0));
+    assert_eq!(small["estimated"]["messages"], 1);
+    let est = &small["estimated"];
+    let (p, c) = (
+        est["prompt_tokens"].as_f64().unwrap(),
+        est["completion_tokens"].as_f64().unwrap(),
+    );
+    assert!(p > 0.0 && c > 0.0, "{est}");
+    assert_eq!(est["cost_cents"].as_f64(), Some(p + 2.0 * c));
+    assert_eq!(
+        u["estimated_tokens"].as_f64(),
+        Some(p + c),
+        "the totals agree with the models"
+    );
+    assert_eq!(u["reported_tokens"], 36);
+
+    let (s, days) = a.get("/usage?days=1").await;
+    assert_eq!(s, StatusCode::OK, "{days}");
+    assert_eq!(days["total_messages"], 3, "{days}");
+    // The dashboard's billing page shows the same, per model.
+    let page = no_redirects()
+        .get(format!("{}/dashboard/billing", r.base))
+        .header("cookie", dashboard_cookies(&a))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let table = &page[page.find("id=\"model-usage\"").expect("the model table")..];
+    assert!(
+        table.contains("gpt-4o-mini") && table.contains("18 · $0.3300"),
+        "{table}"
+    );
+    r.shutdown().await;
+}
+
+/// Deleting an account cancels its subscription at Stripe at once, through the production
+/// client; while Stripe fails nothing is deleted (502, the user retries), and a
+/// deletion retried after the cancellation went through is not held up by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_account_cancels_the_subscription_at_once_or_deletes_nothing() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let user = a.user();
+    let sub = subscribe(&a, &stripe, "pro").await;
+    let users = "SELECT count(*) FROM users WHERE id = $1";
+
+    stripe.set_outage(true);
+    let (s, e) = a.call(Method::DELETE, "/users/me", None).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("nothing was changed"),
+        "{e}"
+    );
+    assert_eq!(count(&w, users, user).await, 1, "nothing deleted");
+    assert_eq!(plan_in_db(&w, user).await, "pro");
+    assert_eq!(stripe.subscription(&sub).unwrap()["status"], "active");
+
+    stripe.set_outage(false);
+    let (s, e) = a.call(Method::DELETE, "/users/me", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{e}");
+    assert_eq!(count(&w, users, user).await, 0);
+    let cancel = stripe
+        .requests()
+        .into_iter()
+        .rfind(|q| q.method == "DELETE")
+        .expect("a cancellation");
+    assert_eq!(cancel.path, format!("/v1/subscriptions/{sub}"));
+    let ended = stripe.subscription(&sub).unwrap();
+    assert_eq!(
+        (
+            ended["status"].as_str(),
+            ended["cancel_at_period_end"].as_bool()
+        ),
+        (Some("canceled"), Some(false)),
+        "ended now, not at the period's end: {ended}"
+    );
+
+    // Cancelled at Stripe, but the deletion did not finish (stored row still live): a retry
+    // finds the subscription over and goes on.
+    let b = signed_up(&r).await;
+    let sub_b = subscribe(&b, &stripe, "pro").await;
+    // Stripe's event is not delivered: the stored row still says active.
+    let _undelivered = stripe.end_subscription(&sub_b);
+    let (s, e) = b.call(Method::DELETE, "/users/me", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{e}");
+    assert_eq!(count(&w, users, b.user()).await, 0);
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plans_channel_limit_holds_at_redemption_and_rises_with_an_upgrade() {
     let w = World::new().await;
@@ -762,6 +988,146 @@ async fn a_failed_payment_is_told_once_in_chat_and_on_the_dashboard_with_the_gra
         .await
         .unwrap();
     assert!(!home.contains("payment-failed"));
+    r.shutdown().await;
+}
+
+/// The failed-payment notice reaches every chat the user connected where the bot may write
+/// first (Telegram, a Discord DM it opens, WhatsApp's approved template), once, in the
+/// language the user chose on the dashboard. The web chat has nowhere to push to: the
+/// dashboard shows the notice (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_payment_is_told_once_on_every_connected_chat_in_the_users_language() {
+    const WA_NUMBER_ID: &str = "106540352242922";
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let mut c = billing_config(&w, &stripe, Duration::from_secs(3600));
+    c.discord.bot_token = Some(Secret::new(support::DISCORD_BOT_TOKEN));
+    c.whatsapp.phone_number_id = Some(WA_NUMBER_ID.into());
+    let r = w.start_router(c).await;
+    stripe.set_webhook_url(&format!("{}/webhooks/stripe", r.base));
+    let a = signed_up(&r).await;
+    let user = a.user();
+
+    // Russian, switched on the dashboard: remembered for chat.
+    let switched = no_redirects()
+        .post(format!("{}/dashboard/prefs", r.base))
+        .header("cookie", dashboard_cookies(&a))
+        .form(&[
+            ("csrf", CSRF),
+            ("lang", "ru"),
+            ("back", "/dashboard/billing"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(switched.status().is_redirection(), "{}", switched.status());
+    let lang: Option<String> = sqlx::query_scalar("SELECT lang FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&w.db)
+        .await
+        .unwrap();
+    assert_eq!(lang.as_deref(), Some("ru"));
+
+    let chat = 7_301 + i64::from(rand::random::<u16>());
+    let discord_user = "1180000000000000042";
+    let phone = "15551234567";
+    for (channel, sender) in [
+        ("telegram", chat.to_string()),
+        ("discord", discord_user.to_string()),
+        ("whatsapp", phone.to_string()),
+        ("web", user.to_string()),
+    ] {
+        w.connect(channel, &sender, user).await;
+    }
+    let sub = subscribe(&a, &stripe, "pro").await;
+    let events = stripe.fail_payment(&sub);
+    for e in &events {
+        assert_eq!(stripe.deliver(e).await, StatusCode::OK);
+    }
+    assert_eq!(stripe.deliver(&events[0]).await, StatusCode::OK, "a retry");
+
+    // The webhook answers after the notices are sent: no waiting needed.
+    let said = |text: &str| {
+        text.contains("Платёж за тариф pro не прошёл")
+            && text.contains(&format!("{DASHBOARD}/dashboard/billing"))
+    };
+    let telegram = w.telegram.sent_to(chat);
+    assert_eq!(telegram.len(), 1, "{telegram:?}");
+    assert!(said(&telegram[0].text), "{}", telegram[0].text);
+
+    let dm = clawdbot_testkit::fake_chat::discord_dm_channel(discord_user);
+    let discord = w.discord.channel_messages(&dm);
+    assert_eq!(discord.len(), 1, "{discord:?}");
+    assert!(said(&discord[0]), "{}", discord[0]);
+    let opened: Vec<_> = w
+        .discord
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == "/users/@me/channels")
+        .collect();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].body["recipient_id"], discord_user);
+
+    let whatsapp: Vec<_> = w
+        .whatsapp
+        .requests()
+        .into_iter()
+        .filter(|q| q.body["to"] == phone)
+        .collect();
+    assert_eq!(whatsapp.len(), 1, "{whatsapp:?}");
+    assert!(
+        whatsapp[0]
+            .path
+            .ends_with(&format!("/{WA_NUMBER_ID}/messages"))
+    );
+    assert_eq!(
+        whatsapp[0].body["type"], "template",
+        "outside any service window"
+    );
+    let param = whatsapp[0].body["template"]["components"][0]["parameters"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(said(param), "{param}");
+    r.shutdown().await;
+}
+
+/// A user who never opened the dashboard is told in the language their chat app reports
+/// (Telegram's `language_code`, noted when the chat was connected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_payment_is_told_in_the_language_telegram_reports() {
+    let w = World::new().await;
+    let stripe = stripe().await;
+    let r = start(&w, &stripe, Duration::from_secs(3600)).await;
+    let a = signed_up(&r).await;
+    let chat = 9_301 + i64::from(rand::random::<u16>());
+    let (s, c) = a.call(Method::POST, "/channels/codes", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let mut start = telegram_text_update(
+        chat,
+        chat,
+        &format!("/start {}", c["code"].as_str().expect("code")),
+    );
+    start["message"]["from"]["language_code"] = json!("ru");
+    assert_eq!(w.telegram_update(&r, &start).await.status(), 200);
+    w.telegram.wait_for_messages(chat, 1, T).await;
+    let lang: Option<String> = sqlx::query_scalar("SELECT lang FROM users WHERE id = $1")
+        .bind(a.user())
+        .fetch_one(&w.db)
+        .await
+        .unwrap();
+    assert_eq!(lang.as_deref(), Some("ru"));
+
+    let sub = subscribe(&a, &stripe, "pro").await;
+    for e in stripe.fail_payment(&sub) {
+        assert_eq!(stripe.deliver(&e).await, StatusCode::OK);
+    }
+    let sent = w.telegram.sent_to(chat);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1].text.contains("Платёж за тариф pro не прошёл"),
+        "{}",
+        sent[1].text
+    );
     r.shutdown().await;
 }
 

@@ -79,6 +79,13 @@ async fn the_real_lite_agent_answers_through_the_router() {
     })
     .await;
     assert!(reported >= 129, "{reported}");
+    // Recorded under the model the lite agent named, not the workspace's or "openclaw".
+    let models: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT model FROM usage_records")
+            .fetch_all(&w.db)
+            .await
+            .expect("models");
+    assert_eq!(models, [Some("fake-model".to_string())]);
 
     // The conversations, read from the agent with the token the router holds, in the shapes
     // both runtimes answer.

@@ -587,6 +587,7 @@ impl FakeDiscord {
                 post(discord_channel_message),
             )
             .route("/channels/{channel}/typing", post(discord_channel_typing))
+            .route("/users/@me/channels", post(discord_open_dm))
             .with_state(state.clone());
         FakeDiscord {
             state,
@@ -653,6 +654,41 @@ impl FakeDiscord {
             )
             .await
     }
+}
+
+/// The DM channel the fake opens with `user` (one per user, as Discord's is).
+pub fn discord_dm_channel(user: &str) -> String {
+    let n: u64 = user.parse().unwrap_or(0);
+    (1_190_000_000_000_000_000 + n % 1_000_000_000_000_000).to_string()
+}
+
+/// `POST /users/@me/channels` (Create DM): the DM channel object with the recipient.
+async fn discord_open_dm(
+    State(state): State<Arc<DiscordState>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !discord_bot_authorized(&state, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code": 0, "message": "401: Unauthorized"})),
+        )
+            .into_response();
+    }
+    let Some(user) = body["recipient_id"].as_str().map(str::to_string) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": 50035, "message": "Invalid Form Body"})),
+        )
+            .into_response();
+    };
+    state.log.push("/users/@me/channels".into(), &headers, body);
+    Json(
+        json!({"id": discord_dm_channel(&user), "type": 1, "last_message_id": null,
+                "flags": 0, "recipients": [{"id": user, "username": "user", "discriminator": "0",
+                                            "global_name": null, "avatar": null}]}),
+    )
+    .into_response()
 }
 
 fn discord_channel_contents(log: &[Recorded], channel_id: &str) -> Vec<String> {

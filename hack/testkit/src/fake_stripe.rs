@@ -3,7 +3,7 @@
 //!
 //! - requests are form-encoded (`line_items[0][price]=...`), authenticated with
 //!   `Authorization: Bearer <secret key>`, under `/v1`;
-//! - `POST /v1/checkout/sessions`, `GET|POST /v1/subscriptions/{id}`,
+//! - `POST /v1/checkout/sessions`, `GET|POST|DELETE /v1/subscriptions/{id}`,
 //!   `POST /v1/billing_portal/sessions` answer with objects shaped as Stripe's published
 //!   fixtures (`stripe/openapi` `fixtures3.json`: every field async-stripe requires, Stripe's
 //!   id prefixes, unix timestamps), and errors in Stripe's shape
@@ -159,7 +159,9 @@ impl FakeStripe {
             .route("/v1/checkout/sessions", post(create_session))
             .route(
                 "/v1/subscriptions/{id}",
-                get(get_subscription).post(update_subscription),
+                get(get_subscription)
+                    .post(update_subscription)
+                    .delete(cancel_subscription),
             )
             .route("/v1/billing_portal/sessions", post(create_portal))
             .route("/pay/{id}", get(checkout_page).post(pay))
@@ -743,6 +745,47 @@ async fn update_subscription(
     }
     o.subscriptions.insert(id, sub.clone());
     make_event(&mut o, "customer.subscription.updated", sub.clone());
+    Json(sub).into_response()
+}
+
+/// `DELETE /v1/subscriptions/{id}`: cancels at once (optional form body: `invoice_now`,
+/// `prorate`), and makes the `customer.subscription.deleted` event.
+async fn cancel_subscription(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    if let Some(r) = refusal(
+        &s,
+        &headers,
+        "DELETE",
+        format!("/v1/subscriptions/{id}"),
+        &form,
+    ) {
+        return r;
+    }
+    let mut o = s.objects.lock().expect("lock");
+    let Some(mut sub) = o.subscriptions.get(&id).cloned() else {
+        return no_such("subscription", &id, "id");
+    };
+    if sub["status"] == "canceled" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            "A canceled subscription can only update its cancellation_details and metadata.",
+            None,
+        );
+    }
+    sub["status"] = json!("canceled");
+    sub["canceled_at"] = json!(now());
+    sub["ended_at"] = json!(now());
+    sub["cancel_at_period_end"] = json!(false);
+    sub["cancel_at"] = Value::Null;
+    o.subscriptions.insert(id, sub.clone());
+    make_event(&mut o, "customer.subscription.deleted", sub.clone());
     Json(sub).into_response()
 }
 

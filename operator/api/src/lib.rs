@@ -27,6 +27,8 @@ pub mod conditions {
     pub const PROVISIONED: &str = "Provisioned";
     pub const MODEL_READY: &str = "ModelReady";
     pub const HIBERNATED: &str = "Hibernated";
+    /// Whether the tenant volume has the size the spec (the plan) asks for.
+    pub const STORAGE_SIZED: &str = "StorageSized";
 
     pub const REASON_RECONCILED: &str = "Reconciled";
     pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
@@ -45,6 +47,15 @@ pub mod conditions {
     pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
     pub const REASON_REPLICAS_READY: &str = "ReplicasReady";
     pub const REASON_REPLICAS_NOT_READY: &str = "ReplicasNotReady";
+    /// The volume has the requested size (or is growing to it).
+    pub const REASON_SIZED: &str = "Sized";
+    /// The volume is larger than requested: claims never shrink.
+    pub const REASON_LARGER_THAN_REQUESTED: &str = "LargerThanRequested";
+    /// The volume can grow only once bound.
+    pub const REASON_VOLUME_NOT_BOUND: &str = "VolumeNotBound";
+    /// The API server refused to grow the claim (its StorageClass lacks
+    /// `allowVolumeExpansion`).
+    pub const REASON_EXPANSION_NOT_ALLOWED: &str = "ExpansionNotAllowed";
 }
 
 /// Annotations that other components write on a UserWorkspace. The router never writes the

@@ -113,6 +113,42 @@ pub struct PlanPolicy {
     pub max_channels: u32,
     /// Platform models the plan may use, by name; `*` allows every platform model.
     pub platform_models: Vec<String>,
+    /// What tokens cost on this plan, by model name; `*` prices every model not named. Usage
+    /// (`GET /billing/usage`) shows each model's cost from these; a model with no price and no
+    /// `*` shows no cost.
+    #[serde(default)]
+    pub model_prices: BTreeMap<String, TokenPrice>,
+}
+
+/// The price of a model's tokens, in the plan's currency's smallest unit (cents) per million
+/// tokens: providers quote per million, and whole cents per million keep it an integer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenPrice {
+    pub prompt_cents_per_million: u32,
+    pub completion_cents_per_million: u32,
+}
+
+impl TokenPrice {
+    /// The cost of `prompt` and `completion` tokens, in cents (fractions kept: a month of a
+    /// small model is often under a cent).
+    pub fn cost_cents(&self, prompt: u64, completion: u64) -> f64 {
+        (prompt as f64 * f64::from(self.prompt_cents_per_million)
+            + completion as f64 * f64::from(self.completion_cents_per_million))
+            / 1_000_000.0
+    }
+}
+
+/// The built-in price of platform models' tokens (every plan, every model): what serving a
+/// small open model on our own nodes costs, rounded up.
+fn default_model_prices() -> BTreeMap<String, TokenPrice> {
+    BTreeMap::from([(
+        "*".to_string(),
+        TokenPrice {
+            prompt_cents_per_million: 10,
+            completion_cents_per_million: 40,
+        },
+    )])
 }
 
 impl PlanPolicy {
@@ -133,6 +169,7 @@ impl PlanPolicy {
                 stripe_price_id: None,
                 max_channels: 2,
                 platform_models: vec!["*".into()],
+                model_prices: default_model_prices(),
             },
             Plan::Pro => PlanPolicy {
                 default_runtime: Runtime::Openclaw,
@@ -147,6 +184,7 @@ impl PlanPolicy {
                 stripe_price_id: None,
                 max_channels: 5,
                 platform_models: vec!["*".into()],
+                model_prices: default_model_prices(),
             },
             Plan::Team => PlanPolicy {
                 default_runtime: Runtime::Openclaw,
@@ -161,8 +199,16 @@ impl PlanPolicy {
                 stripe_price_id: None,
                 max_channels: 20,
                 platform_models: vec!["*".into()],
+                model_prices: default_model_prices(),
             },
         }
+    }
+
+    /// The price of `model`'s tokens: its own, else the `*` price, else none.
+    pub fn price_of(&self, model: &str) -> Option<&TokenPrice> {
+        self.model_prices
+            .get(model)
+            .or_else(|| self.model_prices.get("*"))
     }
 
     /// Whether the plan may use the platform model `name`.
@@ -292,6 +338,30 @@ mod tests {
                 .unwrap_err()
                 .starts_with("pro:")
         );
+    }
+
+    #[test]
+    fn a_model_is_priced_by_its_own_price_else_the_star_price() {
+        let plans = Plans::parse(
+            "pro:\n  modelPrices:\n    big: {promptCentsPerMillion: 300, completionCentsPerMillion: 1200}\n    \"*\": {promptCentsPerMillion: 10, completionCentsPerMillion: 20}\nfree:\n  modelPrices: {}\n",
+        )
+        .unwrap();
+        let pro = plans.policy(Plan::Pro);
+        let big = pro.price_of("big").unwrap();
+        assert_eq!(big.cost_cents(1_000_000, 500_000), 300.0 + 600.0);
+        assert_eq!(
+            pro.price_of("small").unwrap().cost_cents(2_000_000, 0),
+            20.0
+        );
+        assert_eq!(plans.policy(Plan::Free).price_of("big"), None);
+        assert!(
+            plans
+                .policy(Plan::Team)
+                .price_of("any")
+                .is_some_and(|p| p.completion_cents_per_million > 0),
+            "the built-in prices every model"
+        );
+        assert!(Plans::parse("pro: {modelPrices: {m: {promptCents: 1}}}").is_err());
     }
 
     #[test]

@@ -210,8 +210,18 @@ pub fn generate_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-/// The tenant volume. `owned: false` drops the owner reference (retention on delete).
+/// The tenant volume at the spec's size. `owned: false` drops the owner reference (retention
+/// on delete).
 pub fn build_pvc(ws: &UserWorkspace, owned: bool) -> Result<PersistentVolumeClaim> {
+    build_pvc_sized(ws, owned, &ws.spec.storage.size)
+}
+
+/// The tenant volume requesting `size` (what `build::storage::plan` decided).
+pub fn build_pvc_sized(
+    ws: &UserWorkspace,
+    owned: bool,
+    size: &Quantity,
+) -> Result<PersistentVolumeClaim> {
     let mut metadata = child_meta(
         ws,
         names::agent(&ws.name_any()),
@@ -226,10 +236,7 @@ pub fn build_pvc(ws: &UserWorkspace, owned: bool) -> Result<PersistentVolumeClai
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: ws.spec.storage.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    ws.spec.storage.size.clone(),
-                )])),
+                requests: Some(BTreeMap::from([("storage".to_string(), size.clone())])),
                 limits: None,
             }),
             ..PersistentVolumeClaimSpec::default()

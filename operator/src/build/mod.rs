@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod model;
+pub mod storage;
 
 use std::collections::BTreeMap;
 

@@ -24,10 +24,11 @@ use super::{Context, apply, key};
 use crate::build::agent::{self, AgentInputs};
 use crate::build::model::endpoint_url;
 use crate::build::service_url;
+use crate::build::storage::{self, ExistingVolume};
 use crate::config::ServiceAddresses;
 use crate::error::{Error, Result, backoff};
 use crate::status::{
-    Facts, ModelState, Sleep, Wakefulness, from_time, hibernation, pod_failure,
+    Facts, ModelState, Sleep, StorageState, Wakefulness, from_time, hibernation, pod_failure,
     pods_still_deciding, to_time, wakefulness, workspace_status,
 };
 
@@ -285,12 +286,30 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     let deployment = agent::build_deployment(&inputs, &agent::config_hash(&config_map))?;
     let service_account = agent::build_service_account(ws)?;
     let secret = agent::build_gateway_secret(ws, &token)?;
-    let pvc = agent::build_pvc(ws, true)?;
+    let existing_volume = volume_as_it_is(ctx, &ns, &name).await?;
+    let mut volume = storage::plan(&ws.spec.storage.size, existing_volume.as_ref());
+    let mut pvc = agent::build_pvc_sized(ws, true, &volume.request)?;
     let service = agent::build_service(ws)?;
     let network_policy = agent::build_network_policy(&inputs)?;
 
-    // 4. Apply. The children are independent; the workload goes last so that its volumes and
-    // config exist when its pod starts.
+    // 4. Apply. A volume that grows goes first: the API server alone knows whether its
+    // StorageClass lets it (allowVolumeExpansion); refused, it stays at its size and the
+    // StorageSized condition says why, and the rest goes on.
+    if volume.grows
+        && let Some(existing) = &existing_volume
+        && let Err(e) = apply(ctx, &pvc).await
+    {
+        match e {
+            Error::Kube(kube::Error::Api(refusal)) if [403, 422].contains(&refusal.code) => {
+                warn!(message = %refusal.message, "volume expansion refused");
+                volume = storage::refused(existing, &ws.spec.storage.size, &refusal.message);
+                pvc = agent::build_pvc_sized(ws, true, &volume.request)?;
+            }
+            e => return Err(e),
+        }
+    }
+    // The children are independent; the workload goes last so that its volumes and config
+    // exist when its pod starts.
     let (_, _, _, _, applied_service, _) = futures::try_join!(
         apply(ctx, &service_account),
         apply(ctx, &config_map),
@@ -341,6 +360,11 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         )
         .unwrap_or_else(|| names::agent_url(&name, &ns)),
         runtime,
+        storage: StorageState {
+            sized: volume.sized,
+            reason: volume.reason,
+            message: volume.message,
+        },
     };
     let old_phase = ws.status.as_ref().map(|s| s.phase);
     let changed = write_status(ws, &facts, signal_time, now, ctx).await?;
@@ -407,6 +431,16 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
             .min(agent_check.unwrap_or(Duration::from_secs(3600)))
             .min(Duration::from_secs(3600)),
     ))
+}
+
+/// The tenant volume's claim as the API server has it, if it exists.
+async fn volume_as_it_is(ctx: &Context, ns: &str, name: &str) -> Result<Option<ExistingVolume>> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(pvcs
+        .get_opt(&names::agent(name))
+        .await?
+        .as_ref()
+        .and_then(ExistingVolume::of))
 }
 
 fn facts_failing(facts: &Facts) -> bool {
@@ -509,7 +543,10 @@ async fn cleanup(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
             if owned {
                 // Re-applying without the owner reference releases the volume from garbage
                 // collection; it keeps its labels so it can be found and restored.
-                apply(ctx, &agent::build_pvc(ws, false)?).await?;
+                // At its own size: the spec's may differ (never shrink, maybe not grown).
+                let size = ExistingVolume::of(&pvc)
+                    .map_or_else(|| ws.spec.storage.size.clone(), |v| v.request);
+                apply(ctx, &agent::build_pvc_sized(ws, false, &size)?).await?;
                 ctx.event(
                     ws,
                     EventType::Normal,

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use clawdbot_api::workspace::ModelProvider;
-use clawdbot_api::{ModelEndpoint, UserWorkspace, names};
+use clawdbot_api::{ModelEndpoint, PlanPolicy, UserWorkspace, names};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -48,11 +48,13 @@ pub fn keys_secret_name(workspace: &str) -> String {
     format!("{}-keys", names::agent(workspace))
 }
 
-/// The UserWorkspace of a user with these settings.
+/// The UserWorkspace of a user with these settings, on the plan whose policy is `policy`: its
+/// volume is the plan's storage (the operator grows the volume on an upgrade where it can).
 pub fn build_workspace(
     user: &User,
     settings: &AgentSettings,
     defaults: &WorkspaceDefaults,
+    policy: &PlanPolicy,
 ) -> Result<UserWorkspace> {
     let name = workspace_name(user.id);
     let mut model = json!({"provider": settings.provider.as_str()});
@@ -92,6 +94,7 @@ pub fn build_workspace(
         "model": model,
         "keysSecretRef": {"name": keys_secret_name(&name)},
         "features": {"webSearch": settings.web_search},
+        "storage": {"size": storage_quantity(policy.max_storage_bytes)},
         "suspend": user.suspended(),
     });
     if let Some(t) = &defaults.idle_timeout {
@@ -108,6 +111,17 @@ pub fn build_workspace(
         "spec": spec,
     }))
     .map_err(|e| Error::Internal(format!("building a UserWorkspace: {e}")))
+}
+
+/// A byte count as Kubernetes writes sizes: `10Gi`, `512Mi`, else plain bytes.
+pub fn storage_quantity(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * MIB;
+    match bytes {
+        b if b > 0 && b % GIB == 0 => format!("{}Gi", b / GIB),
+        b if b > 0 && b % MIB == 0 => format!("{}Mi", b / MIB),
+        b => b.to_string(),
+    }
 }
 
 /// The provider-key Secret of `workspace` holding `keys` (Secret key name -> provider key).
@@ -238,8 +252,8 @@ pub async fn platform_models(client: &Client, namespace: &str) -> Result<Vec<Pla
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clawdbot_api::Plan;
     use clawdbot_api::lite::SessionScope;
-    use clawdbot_api::{Plan, PlanPolicy};
 
     fn user(plan: Plan) -> User {
         User {
@@ -265,7 +279,13 @@ mod tests {
     #[test]
     fn a_new_user_gets_the_platform_default_and_a_valid_spec() {
         let u = user(Plan::Free);
-        let ws = build_workspace(&u, &AgentSettings::default(), &defaults()).unwrap();
+        let ws = build_workspace(
+            &u,
+            &AgentSettings::default(),
+            &defaults(),
+            &PlanPolicy::default_for(u.plan),
+        )
+        .unwrap();
         assert_eq!(ws.name_any(), "u-6f1c2f9e8a4e4b7a9d550123456789ab");
         assert!(names::gateway_token_secret(&ws.name_any()).len() <= 63);
         assert_eq!(ws.namespace().as_deref(), Some("tenants"));
@@ -278,6 +298,10 @@ mod tests {
         );
         assert_eq!(ws.spec.idle_timeout.as_deref(), Some("30m"));
         assert!(!ws.spec.suspend);
+        assert_eq!(ws.spec.storage.size.0, "1Gi", "the free plan's storage");
+        assert_eq!(storage_quantity(10 * 1024 * 1024 * 1024), "10Gi");
+        assert_eq!(storage_quantity(3 * 1024 * 1024), "3Mi");
+        assert_eq!(storage_quantity(1000), "1000");
         ws.validate(&PlanPolicy::default_for(Plan::Free)).unwrap();
     }
 
@@ -294,7 +318,7 @@ mod tests {
             session_scope: SessionScope::Main,
             web_search: true,
         };
-        let ws = build_workspace(&u, &s, &defaults()).unwrap();
+        let ws = build_workspace(&u, &s, &defaults(), &PlanPolicy::default_for(u.plan)).unwrap();
         assert_eq!(ws.spec.model.provider, ModelProvider::Openai);
         assert_eq!(ws.spec.model.name, "gpt-4o-mini");
         assert_eq!(ws.spec.model.endpoint_ref, None);
@@ -308,14 +332,19 @@ mod tests {
             endpoint: Some("big".into()),
             ..AgentSettings::default()
         };
-        let ws = build_workspace(&u, &s, &defaults()).unwrap();
+        let ws = build_workspace(&u, &s, &defaults(), &PlanPolicy::default_for(u.plan)).unwrap();
         assert_eq!(ws.spec.model.endpoint_ref.unwrap().name, "big");
     }
 
     #[test]
     fn the_key_secret_is_owned_by_the_workspace_and_kept_from_the_operator() {
-        let mut ws =
-            build_workspace(&user(Plan::Pro), &AgentSettings::default(), &defaults()).unwrap();
+        let mut ws = build_workspace(
+            &user(Plan::Pro),
+            &AgentSettings::default(),
+            &defaults(),
+            &PlanPolicy::default_for(Plan::Pro),
+        )
+        .unwrap();
         ws.metadata.uid = Some("uid-1".into());
         let keys = BTreeMap::from([(
             KeyProvider::Openai,

@@ -250,7 +250,8 @@ impl Accounts {
         settings: &AgentSettings,
         keys: &BTreeMap<KeyProvider, String>,
     ) -> Result<UserWorkspace> {
-        let ws = provision::build_workspace(user, settings, &self.defaults)?;
+        let ws =
+            provision::build_workspace(user, settings, &self.defaults, self.policy(user.plan))?;
         // Keys before the spec that may start using them: the operator finds them at once.
         let existing =
             provision::get_workspace(&self.kube, &self.defaults.namespace, user.id).await?;

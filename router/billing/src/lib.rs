@@ -19,5 +19,5 @@ pub mod store;
 pub mod stripe;
 
 pub use error::{Error, Result};
-pub use service::{Billing, Outcome, Settings, Usage};
-pub use store::{SubscriptionRow, UsageTotals};
+pub use service::{Billing, ModelUsage, Outcome, Settings, Usage};
+pub use store::{ModelTokens, SubscriptionRow, Tokens, UsageTotals};

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::signature;
 use crate::state::{self, Action, Event, Subscription, effective_plan, next_grace};
-use crate::store::{self, SubscriptionRow, UsageTotals};
+use crate::store::{self, ModelTokens, SubscriptionRow, Tokens, UsageTotals};
 use crate::stripe::{CheckoutRequest, CheckoutSession, StripeApi};
 
 /// Settings of billing.
@@ -81,6 +81,41 @@ pub struct Usage {
     pub monthly_price_cents: u32,
     pub currency: String,
     pub totals: UsageTotals,
+    /// Tokens per model, with their cost at the plan's prices.
+    pub models: Vec<ModelUsage>,
+}
+
+/// One model's tokens this month and what they cost at the plan's prices (`None`: the plan
+/// prices neither this model nor `*`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelUsage {
+    pub model: Option<String>,
+    pub reported: Tokens,
+    pub estimated: Tokens,
+    pub reported_cost_cents: Option<f64>,
+    pub estimated_cost_cents: Option<f64>,
+}
+
+impl ModelUsage {
+    /// Prices `t` at `policy`'s price of its model (records with no model at the `*` price).
+    pub fn priced(t: ModelTokens, policy: &clawdbot_api::PlanPolicy) -> Self {
+        let price = policy.price_of(t.model.as_deref().unwrap_or("*"));
+        let cost = |x: &Tokens| {
+            price.map(|p| {
+                p.cost_cents(
+                    u64::try_from(x.prompt_tokens).unwrap_or(0),
+                    u64::try_from(x.completion_tokens).unwrap_or(0),
+                )
+            })
+        };
+        ModelUsage {
+            reported_cost_cents: cost(&t.reported),
+            estimated_cost_cents: cost(&t.estimated),
+            model: t.model,
+            reported: t.reported,
+            estimated: t.estimated,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -244,6 +279,40 @@ impl Billing {
         self.apply_now(user.id, &sub).await
     }
 
+    /// Ends the user's subscription at once, for the deletion of their account: a deleted
+    /// account must not be charged again. Called before anything is deleted, so that a Stripe
+    /// that refuses or cannot be reached stops the deletion with nothing changed (the user
+    /// retries) rather than leaving a subscription nobody can cancel from here. A subscription
+    /// Stripe no longer knows (404) is already over. Returns whether one was cancelled.
+    #[tracing::instrument(skip(self))]
+    pub async fn cancel_for_deletion(&self, user: Uuid) -> Result<bool> {
+        let Some(current) = store::subscription(&self.db, user)
+            .await?
+            .filter(|s| s.status.live())
+        else {
+            return Ok(false);
+        };
+        let id = &current.stripe_subscription_id;
+        match self.stripe.cancel_now(id).await {
+            // The rows go with the account; should the deletion fail after this, Stripe's
+            // `customer.subscription.deleted` event puts the account on free.
+            Ok(_) => {
+                tracing::info!("subscription cancelled for the account's deletion");
+                Ok(true)
+            }
+            Err(Error::Stripe { status: 404, .. }) => {
+                tracing::warn!("the subscription is unknown to Stripe; nothing to cancel");
+                Ok(false)
+            }
+            // Refused: already over (a deletion retried after a cancellation)? Ask Stripe.
+            Err(e @ Error::Stripe { .. }) => match self.stripe.subscription(id).await {
+                Ok(sub) if !sub.status.live() => Ok(false),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// A Billing Portal session (payment methods, invoices).
     pub async fn portal(&self, user: &User) -> Result<String> {
         let customer = store::customer_of(&self.db, user.id)
@@ -270,6 +339,11 @@ impl Billing {
             monthly_price_cents: policy.monthly_price_cents,
             currency: policy.currency.clone(),
             totals: store::usage_since(&self.db, user.id, period_start).await?,
+            models: store::usage_by_model(&self.db, user.id, period_start)
+                .await?
+                .into_iter()
+                .map(|m| ModelUsage::priced(m, policy))
+                .collect(),
         })
     }
 

@@ -242,3 +242,64 @@ pub async fn usage_since(db: &PgPool, user: Uuid, since: DateTime<Utc>) -> Resul
         estimated_messages: r.try_get("estimated_messages")?,
     })
 }
+
+/// Messages and their tokens.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Tokens {
+    pub messages: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+/// One model's usage, reported and estimated tokens kept apart.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ModelTokens {
+    /// `None` for records from before the model was recorded.
+    pub model: Option<String>,
+    pub reported: Tokens,
+    pub estimated: Tokens,
+}
+
+/// A user's usage since a time, per model (by name; unnamed records last).
+pub async fn usage_by_model(
+    db: &PgPool,
+    user: Uuid,
+    since: DateTime<Utc>,
+) -> Result<Vec<ModelTokens>> {
+    let rows = sqlx::query(
+        "SELECT model, estimated,
+                sum(messages)::bigint AS messages,
+                sum(prompt_tokens)::bigint AS prompt,
+                sum(completion_tokens)::bigint AS completion
+         FROM usage_records WHERE user_id = $1 AND recorded_at >= $2
+         GROUP BY model, estimated ORDER BY model NULLS LAST, estimated",
+    )
+    .bind(user)
+    .bind(since)
+    .fetch_all(db)
+    .await?;
+    let mut models: Vec<ModelTokens> = Vec::new();
+    for r in rows {
+        let model: Option<String> = r.try_get("model")?;
+        let tokens = Tokens {
+            messages: r.try_get("messages")?,
+            prompt_tokens: r.try_get("prompt")?,
+            completion_tokens: r.try_get("completion")?,
+        };
+        // Rows come sorted by model: a model's second row (estimated) follows its first.
+        if models.last().is_none_or(|m| m.model != model) {
+            models.push(ModelTokens {
+                model,
+                ..Default::default()
+            });
+        }
+        if let Some(m) = models.last_mut() {
+            if r.try_get("estimated")? {
+                m.estimated = tokens;
+            } else {
+                m.reported = tokens;
+            }
+        }
+    }
+    Ok(models)
+}

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use stripe::{Client, ClientBuilder, StripeError};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::subscription::{
-    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    CancelSubscription, RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
     UpdateSubscriptionProrationBehavior,
 };
 use stripe_checkout::CheckoutSessionMode;
@@ -134,6 +134,17 @@ impl StripeApi {
     pub async fn cancel_at_period_end(&self, id: &str) -> Result<Subscription> {
         let sub = UpdateSubscription::new(id)
             .cancel_at_period_end(true)
+            .send(&self.client)
+            .await
+            .map_err(from_stripe)?;
+        convert(sub)
+    }
+
+    /// Cancels now (`DELETE /v1/subscriptions/{id}`): no further invoice, the subscription
+    /// ends at once. For an account being deleted.
+    #[tracing::instrument(skip(self))]
+    pub async fn cancel_now(&self, id: &str) -> Result<Subscription> {
+        let sub = CancelSubscription::new(id)
             .send(&self.client)
             .await
             .map_err(from_stripe)?;

@@ -284,6 +284,43 @@ pub struct BillingUsageView {
     /// Today's messages against the plan's daily limit (UTC day).
     pub messages_today: u32,
     pub messages_per_day: u32,
+    /// Tokens per model with their cost at the plan's prices (`modelPrices` of the plans
+    /// file), reported and estimated kept apart.
+    pub models: Vec<ModelUsageView>,
+}
+
+/// One model's use this month.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ModelUsageView {
+    /// The model's name; null for records from before models were recorded.
+    pub model: Option<String>,
+    /// Tokens as the agent reported them.
+    pub reported: TokensView,
+    /// Tokens estimated from the text for replies whose agent reported none.
+    pub estimated: TokensView,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TokensView {
+    pub messages: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    /// At the plan's price of the model, in cents (fractions kept); null when the plan
+    /// prices neither the model nor `*`.
+    pub cost_cents: Option<f64>,
+}
+
+impl TokensView {
+    fn new(t: &clawdbot_billing::Tokens, cost_cents: Option<f64>) -> Self {
+        TokensView {
+            messages: t.messages,
+            prompt_tokens: t.prompt_tokens,
+            completion_tokens: t.completion_tokens,
+            total_tokens: t.prompt_tokens + t.completion_tokens,
+            cost_cents,
+        }
+    }
 }
 
 /// This month's usage and the plan's price and daily limit.
@@ -313,16 +350,37 @@ pub async fn usage_view(s: &ApiState, user: &User) -> Result<BillingUsageView, A
         estimated_messages: u.totals.estimated_messages,
         messages_today,
         messages_per_day: s.accounts.plans().policy(user.plan).messages_per_day,
+        models: u
+            .models
+            .iter()
+            .map(|m| ModelUsageView {
+                model: m.model.clone(),
+                reported: TokensView::new(&m.reported, m.reported_cost_cents),
+                estimated: TokensView::new(&m.estimated, m.estimated_cost_cents),
+            })
+            .collect(),
     })
 }
 
-/// What the user reads in chat when a payment fails.
-pub fn payment_failed_notice(plan: Plan, until: DateTime<Utc>, billing_page: &str) -> String {
-    format!(
-        "Your payment for the {plan} plan did not go through. Your plan stays until {}; \
-         update your payment method before then at {billing_page}, or the plan drops to free.",
-        until.format("%Y-%m-%d %H:%M UTC")
-    )
+/// What the user reads in chat when a payment fails, in their language (`ru`; anything else
+/// is English, as the dashboard).
+pub fn payment_failed_notice(
+    lang: Option<&str>,
+    plan: Plan,
+    until: DateTime<Utc>,
+    billing_page: &str,
+) -> String {
+    let until = until.format("%Y-%m-%d %H:%M UTC");
+    match lang {
+        Some("ru") => format!(
+            "Платёж за тариф {plan} не прошёл. Тариф сохранится до {until}; обновите способ \
+             оплаты до этого срока на {billing_page}, иначе тариф станет бесплатным."
+        ),
+        _ => format!(
+            "Your payment for the {plan} plan did not go through. Your plan stays until {until}; \
+             update your payment method before then at {billing_page}, or the plan drops to free."
+        ),
+    }
 }
 
 /// The webhook's answer.
@@ -361,7 +419,13 @@ async fn stripe_webhook(
     } = &outcome
     {
         // Told once: a retried event is a duplicate and gets here no more.
-        let text = payment_failed_notice(*plan, *until, b.return_url());
+        let lang = crate::store::user_lang(&s.core.db, *user)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the user's language could not be read; English");
+                None
+            });
+        let text = payment_failed_notice(lang.as_deref(), *plan, *until, b.return_url());
         match s.core.notify(*user, &text).await {
             Ok(n) => tracing::info!(channels = n, "payment failure told in chat"),
             Err(e) => tracing::warn!(error = %e, "could not tell the payment failure in chat"),

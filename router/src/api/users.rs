@@ -68,9 +68,15 @@ async fn update_me(
 }
 
 /// Deletes the account: its workspace, connections, keys, usage and sessions. Nothing of it
-/// is kept in Postgres or Redis.
+/// is kept in Postgres or Redis. A paid subscription is cancelled at Stripe first (at once,
+/// not at the period's end); if Stripe refuses or cannot be reached, nothing is deleted.
 #[utoipa::path(delete, path = "/api/v1/users/me", tag = "users", security(("bearer" = [])),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 502, description = "Stripe refused to cancel the subscription; nothing was deleted", body = ErrorBody),
+        (status = 503, description = "Stripe is unreachable, so the subscription could not be cancelled; nothing was deleted", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all, fields(user))]
 async fn delete_me(
     State(s): State<Arc<ApiState>>,
@@ -83,6 +89,9 @@ async fn delete_me(
 /// Deletes `user`'s account and forgets its senders and counters on this replica and in
 /// Redis (the dashboard's deletion calls it too).
 pub async fn delete_account(s: &ApiState, user: &clawdbot_accounts::User) -> Result<(), ApiError> {
+    if let Some(billing) = &s.billing {
+        billing.cancel_for_deletion(user.id).await?;
+    }
     let traces = s.accounts.delete_account(user).await?;
     for (channel, sender) in &traces.senders {
         s.core.forget_sender(channel, sender);

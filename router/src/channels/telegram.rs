@@ -284,6 +284,7 @@ pub fn parse_update(body: &[u8]) -> Result<Option<Inbound>, serde_json::Error> {
         } else {
             Utc::now()
         },
+        lang: from.language_code.clone(),
     }))
 }
 

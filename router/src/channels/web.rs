@@ -140,18 +140,23 @@ struct WebMessage {
 /// the daily message quota.
 fn quota_headers(q: &Quota) -> [(HeaderName, HeaderValue); 3] {
     let reset = (q.resets_at - Utc::now()).num_seconds().max(0);
+    rate_headers(q.limit, q.remaining, u64::try_from(reset).unwrap_or(0))
+}
+
+/// The `X-RateLimit-*` headers of a limit of `limit` per window.
+fn rate_headers(limit: u32, remaining: u32, reset_secs: u64) -> [(HeaderName, HeaderValue); 3] {
     [
         (
             HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(q.limit),
+            HeaderValue::from(limit),
         ),
         (
             HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(q.remaining),
+            HeaderValue::from(remaining),
         ),
         (
             HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(reset),
+            HeaderValue::from(reset_secs),
         ),
     ]
 }
@@ -197,9 +202,16 @@ async fn admit(core: &Core, user: Uuid) -> Result<Option<Quota>, Box<Response>> 
     };
     match admission {
         Admission::Allowed => Ok(Some(quota)),
+        // The limit hit is the per-minute one: the headers say so (the daily count is not
+        // touched by a refused message).
         Admission::RateLimited { retry_after_secs } => Err(Box::new(
             (
                 StatusCode::TOO_MANY_REQUESTS,
+                rate_headers(
+                    core.config.limits.rate_limit_per_minute,
+                    0,
+                    retry_after_secs,
+                ),
                 [(
                     axum::http::header::RETRY_AFTER,
                     retry_after_secs.to_string(),
@@ -272,6 +284,7 @@ async fn message(
         text: body.text,
         reply_to: json!({}),
         sent_at: Utc::now(),
+        lang: None,
     };
     let accepted = core.accept(inbound).await;
     match accepted {

@@ -40,6 +40,8 @@ pub struct WhatsApp {
     access_token: Option<Secret>,
     template: String,
     template_language: String,
+    /// For messages the bot sends first.
+    phone_number_id: Option<String>,
 }
 
 impl WhatsApp {
@@ -59,6 +61,11 @@ impl WhatsApp {
             access_token: config.whatsapp.access_token.clone(),
             template: config.whatsapp.reply_template.clone(),
             template_language: config.whatsapp.template_language.clone(),
+            phone_number_id: config
+                .whatsapp
+                .phone_number_id
+                .clone()
+                .filter(|id| !id.trim().is_empty()),
         })
     }
 
@@ -152,7 +159,9 @@ impl Channel for WhatsApp {
                 .as_str()
                 .ok_or(SendError::Gone)?;
             let recipient = to.reply_to["to"].as_str().ok_or(SendError::Gone)?;
-            let body = if within_service_window(to.sent_at, Utc::now()) {
+            // A message the bot starts answers nothing: no service window is known open.
+            let first = to.reply_to["business_initiated"].as_bool() == Some(true);
+            let body = if !first && within_service_window(to.sent_at, Utc::now()) {
                 json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": recipient,
                        "type": "text", "text": {"preview_url": false, "body": text}})
             } else {
@@ -167,6 +176,14 @@ impl Channel for WhatsApp {
             };
             self.post(phone_number_id, body).await
         })
+    }
+
+    /// The business number's id and the user's number: the send above then uses the approved
+    /// template, which WhatsApp accepts outside the 24-hour service window.
+    fn address(&self, sender: &str) -> Option<Value> {
+        let id = self.phone_number_id.as_deref()?;
+        (!sender.is_empty() && sender.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| json!({"phone_number_id": id, "to": sender, "business_initiated": true}))
     }
 
     fn typing<'a>(&'a self, to: &'a Inbound) -> BoxFuture<'a, ()> {
@@ -310,6 +327,7 @@ async fn webhook(
                 text: text.body,
                 reply_to: json!({"phone_number_id": metadata.phone_number_id, "to": m.from, "message_id": m.id}),
                 sent_at,
+                lang: None,
             };
             // Every message is recorded before the webhook is acknowledged; a failure makes
             // Meta retry the whole batch, and the dedupe drops the ones already recorded.

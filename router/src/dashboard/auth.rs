@@ -99,7 +99,10 @@ pub async fn signup(
 ) -> Response {
     // Counted against the same per-address and per-e-mail registration limits as the API.
     match s.api.accounts.register(&f.email, &f.password, addr).await {
-        Ok(session) => signed_in(&session),
+        Ok(session) => {
+            remember_lang(&s, session.user.id, c.lang).await;
+            signed_in(&session)
+        }
         Err(e) => {
             let e = ApiError::from(e);
             render_with(
@@ -136,7 +139,10 @@ pub async fn login(
     Form(f): Form<Credentials>,
 ) -> Response {
     match s.api.accounts.login(&f.email, &f.password, addr).await {
-        Ok(session) => signed_in(&session),
+        Ok(session) => {
+            remember_lang(&s, session.user.id, c.lang).await;
+            signed_in(&session)
+        }
         Err(e) => {
             let e = ApiError::from(e);
             render_with(
@@ -194,8 +200,21 @@ pub struct Prefs {
     back: String,
 }
 
-/// Sets the language or theme cookie and goes back to the page (only a dashboard path).
-pub async fn prefs(Form(p): Form<Prefs>) -> Response {
+/// The language the dashboard speaks to `user`, kept for what the router tells them in chat
+/// (a failed payment). Best effort: the page works without it.
+async fn remember_lang(s: &DashState, user: uuid::Uuid, lang: super::i18n::Lang) {
+    if let Err(e) = crate::store::set_user_lang(&s.api.core.db, user, lang.code()).await {
+        tracing::warn!(error = %e, "could not remember the user's language");
+    }
+}
+
+/// Sets the language or theme cookie and goes back to the page (only a dashboard path); a
+/// signed-in user's language is remembered for chat too.
+pub async fn prefs(
+    State(s): State<Arc<DashState>>,
+    viewer: Option<Viewer>,
+    Form(p): Form<Prefs>,
+) -> Response {
     const YEAR: i64 = 365 * 24 * 3600;
     let back = if p.back.starts_with("/dashboard") && !p.back.contains("//") {
         p.back
@@ -209,7 +228,8 @@ pub async fn prefs(Form(p): Form<Prefs>) -> Response {
             guard::set_cookie(name, value, Some(YEAR), false),
         );
     };
-    if let Some(l) = p.lang.as_deref().and_then(super::i18n::Lang::parse) {
+    let lang = p.lang.as_deref().and_then(super::i18n::Lang::parse);
+    if let Some(l) = lang {
         set(guard::LANG, l.code());
     }
     if let Some(t) = p
@@ -218,6 +238,9 @@ pub async fn prefs(Form(p): Form<Prefs>) -> Response {
         .filter(|t| ["auto", "light", "dark"].contains(t))
     {
         set(guard::THEME, t);
+    }
+    if let (Some(l), Some(Viewer(user))) = (lang, viewer) {
+        remember_lang(&s, user.id, l).await;
     }
     resp
 }

@@ -70,6 +70,17 @@ pub struct UsageLine {
     pub messages_today: u32,
     pub messages_per_day: u32,
     pub since: String,
+    pub models: Vec<ModelLine>,
+}
+
+/// One model's tokens this month and their cost (reported and estimated apart).
+pub struct ModelLine {
+    /// `None`: records from before models were recorded.
+    pub model: Option<String>,
+    pub reported_tokens: i64,
+    pub estimated_tokens: i64,
+    pub reported_cost: String,
+    pub estimated_cost: String,
 }
 
 #[derive(Template)]
@@ -238,6 +249,31 @@ fn usage_line(u: &BillingUsageView) -> UsageLine {
         messages_today: u.messages_today,
         messages_per_day: u.messages_per_day,
         since: u.period_start.format("%Y-%m-%d").to_string(),
+        models: u
+            .models
+            .iter()
+            .map(|m| ModelLine {
+                model: m.model.clone(),
+                reported_tokens: m.reported.total_tokens,
+                estimated_tokens: m.estimated.total_tokens,
+                reported_cost: token_cost(m.reported.cost_cents, &u.currency),
+                estimated_cost: token_cost(m.estimated.cost_cents, &u.currency),
+            })
+            .collect(),
+    }
+}
+
+/// A token cost in cents (fractions kept) as people write it, to a hundredth of a cent: a
+/// month of a small model is often less than one. `-` when the plan prices no such model.
+fn token_cost(cents: Option<f64>, currency: &str) -> String {
+    let Some(cents) = cents else {
+        return "-".into();
+    };
+    let amount = format!("{:.4}", cents / 100.0);
+    match currency.to_ascii_lowercase().as_str() {
+        "usd" => format!("${amount}"),
+        "eur" => format!("€{amount}"),
+        other => format!("{amount} {}", other.to_ascii_uppercase()),
     }
 }
 

@@ -473,6 +473,17 @@ const TABLE: &[(&str, &str, &str)] = &[
     ),
     ("billing.estimated", "Tokens (estimated)", "Токены (оценка)"),
     ("billing.estimated_messages", "messages", "сообщений"),
+    ("billing.model", "Model", "Модель"),
+    (
+        "billing.model.earlier",
+        "(before models were recorded)",
+        "(до учёта моделей)",
+    ),
+    (
+        "billing.model.cost",
+        "Cost at the plan's token prices",
+        "Стоимость по ценам токенов тарифа",
+    ),
     (
         "billing.off",
         "Payments are not enabled on this server; the plans are shown for reference.",

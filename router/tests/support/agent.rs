@@ -39,6 +39,9 @@ pub struct AgentState {
     pub count: AtomicU64,
     /// Think this long before answering (milliseconds).
     pub delay_ms: AtomicU64,
+    /// The `model` the answer names, as the lite agent names its provider's model; unset:
+    /// the requested one echoed, as OpenClaw does.
+    pub reply_model: Mutex<Option<String>>,
 }
 
 pub struct TestAgent {
@@ -181,7 +184,12 @@ async fn chat(
         id: "chatcmpl-test".into(),
         object: "chat.completion".into(),
         created: 0,
-        model: req.model,
+        model: state
+            .reply_model
+            .lock()
+            .expect("reply model")
+            .clone()
+            .unwrap_or(req.model),
         choices: vec![Choice {
             index: 0,
             message: ChatMessage::assistant(reply),

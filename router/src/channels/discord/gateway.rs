@@ -466,6 +466,7 @@ impl GatewayMessage {
             text: self.content.clone(),
             reply_to: json!({"channel_id": self.channel_id}),
             sent_at: self.timestamp.unwrap_or_else(Utc::now),
+            lang: None,
         })
     }
 }
@@ -520,6 +521,7 @@ mod tests {
                 text: "hello there".into(),
                 reply_to: json!({"channel_id": "1180000000000000007"}),
                 sent_at: "2026-11-25T10:00:00.123Z".parse().expect("time"),
+                lang: None,
             }
         );
         assert_eq!(

@@ -103,6 +103,8 @@ async fn interactions(
                 text: text.to_string(),
                 reply_to: json!({"application_id": app, "token": token}),
                 sent_at: Utc::now(),
+                // The invoking user's client language (`ru`, `en-US`, ...).
+                lang: interaction["locale"].as_str().map(str::to_string),
             };
             core.accept(inbound).await?;
             // Deferred: the answer follows through the interaction webhook.

@@ -61,6 +61,9 @@ pub enum ReplyTo<'a> {
     },
     /// A DM channel, through the REST API.
     Channel(&'a str),
+    /// A user the bot writes to first: their DM channel is opened (`POST /users/@me/channels`)
+    /// and the message posted there.
+    Recipient(&'a str),
 }
 
 impl<'a> ReplyTo<'a> {
@@ -74,10 +77,13 @@ impl<'a> ReplyTo<'a> {
                 token,
             });
         }
-        reply_to["channel_id"]
+        if let Some(id) = reply_to["channel_id"].as_str() {
+            return is_snowflake(id).then_some(ReplyTo::Channel(id));
+        }
+        reply_to["recipient_id"]
             .as_str()
             .filter(|id| is_snowflake(id))
-            .map(ReplyTo::Channel)
+            .map(ReplyTo::Recipient)
     }
 }
 
@@ -168,6 +174,35 @@ impl Discord {
         }
     }
 
+    /// The DM channel with `user` (`POST /users/@me/channels`; Discord answers the same
+    /// channel every time).
+    async fn dm_channel(&self, user: &str) -> Result<String, SendError> {
+        let response = self
+            .http
+            .post(format!("{}/users/@me/channels", self.api_base))
+            .header(reqwest::header::AUTHORIZATION, self.bot_authorization()?)
+            .json(&json!({"recipient_id": user}))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| SendError::Unreachable(e.without_url().to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(SendError::Refused {
+                status: status.as_u16(),
+            });
+        }
+        let channel: Value = response
+            .json()
+            .await
+            .map_err(|e| SendError::Unreachable(e.without_url().to_string()))?;
+        channel["id"]
+            .as_str()
+            .filter(|id| is_snowflake(id))
+            .map(str::to_string)
+            .ok_or_else(|| SendError::Unreachable("a DM channel without an id".into()))
+    }
+
     /// `POST /channels/{id}/messages` with the bot token; waits out a short 429 and retries
     /// a 5xx a few times.
     async fn send_to_channel(&self, channel_id: &str, text: &str) -> Result<(), SendError> {
@@ -247,9 +282,18 @@ impl Channel for Discord {
                     token,
                 }) => self.send_interaction(to, application_id, token, text).await,
                 Some(ReplyTo::Channel(channel_id)) => self.send_to_channel(channel_id, text).await,
+                Some(ReplyTo::Recipient(user)) => {
+                    let channel_id = self.dm_channel(user).await?;
+                    self.send_to_channel(&channel_id, text).await
+                }
                 None => Err(SendError::Gone),
             }
         })
+    }
+
+    /// A connected Discord user (their user id) gets a DM, when the bot token is set.
+    fn address(&self, sender: &str) -> Option<Value> {
+        (self.bot_token.is_some() && is_snowflake(sender)).then(|| json!({"recipient_id": sender}))
     }
 
     fn typing<'a>(&'a self, to: &'a Inbound) -> BoxFuture<'a, ()> {
