@@ -69,6 +69,8 @@ pub enum Wakefulness {
     Starting,
     /// Ready since this time.
     Ready(DateTime<Utc>),
+    /// Hibernated since this time.
+    Asleep(DateTime<Utc>),
     /// Hibernated, suspended, failing, or waiting for a reference.
     Other,
 }
@@ -78,6 +80,11 @@ pub fn wakefulness(status: Option<&UserWorkspaceStatus>) -> Wakefulness {
     let Some(status) = status else {
         return Wakefulness::Starting;
     };
+    if status.phase == Phase::Hibernated
+        && let Some(since) = &status.hibernated_since
+    {
+        return Wakefulness::Asleep(from_time(since));
+    }
     let ready = status.conditions.iter().find(|c| c.type_ == READY);
     match ready {
         Some(c) if c.status == "True" => Wakefulness::Ready(from_time(&c.last_transition_time)),
@@ -97,6 +104,11 @@ pub fn wakefulness(status: Option<&UserWorkspaceStatus>) -> Wakefulness {
 /// than the timeout to start was scaled down just before it could answer the message that woke
 /// it, and the router's held message went round wake after wake (seen in the wake benchmark
 /// with an 8 s timeout on a busy machine: waits of the router's whole 60 s hold).
+///
+/// An agent asleep wakes on any activity newer than its falling asleep (the router's wake
+/// signal), however late the reconcile that sees it: judged by the idle clock alone, a wake
+/// signal the operator got to after more than the timeout (a busy API server) was itself idle
+/// and the tenant stayed asleep with a message waiting.
 pub fn hibernation(
     suspend: bool,
     idle_timeout: Option<Duration>,
@@ -114,7 +126,8 @@ pub fn hibernation(
         // The agent's readiness (a pod watch) brings the next reconcile.
         Wakefulness::Starting => return (Sleep::Awake, None),
         Wakefulness::Ready(since) => last_activity.max(since),
-        Wakefulness::Other => last_activity,
+        Wakefulness::Asleep(since) if last_activity > since => return (Sleep::Awake, None),
+        Wakefulness::Asleep(_) | Wakefulness::Other => last_activity,
     };
     let idle = (now - clock).to_std().unwrap_or_default();
     if idle >= timeout {
@@ -520,6 +533,20 @@ mod tests {
             hibernation(false, timeout, t(0), Wakefulness::Ready(t(12)), t(20)),
             (Sleep::Idle, None)
         );
+        // Asleep since 20: a wake signal at 21 wakes it even when looked at long after.
+        assert_eq!(
+            hibernation(false, timeout, t(21), Wakefulness::Asleep(t(20)), t(300)),
+            (Sleep::Awake, None)
+        );
+        assert_eq!(
+            hibernation(false, timeout, t(19), Wakefulness::Asleep(t(20)), t(300)),
+            (Sleep::Idle, None)
+        );
+        // Suspended stays asleep whatever the activity.
+        assert_eq!(
+            hibernation(true, timeout, t(21), Wakefulness::Asleep(t(20)), t(22)),
+            (Sleep::Suspended, None)
+        );
         // Activity after it became ready counts from the activity.
         assert_eq!(
             hibernation(false, timeout, t(25), Wakefulness::Ready(t(12)), t(30)).0,
@@ -544,8 +571,9 @@ mod tests {
         assert_eq!(wakefulness(Some(&starting)), Wakefulness::Starting);
         let failing = status(Phase::Failed, false, REASON_AGENT_NOT_RUNNING);
         assert_eq!(wakefulness(Some(&failing)), Wakefulness::Other);
-        let asleep = status(Phase::Hibernated, false, REASON_IDLE);
-        assert_eq!(wakefulness(Some(&asleep)), Wakefulness::Other);
+        let mut asleep = status(Phase::Hibernated, false, REASON_IDLE);
+        asleep.hibernated_since = Some(to_time(t(9)));
+        assert_eq!(wakefulness(Some(&asleep)), Wakefulness::Asleep(t(9)));
     }
 
     #[test]
