@@ -14,11 +14,13 @@ use tokio::sync::OnceCell;
 pub async fn client() -> Client {
     let env = crate::env::get();
     let kubeconfig = Kubeconfig::read_from(&env.kubeconfig).expect("read kubeconfig");
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    // kube's own read timeout (295 s) on purpose: it is longer than a watch's 290 s. A 60 s one
+    // cut every watch that had nothing to say for a minute ("error reading a body from
+    // connection"), and the watchers' growing back-off after those errors left the in-process
+    // router and operator blind for up to 30 s at a time: the wake benchmark's 60 s outliers.
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig");
-    // Benchmarks and tests run many requests at once; the defaults are fine for the server.
-    config.read_timeout = Some(Duration::from_secs(60));
     Client::try_from(config).expect("client")
 }
 
