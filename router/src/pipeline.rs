@@ -41,9 +41,9 @@ pub enum Accepted {
 }
 
 /// (channel, sender) -> (user, when looked up).
-type SenderMap = HashMap<(String, String), (Uuid, Instant)>;
+type SenderMap = HashMap<(String, String), (store::Connection, Instant)>;
 
-/// (channel, sender) -> user of connected senders, invalidated by Postgres notifications
+/// (channel, sender) -> connection of connected senders, invalidated by Postgres notifications
 /// from any replica.
 #[derive(Default)]
 struct SenderCache {
@@ -51,21 +51,29 @@ struct SenderCache {
 }
 
 impl SenderCache {
-    fn get(&self, channel: &str, sender: &str) -> Option<Uuid> {
+    fn get(&self, channel: &str, sender: &str) -> Option<store::Connection> {
         let map = self.map.read().expect("sender cache lock");
         map.get(&(channel.to_string(), sender.to_string()))
             .filter(|(_, at)| at.elapsed() < SENDER_CACHE_TTL)
-            .map(|(u, _)| *u)
+            .map(|(c, _)| *c)
     }
-    fn put(&self, channel: &str, sender: &str, user: Uuid) {
+    fn put(&self, channel: &str, sender: &str, connection: store::Connection) {
         let mut map = self.map.write().expect("sender cache lock");
         if map.len() > 200_000 {
             map.retain(|_, (_, at)| at.elapsed() < SENDER_CACHE_TTL);
         }
         map.insert(
             (channel.to_string(), sender.to_string()),
-            (user, Instant::now()),
+            (connection, Instant::now()),
         );
+    }
+    /// Drops every sender of `user`: a change of one of their connections moves the others'
+    /// places in the channel limit.
+    fn evict_user(&self, user: Uuid) {
+        self.map
+            .write()
+            .expect("sender cache lock")
+            .retain(|_, (c, _)| c.user != user);
     }
     fn evict(&self, channel: &str, sender: &str) {
         self.map
@@ -297,18 +305,18 @@ impl Core {
         &self,
         channel: &str,
         sender: &str,
-    ) -> Result<Option<Uuid>, sqlx::Error> {
-        if let Some(user) = self.senders.get(channel, sender) {
-            return Ok(Some(user));
+    ) -> Result<Option<store::Connection>, sqlx::Error> {
+        if let Some(connection) = self.senders.get(channel, sender) {
+            return Ok(Some(connection));
         }
-        let user = store::lookup_connection(&self.db, channel, sender).await?;
+        let connection = store::lookup_connection(&self.db, channel, sender).await?;
         // Only connected senders are cached: one who has just connected through another
         // replica must not get the onboarding text again while that replica's notification
         // is on its way. Unknown senders send a message or two; each costs one lookup.
-        if let Some(user) = user {
-            self.senders.put(channel, sender, user);
+        if let Some(c) = connection {
+            self.senders.put(channel, sender, c);
         }
-        Ok(user)
+        Ok(connection)
     }
 
     async fn handle(
@@ -316,7 +324,8 @@ impl Core {
         row: &mut RowId,
         msg: &Inbound,
     ) -> Result<&'static str, ApiError> {
-        let user = self.resolve_sender(&msg.channel, &msg.sender_id).await?;
+        let connection = self.resolve_sender(&msg.channel, &msg.sender_id).await?;
+        let user = connection.map(|c| c.user);
         let text = msg.text.trim();
         let start_arg = text
             .strip_prefix("/start")
@@ -363,12 +372,21 @@ impl Core {
                         Please contact support.";
             return self.answer(row, msg, note, "suspended").await;
         }
-        let per_day = self
-            .config
-            .accounts
-            .plans
-            .policy(tenant.plan)
-            .messages_per_day;
+        let policy = self.config.accounts.plans.policy(tenant.plan);
+        // After a downgrade, the chat accounts past the plan's channel limit stay connected
+        // (nothing is deleted) but are not answered; the oldest ones are.
+        if let Some(c) = connection
+            && c.paused(policy.max_channels)
+        {
+            let note = format!(
+                "Your {} plan connects {} chat accounts and this one is past them, so your assistant \
+                 does not answer here for now. Disconnect another in your dashboard or upgrade to \
+                 use it again; nothing was deleted.",
+                tenant.plan, policy.max_channels
+            );
+            return self.answer(row, msg, &note, "channel_paused").await;
+        }
+        let per_day = policy.messages_per_day;
         let started = Instant::now();
         let admission = if msg.channel == crate::channels::web::NAME {
             // Counted at the web edge, which answers over the limit with 429 and quota headers.
@@ -824,8 +842,20 @@ impl Core {
                     tokio::select! { _ = shutdown.cancelled() => return, n = listener.recv() => n };
                 match next {
                     Ok(n) => {
-                        if let Some((channel, sender)) = n.payload().split_once(':') {
+                        // `channel:sender:user` (`channel:sender` before the user was added).
+                        let payload = n.payload();
+                        let (rest, user) = match payload.rsplit_once(':') {
+                            Some((rest, u)) => match u.parse::<Uuid>() {
+                                Ok(user) => (rest, Some(user)),
+                                Err(_) => (payload, None),
+                            },
+                            None => (payload, None),
+                        };
+                        if let Some((channel, sender)) = rest.split_once(':') {
                             self.senders.evict(channel, sender);
+                        }
+                        if let Some(user) = user {
+                            self.senders.evict_user(user);
                         }
                     }
                     Err(e) => {

@@ -66,19 +66,39 @@ pub async fn user_exists(pool: &PgPool, user: Uuid) -> Result<bool, sqlx::Error>
         .is_some())
 }
 
+/// A connected chat account: its user, and how many of the user's connections are older
+/// (a plan with fewer channels keeps the oldest ones in use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub user: Uuid,
+    pub older: i64,
+}
+
+impl Connection {
+    /// Whether this account is beyond a channel limit of `max_channels` (after a downgrade):
+    /// it stays connected, but the assistant does not answer it.
+    pub fn paused(&self, max_channels: u32) -> bool {
+        self.older >= i64::from(max_channels)
+    }
+}
+
 /// The user behind a chat account, if connected.
 pub async fn lookup_connection(
     pool: &PgPool,
     channel: &str,
     sender: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT user_id FROM user_channel_connections WHERE channel = $1 AND sender_id = $2",
+) -> Result<Option<Connection>, sqlx::Error> {
+    let row: Option<(Uuid, i64)> = sqlx::query_as(
+        "SELECT c.user_id,
+                (SELECT count(*) FROM user_channel_connections o
+                  WHERE o.user_id = c.user_id AND (o.created_at, o.id) < (c.created_at, c.id))
+           FROM user_channel_connections c WHERE c.channel = $1 AND c.sender_id = $2",
     )
     .bind(channel)
     .bind(sender)
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|(user, older)| Connection { user, older }))
 }
 
 /// Connects a chat account to a user (directly for the web channel, where the user is

@@ -810,6 +810,8 @@ async fn the_plans_channel_limit_holds_at_redemption_and_rises_with_an_upgrade()
     let w = World::new().await;
     let stripe = stripe().await;
     let mut config = billing_config(&w, &stripe, Duration::from_secs(3600));
+    // The account's assistant never runs here: a message for it is held at once.
+    config.limits.wake_hold = Duration::from_millis(200);
     config.accounts.plans = Arc::new(
         Plans::parse(&format!(
             "free: {{maxChannels: 1}}\npro: {{stripePriceId: {PRICE_PRO}, maxChannels: 2}}\n"
@@ -862,7 +864,7 @@ async fn the_plans_channel_limit_holds_at_redemption_and_rises_with_an_upgrade()
     let (s, e) = a.call(Method::POST, "/channels/codes", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
     // Pro allows two: the same code, unused, now connects.
-    subscribe(&a, &stripe, "pro").await;
+    let sub = subscribe(&a, &stripe, "pro").await;
     assert_eq!(
         w.telegram_update(&r, &start(3, 5002, &codes[1]))
             .await
@@ -879,6 +881,89 @@ async fn the_plans_channel_limit_holds_at_redemption_and_rises_with_an_upgrade()
         .await,
         2
     );
+
+    // Back to free (one account) with two connected: the newer chat stays connected but is
+    // not answered, the older one still reaches the assistant, nothing is deleted.
+    let ended = stripe.end_subscription(&sub);
+    assert_eq!(stripe.deliver(&ended).await, StatusCode::OK);
+    wait_for("the plan back to free", T, || async {
+        (plan_in_db(&w, user).await == "free").then_some(())
+    })
+    .await;
+    let free_limit = r.core.config.accounts.plans.policy(Plan::Free).messages_per_day;
+    wait_router_limit(&r, user, free_limit).await;
+    // Sends a Telegram message and returns the outcome the router decided for it (None while
+    // it is held for a sleeping assistant).
+    let send = |update: i64, chat: i64| {
+        let (w, r) = (&w, &r);
+        async move {
+            let status = w
+                .telegram_update(r, &telegram_text_update(update, chat, "still there?"))
+                .await
+                .status();
+            assert_eq!(status, 200, "the update taken");
+            wait_for("the message decided", T, || async {
+                let row: Option<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT state, outcome FROM inbound_messages
+                     WHERE channel = 'telegram' AND external_id = $1 AND state <> 'received'",
+                )
+                .bind(update.to_string())
+                .fetch_optional(&w.db)
+                .await
+                .expect("the message's record");
+                row.map(|(_, outcome)| outcome)
+            })
+            .await
+        }
+    };
+    assert_eq!(send(4, 5002).await.as_deref(), Some("channel_paused"));
+    let told = w.telegram.wait_for_messages(5002, 3, T).await;
+    assert!(
+        told[2].text.contains("free plan connects 1 chat accounts")
+            && told[2].text.contains("nothing was deleted"),
+        "{:?}",
+        told[2].text
+    );
+    assert_ne!(
+        send(5, 5001).await.as_deref(),
+        Some("channel_paused"),
+        "the oldest chat is in use"
+    );
+    assert_eq!(
+        count(
+            &w,
+            "SELECT count(*) FROM user_channel_connections WHERE user_id = $1",
+            user
+        )
+        .await,
+        2,
+        "nothing deleted"
+    );
+    // Removing the older chat puts the newer one in use, on every replica at once.
+    let (s, list) = a.call(Method::GET, "/channels/connections", None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let older = list
+        .as_array()
+        .or_else(|| list["connections"].as_array())
+        .expect("connections")
+        .iter()
+        .find(|c| c["sender_id"] == "5001")
+        .expect("the older chat")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (s, e) = a
+        .call(Method::DELETE, &format!("/channels/connections/{older}"), None)
+        .await;
+    assert!(s.is_success(), "{s} {e}");
+    let mut update = 6;
+    wait_for("the newer chat in use", T, || {
+        update += 1;
+        let n = update;
+        let send = &send;
+        async move { (send(n, 5002).await.as_deref() != Some("channel_paused")).then_some(()) }
+    })
+    .await;
     r.shutdown().await;
 }
 

@@ -758,7 +758,23 @@ impl Accounts {
         let mut tx = self.db.begin().await?;
         let user = store::set_plan(&mut *tx, id, plan).await?;
         let current = store::get_settings(&mut *tx, id).await?;
-        let (settings, notes) = crate::settings::fit_to_plan(&current, plan, self.policy(plan));
+        let (settings, mut notes) =
+            crate::settings::fit_to_plan(&current, plan, self.policy(plan));
+        // Chat accounts past the plan's channel limit stay connected (the router does not
+        // answer them: the oldest ones are in use), so nothing is lost by a downgrade.
+        let max = self.policy(plan).max_channels as usize;
+        let connections = store::list_connections(&mut *tx, id).await?;
+        if connections.len() > max {
+            let past: Vec<&str> = connections[max..]
+                .iter()
+                .map(|c| c.channel.as_str())
+                .collect();
+            notes.push(format!(
+                "the {plan} plan connects {max} chat accounts: your newest {} ({}) stay connected but are not answered until you disconnect others or upgrade",
+                past.len(),
+                past.join(", ")
+            ));
+        }
         if settings != current {
             store::put_settings(&mut *tx, id, &settings).await?;
         }

@@ -615,7 +615,7 @@ pub struct Connection {
 pub async fn list_connections<'e>(db: impl PgExecutor<'e>, user: Uuid) -> Result<Vec<Connection>> {
     let rows = sqlx::query(
         "SELECT id, channel, sender_id, created_at FROM user_channel_connections
-         WHERE user_id = $1 ORDER BY created_at, channel",
+         WHERE user_id = $1 ORDER BY created_at, id",
     )
     .bind(user)
     .fetch_all(db)
