@@ -32,7 +32,7 @@ avail_mib() { awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo; }
 # The node's pod processes (agents, pause containers, containerd shims): their pids, and the
 # proportional set size of a list of pids in MiB. MemAvailable moves with whatever else the
 # machine does (a compiler); the processes that appear with the tenants are theirs alone.
-pod_pids() { pgrep -x 'clawdbot-lite-a|pause|containerd-shim' | sort; }
+pod_pids() { { pgrep -x clawdbot-lite-a; pgrep -x pause; pgrep -x containerd-shim; } | sort || true; }
 pss_mib() {
   local kb=0 p v
   for p in "$@"; do
@@ -92,7 +92,10 @@ echo "running lite tenants: $N Running in ${ready_s}s"
 echo "  node MemAvailable: ${before} MiB before, ${after} MiB after: $((before - after)) MiB, ${per} MiB per running tenant"
 echo "  agent processes' RSS: ${agent_rss} MiB in all ($((agent_rss / N)) MiB each); the rest is shim, pause, kernel (cgroups, netns, veth, mounts)"
 echo "  the tenants' own processes (${#new_pids[@]}: agents, pause, shims), proportional set size: ${pss} MiB, $((pss / N)) MiB per running tenant"
-echo "  capacity of this ${total} MiB machine at that rate, keeping 4 GiB for the platform: $(( (total - 4096) / per )) running tenants"
+# The larger of the two per-tenant costs: MemAvailable also sees the kernel's share, but moves
+# with everything else on the machine; the processes' PSS is theirs alone.
+cost=$(( per > pss / N ? per : pss / N )); [ "$cost" -gt 0 ] || cost=1
+echo "  capacity of this ${total} MiB machine at ${cost} MiB per running tenant, keeping 4 GiB for the platform: $(( (total - 4096) / cost )) running tenants (memory only; a kubelet's default --max-pods is 110)"
 
 # Hibernate them all: an idle timeout of 1 s with no activity.
 for i in $(seq 1 "$N"); do
