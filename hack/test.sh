@@ -16,6 +16,9 @@ step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 CACHE=${CLAWDBOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clawdbot}
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR="$CACHE/target-$(rustc -V | sha256sum | cut -c1-12)"
+  # A link to a target dir that is not there (a cache restored without it): cargo would fail
+  # with "Not a directory"; start from an empty one instead.
+  if [ -L "$CARGO_TARGET_DIR" ] && [ ! -e "$CARGO_TARGET_DIR" ]; then rm -f "$CARGO_TARGET_DIR"; fi
   if [ -d "$CARGO_TARGET_DIR" ] && [ "$(du -s --block-size=1G "$CARGO_TARGET_DIR" | cut -f1)" -gt 40 ]; then
     rm -rf "$CARGO_TARGET_DIR"
   fi
