@@ -890,7 +890,13 @@ async fn the_plans_channel_limit_holds_at_redemption_and_rises_with_an_upgrade()
         (plan_in_db(&w, user).await == "free").then_some(())
     })
     .await;
-    let free_limit = r.core.config.accounts.plans.policy(Plan::Free).messages_per_day;
+    let free_limit = r
+        .core
+        .config
+        .accounts
+        .plans
+        .policy(Plan::Free)
+        .messages_per_day;
     wait_router_limit(&r, user, free_limit).await;
     // Sends a Telegram message and returns the outcome the router decided for it (None while
     // it is held for a sleeping assistant).
@@ -953,7 +959,11 @@ async fn the_plans_channel_limit_holds_at_redemption_and_rises_with_an_upgrade()
         .expect("id")
         .to_string();
     let (s, e) = a
-        .call(Method::DELETE, &format!("/channels/connections/{older}"), None)
+        .call(
+            Method::DELETE,
+            &format!("/channels/connections/{older}"),
+            None,
+        )
         .await;
     assert!(s.is_success(), "{s} {e}");
     let mut update = 6;

@@ -758,8 +758,7 @@ impl Accounts {
         let mut tx = self.db.begin().await?;
         let user = store::set_plan(&mut *tx, id, plan).await?;
         let current = store::get_settings(&mut *tx, id).await?;
-        let (settings, mut notes) =
-            crate::settings::fit_to_plan(&current, plan, self.policy(plan));
+        let (settings, mut notes) = crate::settings::fit_to_plan(&current, plan, self.policy(plan));
         // Chat accounts past the plan's channel limit stay connected (the router does not
         // answer them: the oldest ones are in use), so nothing is lost by a downgrade.
         let max = self.policy(plan).max_channels as usize;
