@@ -688,6 +688,9 @@ async fn sessions_are_listed_a_page_at_a_time_from_the_agent() {
     let w = World::new().await;
     let mut config = w.api_config();
     config.limits.rate_limit_per_minute = 1_000;
+    // 21 chat accounts of one user: a plan that connects them all (past its channel limit,
+    // the newest would be paused, not answered).
+    config.accounts.plans = Arc::new(Plans::parse("free: {maxChannels: 30}\n").expect("plans"));
     let r = w.start_router(config).await;
     let llm = FakeLlm::openai().await;
     let agent = LiteAgent::start(&llm, None).await;
