@@ -373,17 +373,15 @@ async fn the_chart_installs_on_the_node_answers_chat_follows_tenants_and_uninsta
         .await
         .expect("token json");
     let token = token["token"].as_str().expect("token").to_string();
-    let body = http
-        .post(format!("{base}/api/v1/web/messages"))
-        .bearer_auth(&token)
-        .json(&json!({"id": "chart-1", "text": "Hi, I am Alice."}))
-        .timeout(Duration::from_secs(120))
-        .send()
-        .await
-        .expect("web message")
-        .text()
-        .await
-        .expect("event stream");
+    let body = node::web_chat(
+        &http,
+        &base,
+        &token,
+        "chart-1",
+        "Hi, I am Alice.",
+        Duration::from_secs(120),
+    )
+    .await;
     assert!(
         body.contains("Hello Alice, from the installed chart."),
         "the model's reply through the installed router and alice's pod: {body}\n{}",

@@ -264,18 +264,15 @@ async fn a_web_chat_message_is_answered_by_the_real_model_through_the_pod() {
         &clawdbot_router::Secret::new(support::WEB_SECRET),
         user,
     );
-    let body = w
-        .http
-        .post(format!("{}/api/v1/web/messages", r.base))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"id": "m1", "text": "What is the capital of France? One word."}))
-        .timeout(Duration::from_secs(180))
-        .send()
-        .await
-        .expect("web message")
-        .text()
-        .await
-        .expect("event stream");
+    let body = node::web_chat(
+        &w.http,
+        &r.base,
+        &token,
+        "m1",
+        "What is the capital of France? One word.",
+        Duration::from_secs(180),
+    )
+    .await;
     let reply: String = body
         .split("\n\n")
         .filter(|e| e.contains("event: reply"))
@@ -347,18 +344,15 @@ async fn an_openclaw_workspace_runs_on_the_node_and_answers_web_chat() {
         &clawdbot_router::Secret::new(support::WEB_SECRET),
         user,
     );
-    let body = w
-        .http
-        .post(format!("{}/api/v1/web/messages", r.base))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"id": "oc1", "text": "Hello OpenClaw"}))
-        .timeout(Duration::from_secs(180))
-        .send()
-        .await
-        .expect("web message")
-        .text()
-        .await
-        .expect("event stream");
+    let body = node::web_chat(
+        &w.http,
+        &r.base,
+        &token,
+        "oc1",
+        "Hello OpenClaw",
+        Duration::from_secs(180),
+    )
+    .await;
     assert!(
         body.contains("OpenClaw, answering from a pod."),
         "the reply from the model through the OpenClaw pod: {body}"

@@ -197,3 +197,25 @@ pub fn host_port(url: &str) -> String {
         .map_or(authority, |(_, h)| h)
         .to_string()
 }
+
+/// Sends one web chat message to the router at `base` with the chat `token` and returns the
+/// whole event stream (`event: typing`, `event: reply` ...) once the router ends it.
+pub async fn web_chat(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    text: &str,
+    timeout: std::time::Duration,
+) -> String {
+    http.post(format!("{base}/api/v1/web/messages"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"id": id, "text": text}))
+        .timeout(timeout)
+        .send()
+        .await
+        .expect("web message")
+        .text()
+        .await
+        .expect("event stream")
+}
