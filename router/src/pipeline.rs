@@ -40,7 +40,7 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// (channel, sender) -> (user, when looked up).
+/// (channel, sender) -> (connection, when looked up).
 type SenderMap = HashMap<(String, String), (store::Connection, Instant)>;
 
 /// (channel, sender) -> connection of connected senders, invalidated by Postgres notifications
