@@ -1,7 +1,8 @@
 //! The router: the shared bots' webhooks in, the right tenant's agent, the reply back out.
 //!
 //! - [`channels`]: Telegram, WhatsApp, Discord (interactions, and DMs over the Gateway held
-//!   by one replica under a Lease) and web chat, one module each.
+//!   by one replica under a Lease) and web chat, one module each; their sending half is
+//!   [`outbound::Channel`], all the pipeline sees of them.
 //! - [`pipeline`]: record, resolve, onboard, limit, wake, forward, reply, account.
 //! - [`directory`]: tenants from UserWorkspace and gateway-Secret watches.
 //! - [`store`] (Postgres) and [`limits`] (Redis).
@@ -26,6 +27,7 @@ pub mod inbound;
 pub mod lease;
 pub mod limits;
 pub mod metrics;
+pub mod outbound;
 pub mod pipeline;
 pub mod store;
 
@@ -44,7 +46,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 pub use config::{AccountsConfig, Config, GoogleConfig, Secret};
 pub use pipeline::Core;
 
-use crate::channels::Channel;
+use crate::channels::Routes;
 use crate::channels::discord::gateway::Gateway;
 use crate::channels::telegram_updates::Updates;
 use crate::directory::Directory;
@@ -53,7 +55,7 @@ use crate::metrics::Metrics;
 /// The running parts, built from a config.
 pub struct Router {
     pub core: Arc<Core>,
-    pub channels: Vec<Arc<dyn Channel>>,
+    pub channels: Vec<Arc<dyn Routes>>,
     /// The Discord Gateway connection (DMs), when a bot token is configured.
     pub discord_gateway: Option<Gateway>,
     /// The accounts API, when its keys are configured.
@@ -223,7 +225,11 @@ impl Router {
         };
         let metrics = Arc::new(Metrics::new());
         let directory = Directory::new(kube);
-        let core = Core::new(config, db, limits, directory, metrics, &channels);
+        let outbound: Vec<Arc<dyn outbound::Channel>> = channels
+            .iter()
+            .map(|c| -> Arc<dyn outbound::Channel> { c.clone() })
+            .collect();
+        let core = Core::new(config, db, limits, directory, metrics, &outbound);
         let api = accounts.map(|accounts| {
             Arc::new(api::ApiState {
                 core: core.clone(),

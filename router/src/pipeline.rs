@@ -15,13 +15,13 @@ use uuid::Uuid;
 
 use crate::agent::{AgentClient, AgentError};
 use crate::batch::Batcher;
-use crate::channels::{Channel, ReplyKind};
 use crate::config::Config;
 use crate::directory::{Directory, Tenant};
 use crate::error::ApiError;
 use crate::inbound::{Inbound, estimate_tokens, split_message};
 use crate::limits::{Admission, Delivery, Limits};
 use crate::metrics::Metrics;
+use crate::outbound::{self, Channel, ReplyKind};
 use crate::store::{self, Finish, NewInbound, UsageEntry, UsageRow};
 
 /// Code attempts are counted per sender over this window.
@@ -388,7 +388,7 @@ impl Core {
         }
         let per_day = policy.messages_per_day;
         let started = Instant::now();
-        let admission = if msg.channel == crate::channels::web::NAME {
+        let admission = if msg.channel == outbound::WEB {
             // Counted at the web edge, which answers over the limit with 429 and quota headers.
             Ok(Admission::Allowed)
         } else {

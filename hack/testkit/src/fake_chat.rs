@@ -1,14 +1,18 @@
 //! Local servers speaking the chat platforms' wire formats, recording what they receive, and
 //! helpers to sign requests the way the platforms do.
 //!
-//! - [`FakeTelegram`]: the Bot API (`/bot<token>/sendMessage`, `/bot<token>/sendChatAction`),
-//!   with a switch to answer `429 Too Many Requests` with `retry_after`.
+//! - [`FakeTelegram`]: the Bot API (`/bot<token>/sendMessage`, `/bot<token>/sendChatAction`).
 //! - [`FakeWhatsApp`]: the Graph API messages endpoint (`/<version>/<phone-number-id>/messages`).
 //! - [`FakeDiscord`]: the interaction webhooks (`PATCH /webhooks/<app>/<token>/messages/@original`,
 //!   `POST /webhooks/<app>/<token>`) and the bot's channel endpoints
 //!   (`POST /channels/<id>/messages`, `POST /channels/<id>/typing`, `Authorization: Bot <token>`).
 //!   Its Gateway is [`crate::fake_discord_gateway`].
 //! - [`whatsapp_signature`], [`DiscordSigner`]: sign webhook bodies as Meta and Discord do.
+//!
+//! Each fake can refuse the next sends the way its platform throttles (`throttle_next`: a 429
+//! with the documented body and headers) or refuses for good (`refuse_next`: a 4xx that must
+//! not be retried). Refused requests are logged with a `_refused` field in their body and left
+//! out of the "messages sent" views.
 //!
 //! Each server listens on 127.0.0.1 with an ephemeral port and stops when dropped.
 
@@ -86,6 +90,35 @@ impl Log {
     }
 }
 
+/// The next `n` requests get a refusal (`T` says which), then requests are accepted again.
+struct Upcoming<T> {
+    left: Mutex<(u32, Option<T>)>,
+}
+
+impl<T: Clone> Default for Upcoming<T> {
+    fn default() -> Self {
+        Upcoming {
+            left: Mutex::new((0, None)),
+        }
+    }
+}
+
+impl<T: Clone> Upcoming<T> {
+    fn set(&self, n: u32, what: T) {
+        *self.left.lock().expect("lock") = (n, Some(what));
+    }
+
+    /// The refusal for this request, if one is due.
+    fn take(&self) -> Option<T> {
+        let mut left = self.left.lock().expect("lock");
+        if left.0 == 0 {
+            return None;
+        }
+        left.0 -= 1;
+        left.1.clone()
+    }
+}
+
 /// A server task that is aborted when its owner is dropped.
 pub(crate) struct Served {
     pub(crate) base_url: String,
@@ -118,8 +151,10 @@ pub(crate) async fn serve(router: axum::Router) -> Served {
 struct TelegramState {
     token: String,
     log: Log,
-    /// Number of upcoming sendMessage calls to refuse with 429, and the retry_after to send.
-    throttle: Mutex<(u32, u64)>,
+    /// Upcoming sendMessage calls to refuse with 429, with the retry_after to send.
+    throttle: Upcoming<u64>,
+    /// Upcoming sendMessage calls to refuse with 403 (the user blocked the bot).
+    refuse: Upcoming<()>,
     next_message_id: Mutex<i64>,
     /// Updates waiting for `getUpdates` (a webhook, once set, makes `getUpdates` fail with
     /// 409 as the Bot API does).
@@ -147,7 +182,8 @@ impl FakeTelegram {
         let state = Arc::new(TelegramState {
             token: token.to_string(),
             log: Log::default(),
-            throttle: Mutex::new((0, 0)),
+            throttle: Upcoming::default(),
+            refuse: Upcoming::default(),
             next_message_id: Mutex::new(1),
             updates: Mutex::new(Vec::new()),
             updates_added: Notify::new(),
@@ -169,7 +205,12 @@ impl FakeTelegram {
 
     /// Makes the next `count` sendMessage calls fail with 429 and `retry_after` seconds.
     pub fn throttle_next(&self, count: u32, retry_after_secs: u64) {
-        *self.state.throttle.lock().expect("lock") = (count, retry_after_secs);
+        self.state.throttle.set(count, retry_after_secs);
+    }
+
+    /// Makes the next `count` sendMessage calls fail for good: 403, the bot was blocked.
+    pub fn refuse_next(&self, count: u32) {
+        self.state.refuse.set(count, ());
     }
 
     /// Every request received (including refused ones and chat actions).
@@ -303,16 +344,13 @@ async fn telegram_method(
                 )
                     .into_response();
             }
-            let throttled = {
-                let mut t = state.throttle.lock().expect("lock");
-                if t.0 > 0 {
-                    t.0 -= 1;
-                    Some(t.1)
-                } else {
-                    None
-                }
-            };
-            if let Some(retry_after) = throttled {
+            if state.refuse.take().is_some() {
+                let description = "Forbidden: bot was blocked by the user";
+                body["_refused"] = json!("403");
+                state.log.push(path, &headers, body);
+                return telegram_error(StatusCode::FORBIDDEN, description);
+            }
+            if let Some(retry_after) = state.throttle.take() {
                 body["_refused"] = json!("429");
                 state.log.push(path, &headers, body);
                 return (
@@ -433,6 +471,10 @@ pub fn telegram_text_update(update_id: i64, chat_id: i64, text: &str) -> Value {
 struct WhatsAppState {
     access_token: String,
     log: Log,
+    /// Upcoming messages to refuse as throttled: the HTTP status and the Graph API error code.
+    throttle: Upcoming<(StatusCode, u32)>,
+    /// Upcoming messages to refuse for good (400, code 131026: undeliverable).
+    refuse: Upcoming<()>,
 }
 
 /// The WhatsApp Cloud API messages endpoint of the Graph API.
@@ -447,6 +489,8 @@ impl FakeWhatsApp {
         let state = Arc::new(WhatsAppState {
             access_token: access_token.to_string(),
             log: Log::default(),
+            throttle: Upcoming::default(),
+            refuse: Upcoming::default(),
         });
         let router = axum::Router::new()
             .route(
@@ -465,9 +509,22 @@ impl FakeWhatsApp {
         &self.served.base_url
     }
 
-    /// Every accepted request body.
+    /// Every request body received with a valid token (refused ones carry `_refused`).
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.log.all()
+    }
+
+    /// Makes the next `count` messages fail as Meta throttles them: HTTP `status` (429, or 400
+    /// as Meta often answers) with Graph API error `code` (4, 80007, 130429, 131056), which
+    /// carries no wait. Read receipts and typing indicators are not refused.
+    pub fn throttle_next(&self, count: u32, status: u16, code: u32) {
+        let status = StatusCode::from_u16(status).expect("an HTTP status");
+        self.state.throttle.set(count, (status, code));
+    }
+
+    /// Makes the next `count` messages fail for good: 400, error 131026 (undeliverable).
+    pub fn refuse_next(&self, count: u32) {
+        self.state.refuse.set(count, ());
     }
 
     /// Waits until `n` messages (text or template, not read receipts) were sent to `to`.
@@ -478,6 +535,7 @@ impl FakeWhatsApp {
                 let sent: Vec<Value> = log
                     .iter()
                     .filter(|r| r.body["to"].as_str() == Some(to) && r.body.get("type").is_some())
+                    .filter(|r| r.body.get("_refused").is_none())
                     .map(|r| r.body.clone())
                     .collect();
                 (sent.len() >= n).then_some(sent)
@@ -504,18 +562,62 @@ async fn whatsapp_messages(
         )
             .into_response();
     }
+    let path = format!("/{version}/{phone_number_id}/messages");
+    if body.get("type").is_some() {
+        if let Some((status, code)) = state.throttle.take() {
+            let message = match code {
+                131056 => "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+                130429 => "(#130429) Rate limit hit",
+                80007 => "(#80007) Rate limit issues",
+                4 => "(#4) Application request limit reached",
+                _ => "Rate limit hit",
+            };
+            return whatsapp_refusal(&state, path, &headers, body, status, code, message);
+        }
+        if state.refuse.take().is_some() {
+            let message = "(#131026) Message undeliverable";
+            return whatsapp_refusal(
+                &state,
+                path,
+                &headers,
+                body,
+                StatusCode::BAD_REQUEST,
+                131026,
+                message,
+            );
+        }
+    }
     let to = body["to"].as_str().unwrap_or_default().to_string();
-    state.log.push(
-        format!("/{version}/{phone_number_id}/messages"),
-        &headers,
-        body,
-    );
+    state.log.push(path, &headers, body);
     Json(json!({
         "messaging_product": "whatsapp",
         "contacts": [{"input": to, "wa_id": to}],
         "messages": [{"id": format!("wamid.{:016x}", rand::random::<u64>())}]
     }))
     .into_response()
+}
+
+/// A Graph API error answer, logged as refused.
+fn whatsapp_refusal(
+    state: &WhatsAppState,
+    path: String,
+    headers: &HeaderMap,
+    mut body: Value,
+    status: StatusCode,
+    code: u32,
+    message: &str,
+) -> Response {
+    body["_refused"] = json!(code);
+    state.log.push(path, headers, body);
+    (
+        status,
+        Json(
+            json!({"error": {"message": message, "type": "OAuthException", "code": code,
+                              "error_data": {"messaging_product": "whatsapp", "details": message},
+                              "fbtrace_id": "AbCdEf123"}}),
+        ),
+    )
+        .into_response()
 }
 
 /// The `X-Hub-Signature-256` header value Meta sends with `body`: `sha256=<hex HMAC>`.
@@ -560,6 +662,10 @@ pub fn whatsapp_text_webhook(
 struct DiscordState {
     bot_token: String,
     log: Log,
+    /// Upcoming messages to refuse with 429 and this `retry_after` (seconds).
+    throttle: Upcoming<f64>,
+    /// Upcoming messages to refuse for good (403, code 50007).
+    refuse: Upcoming<()>,
 }
 
 /// Discord's REST API as the bot uses it: interaction webhooks (responses to deferred
@@ -575,6 +681,8 @@ impl FakeDiscord {
         let state = Arc::new(DiscordState {
             bot_token: bot_token.to_string(),
             log: Log::default(),
+            throttle: Upcoming::default(),
+            refuse: Upcoming::default(),
         });
         let router = axum::Router::new()
             .route(
@@ -600,8 +708,22 @@ impl FakeDiscord {
         &self.served.base_url
     }
 
+    /// Every request received with a valid token (refused ones carry `_refused`).
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.log.all()
+    }
+
+    /// Makes the next `count` messages (channel messages and interaction responses) fail as
+    /// Discord throttles: 429, `{"retry_after": <secs>, "global": false}`, `Retry-After` and
+    /// the `X-RateLimit-*` headers.
+    pub fn throttle_next(&self, count: u32, retry_after_secs: f64) {
+        self.state.throttle.set(count, retry_after_secs);
+    }
+
+    /// Makes the next `count` messages fail for good: 403, code 50007 (cannot send messages
+    /// to this user).
+    pub fn refuse_next(&self, count: u32) {
+        self.state.refuse.set(count, ());
     }
 
     /// Waits until `n` follow-up contents were posted for the interaction `token`
@@ -621,7 +743,7 @@ impl FakeDiscord {
                 |log| {
                     let sent: Vec<String> = log
                         .iter()
-                        .filter(|r| r.path.contains(&needle))
+                        .filter(|r| r.path.contains(&needle) && r.body.get("_refused").is_none())
                         .map(|r| r.body["content"].as_str().unwrap_or_default().to_string())
                         .collect();
                     (sent.len() >= n).then_some(sent)
@@ -694,7 +816,7 @@ async fn discord_open_dm(
 fn discord_channel_contents(log: &[Recorded], channel_id: &str) -> Vec<String> {
     let path = format!("/channels/{channel_id}/messages");
     log.iter()
-        .filter(|r| r.path == path)
+        .filter(|r| r.path == path && r.body.get("_refused").is_none())
         .map(|r| r.body["content"].as_str().unwrap_or_default().to_string())
         .collect()
 }
@@ -767,13 +889,43 @@ fn discord_record(
     state: &DiscordState,
     path: String,
     headers: &HeaderMap,
-    body: Value,
+    mut body: Value,
 ) -> Response {
     let content = body["content"].as_str().unwrap_or_default();
     if content.is_empty() || content.chars().count() > 2000 {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"code": 50035, "message": "Invalid Form Body"})),
+        )
+            .into_response();
+    }
+    if let Some(retry_after) = state.throttle.take() {
+        body["_refused"] = json!("429");
+        state.log.push(path, headers, body);
+        let reset = format!("{retry_after:.3}");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                ("retry-after", format!("{}", retry_after.ceil() as u64)),
+                ("x-ratelimit-limit", "5".to_string()),
+                ("x-ratelimit-remaining", "0".to_string()),
+                ("x-ratelimit-reset-after", reset),
+                ("x-ratelimit-bucket", "fake-bucket".to_string()),
+                ("x-ratelimit-scope", "user".to_string()),
+            ],
+            Json(
+                json!({"message": "You are being rate limited.", "retry_after": retry_after,
+                        "global": false}),
+            ),
+        )
+            .into_response();
+    }
+    if state.refuse.take().is_some() {
+        body["_refused"] = json!("403");
+        state.log.push(path, headers, body);
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"code": 50007, "message": "Cannot send messages to this user"})),
         )
             .into_response();
     }

@@ -21,14 +21,15 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{BoxFuture, Channel, ReplyKind, SendError};
+use super::Routes;
 use crate::config::{Config, Secret};
 use crate::error::ApiError;
 use crate::inbound::Inbound;
 use crate::limits::{Admission, Quota};
+use crate::outbound::{BoxFuture, Channel, ReplyKind, SendError};
 use crate::pipeline::{Accepted, Core};
 
-pub const NAME: &str = "web";
+pub const NAME: &str = crate::outbound::WEB;
 const MAX_TEXT_CHARS: usize = 16_000;
 
 pub struct Web {
@@ -83,6 +84,14 @@ impl Web {
     }
 }
 
+impl Routes for Web {
+    fn routes(self: Arc<Self>, core: Arc<Core>) -> axum::Router {
+        axum::Router::new()
+            .route("/api/v1/web/messages", post(message))
+            .with_state((self, core))
+    }
+}
+
 impl Channel for Web {
     fn name(&self) -> &'static str {
         NAME
@@ -91,12 +100,6 @@ impl Channel for Web {
     fn max_message_chars(&self) -> usize {
         // One event carries the whole answer.
         1_000_000
-    }
-
-    fn routes(self: Arc<Self>, core: Arc<Core>) -> axum::Router {
-        axum::Router::new()
-            .route("/api/v1/web/messages", post(message))
-            .with_state((self, core))
     }
 
     fn send<'a>(

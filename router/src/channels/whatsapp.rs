@@ -15,10 +15,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::{BoxFuture, Channel, ReplyKind, SendError};
+use super::Routes;
+use super::retry::{Pauses, Platform, Policy};
 use crate::config::{Config, Secret};
 use crate::error::ApiError;
 use crate::inbound::Inbound;
+use crate::outbound::{BoxFuture, Channel, ReplyKind, SendError};
 use crate::pipeline::Core;
 
 pub const NAME: &str = "whatsapp";
@@ -42,6 +44,7 @@ pub struct WhatsApp {
     template_language: String,
     /// For messages the bot sends first.
     phone_number_id: Option<String>,
+    pauses: Pauses,
 }
 
 impl WhatsApp {
@@ -66,10 +69,19 @@ impl WhatsApp {
                 .phone_number_id
                 .clone()
                 .filter(|id| !id.trim().is_empty()),
+            pauses: Pauses::default(),
         })
     }
 
-    async fn post(&self, phone_number_id: &str, body: Value) -> Result<(), SendError> {
+    /// Posts to the messages endpoint of `phone_number_id`; `to` (the user's number) is the
+    /// route a throttling answer pauses (the pair limit is per user).
+    async fn post(
+        &self,
+        policy: &Policy,
+        phone_number_id: &str,
+        to: &str,
+        body: Value,
+    ) -> Result<(), SendError> {
         let token = self
             .access_token
             .as_ref()
@@ -78,35 +90,16 @@ impl WhatsApp {
             "{}/{}/{}/messages",
             self.api_base, self.api_version, phone_number_id
         );
-        let mut backoff = Duration::from_millis(500);
-        for attempt in 1..=4 {
-            match self
-                .http
-                .post(&url)
-                .bearer_auth(token.expose())
-                .json(&body)
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r)
-                    if (r.status().is_server_error() || r.status().as_u16() == 429)
-                        && attempt < 4 => {}
-                Ok(r) => {
-                    return Err(SendError::Refused {
-                        status: r.status().as_u16(),
-                    });
-                }
-                Err(e) if attempt == 4 => {
-                    return Err(SendError::Unreachable(e.without_url().to_string()));
-                }
-                Err(_) => {}
-            }
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-        }
-        Err(SendError::Unreachable("gave up".into()))
+        Platform::WhatsApp
+            .send(policy, &self.pauses, to, || {
+                self.http
+                    .post(&url)
+                    .bearer_auth(token.expose())
+                    .json(&body)
+                    .timeout(Duration::from_secs(30))
+            })
+            .await
+            .map(drop)
     }
 }
 
@@ -133,6 +126,14 @@ pub fn signature_valid(app_secret: &Secret, header: Option<&[u8]>, body: &[u8]) 
     mac.verify_slice(&sig).is_ok()
 }
 
+impl Routes for WhatsApp {
+    fn routes(self: Arc<Self>, core: Arc<Core>) -> axum::Router {
+        axum::Router::new()
+            .route("/webhooks/whatsapp", get(verify).post(webhook))
+            .with_state((self, core))
+    }
+}
+
 impl Channel for WhatsApp {
     fn name(&self) -> &'static str {
         NAME
@@ -140,12 +141,6 @@ impl Channel for WhatsApp {
 
     fn max_message_chars(&self) -> usize {
         MAX_CHARS
-    }
-
-    fn routes(self: Arc<Self>, core: Arc<Core>) -> axum::Router {
-        axum::Router::new()
-            .route("/webhooks/whatsapp", get(verify).post(webhook))
-            .with_state((self, core))
     }
 
     fn send<'a>(
@@ -174,7 +169,8 @@ impl Channel for WhatsApp {
                            "name": self.template, "language": {"code": self.template_language},
                            "components": [{"type": "body", "parameters": [{"type": "text", "text": excerpt}]}]}})
             };
-            self.post(phone_number_id, body).await
+            self.post(&Policy::REPLY, phone_number_id, recipient, body)
+                .await
         })
     }
 
@@ -188,8 +184,9 @@ impl Channel for WhatsApp {
 
     fn typing<'a>(&'a self, to: &'a Inbound) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let (Some(phone_number_id), Some(message_id)) = (
+            let (Some(phone_number_id), Some(recipient), Some(message_id)) = (
                 to.reply_to["phone_number_id"].as_str(),
+                to.reply_to["to"].as_str(),
                 to.reply_to["message_id"].as_str(),
             ) else {
                 return;
@@ -200,7 +197,8 @@ impl Channel for WhatsApp {
             // Marks the message read and shows a typing indicator (up to 25 seconds).
             let body = json!({"messaging_product": "whatsapp", "status": "read", "message_id": message_id,
                               "typing_indicator": {"type": "text"}});
-            if let Err(e) = self.post(phone_number_id, body).await {
+            let sent = self.post(&Policy::ONCE, phone_number_id, recipient, body);
+            if let Err(e) = sent.await {
                 tracing::debug!(error = %e, "whatsapp typing indicator failed");
             }
         })

@@ -23,9 +23,11 @@ use chrono::Utc;
 use ed25519_dalek::VerifyingKey;
 use serde_json::{Value, json};
 
-use super::{BoxFuture, Channel, ReplyKind, SendError};
+use super::Routes;
+use super::retry::{Pauses, Platform, Policy};
 use crate::config::{Config, Secret};
 use crate::inbound::Inbound;
+use crate::outbound::{BoxFuture, Channel, ReplyKind, SendError};
 use crate::pipeline::Core;
 
 pub const NAME: &str = "discord";
@@ -34,10 +36,6 @@ pub const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
 pub const MAX_CHARS: usize = 2000;
 /// Interaction tokens are valid this long.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
-/// Attempts at one DM send (429 with `retry_after`, or a 5xx).
-const MAX_SEND_ATTEMPTS: u32 = 4;
-/// A `retry_after` longer than this is not waited for: the reply is reported undelivered.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Discord {
     http: reqwest::Client,
@@ -49,6 +47,7 @@ pub struct Discord {
     /// Interactions whose original (deferred) response was already edited: later messages
     /// are follow-ups.
     answered: Mutex<HashMap<String, Instant>>,
+    pauses: Pauses,
 }
 
 /// Where a reply goes, read from [`Inbound::reply_to`].
@@ -116,6 +115,7 @@ impl Discord {
             public_key,
             bot_token: config.discord.bot_token.clone(),
             answered: Mutex::new(HashMap::new()),
+            pauses: Pauses::default(),
         })
     }
 
@@ -148,50 +148,39 @@ impl Discord {
                 .insert(to.external_id.clone(), Instant::now())
                 .is_none()
         };
-        let request = if first {
-            self.http.patch(format!(
-                "{}/webhooks/{application_id}/{token}/messages/@original",
-                self.api_base
-            ))
-        } else {
-            self.http.post(format!(
-                "{}/webhooks/{application_id}/{token}",
-                self.api_base
-            ))
-        };
-        let r = request
-            .json(&json!({"content": text, "allowed_mentions": {"parse": []}}))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| SendError::Unreachable(e.without_url().to_string()))?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            Err(SendError::Refused {
-                status: r.status().as_u16(),
+        let followup = format!("{}/webhooks/{application_id}/{token}", self.api_base);
+        let original = format!("{followup}/messages/@original");
+        let body = json!({"content": text, "allowed_mentions": {"parse": []}});
+        // One interaction's messages share a webhook route (and its rate limit bucket).
+        let route = format!("interaction:{}", to.external_id);
+        Platform::Discord
+            .send(&Policy::REPLY, &self.pauses, route.as_str(), || {
+                let request = if first {
+                    self.http.patch(&original)
+                } else {
+                    self.http.post(&followup)
+                };
+                request.json(&body).timeout(Duration::from_secs(30))
             })
-        }
+            .await
+            .map(drop)
     }
 
     /// The DM channel with `user` (`POST /users/@me/channels`; Discord answers the same
     /// channel every time).
     async fn dm_channel(&self, user: &str) -> Result<String, SendError> {
-        let response = self
-            .http
-            .post(format!("{}/users/@me/channels", self.api_base))
-            .header(reqwest::header::AUTHORIZATION, self.bot_authorization()?)
-            .json(&json!({"recipient_id": user}))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| SendError::Unreachable(e.without_url().to_string()))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(SendError::Refused {
-                status: status.as_u16(),
-            });
-        }
+        let authorization = self.bot_authorization()?;
+        let url = format!("{}/users/@me/channels", self.api_base);
+        let body = json!({"recipient_id": user});
+        let response = Platform::Discord
+            .send(&Policy::REPLY, &self.pauses, "users/@me/channels", || {
+                self.http
+                    .post(&url)
+                    .header(reqwest::header::AUTHORIZATION, authorization.clone())
+                    .json(&body)
+                    .timeout(Duration::from_secs(30))
+            })
+            .await?;
         let channel: Value = response
             .json()
             .await
@@ -203,53 +192,31 @@ impl Discord {
             .ok_or_else(|| SendError::Unreachable("a DM channel without an id".into()))
     }
 
-    /// `POST /channels/{id}/messages` with the bot token; waits out a short 429 and retries
-    /// a 5xx a few times.
+    /// `POST /channels/{id}/messages` with the bot token, the channel being the route a
+    /// throttling answer pauses.
     async fn send_to_channel(&self, channel_id: &str, text: &str) -> Result<(), SendError> {
         let authorization = self.bot_authorization()?;
         let url = format!("{}/channels/{channel_id}/messages", self.api_base);
-        let mut backoff = Duration::from_millis(500);
-        for attempt in 1..=MAX_SEND_ATTEMPTS {
-            let response = self
-                .http
-                .post(&url)
-                .header(reqwest::header::AUTHORIZATION, authorization.clone())
-                .json(&json!({"content": text, "allowed_mentions": {"parse": []}}))
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await;
-            let response = match response {
-                Ok(r) => r,
-                Err(e) if attempt < MAX_SEND_ATTEMPTS => {
-                    tracing::warn!(attempt, error = %e.without_url(), "discord send failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    continue;
-                }
-                Err(e) => return Err(SendError::Unreachable(e.without_url().to_string())),
-            };
-            let status = response.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            if status.as_u16() == 429 && attempt < MAX_SEND_ATTEMPTS {
-                let body: Value = response.json().await.unwrap_or_default();
-                let wait = Duration::from_secs_f64(body["retry_after"].as_f64().unwrap_or(1.0));
-                if wait <= MAX_RETRY_AFTER {
-                    tracing::info!(?wait, "discord asked to slow down");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            } else if status.is_server_error() && attempt < MAX_SEND_ATTEMPTS {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-                continue;
-            }
-            return Err(SendError::Refused {
-                status: status.as_u16(),
-            });
+        let body = json!({"content": text, "allowed_mentions": {"parse": []}});
+        Platform::Discord
+            .send(&Policy::REPLY, &self.pauses, channel_id, || {
+                self.http
+                    .post(&url)
+                    .header(reqwest::header::AUTHORIZATION, authorization.clone())
+                    .json(&body)
+                    .timeout(Duration::from_secs(30))
+            })
+            .await
+            .map(drop)
+    }
+}
+
+impl Routes for Discord {
+    fn routes(self: Arc<Self>, core: Arc<Core>) -> axum::Router {
+        if self.public_key.is_none() {
+            return axum::Router::new();
         }
-        Err(SendError::Refused { status: 429 })
+        interactions::routes(self, core)
     }
 }
 
@@ -260,13 +227,6 @@ impl Channel for Discord {
 
     fn max_message_chars(&self) -> usize {
         MAX_CHARS
-    }
-
-    fn routes(self: Arc<Self>, core: Arc<Core>) -> axum::Router {
-        if self.public_key.is_none() {
-            return axum::Router::new();
-        }
-        interactions::routes(self, core)
     }
 
     fn send<'a>(
