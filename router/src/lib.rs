@@ -227,7 +227,7 @@ impl Router {
         let directory = Directory::new(kube);
         let outbound: Vec<Arc<dyn outbound::Channel>> = channels
             .iter()
-            .map(|c| -> Arc<dyn outbound::Channel> { c.clone() })
+            .map(|c| Arc::clone(c) as Arc<dyn outbound::Channel>)
             .collect();
         let core = Core::new(config, db, limits, directory, metrics, &outbound);
         let api = accounts.map(|accounts| {
