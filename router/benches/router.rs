@@ -1,21 +1,30 @@
-//! Added latency and throughput of the router, against the same agent called directly, in one
-//! run. Real Postgres, Redis and API server; fake Telegram; the gateway-protocol test agent.
+//! The router as it is deployed: its release binary in a process of its own, measured against
+//! the same agent called directly, in one run. Real Postgres, Redis and API server; fake
+//! Telegram, the gateway-protocol test agent and the load generator in this process.
 //!
 //!   cargo bench -p clawdbot-router --bench router
 //!
-//! For 1,000 and then 10,000 connected users (`BENCH_USERS`), each with a ready
-//! UserWorkspace and gateway Secret, and after one warm-up message from each, an open-loop
-//! load at each of `BENCH_RATES` messages/s (default 1000,2500,5000) for `BENCH_SECONDS`
-//! (default 4) goes (a) straight to the agent and (b) through Telegram webhooks to the router.
-//! Latency is webhook sent -> agent received (the agent runs in this process: one clock).
-//! Then a closed loop with 64 in flight gives the most messages/s of each path.
+//! `cargo bench` builds `target/release/clawdbot-router` with the benchmark and this starts it;
+//! `BENCH_ROUTER_BIN=<a>,<b>` runs other builds instead, side by side against the same world,
+//! taking turns at each rate (an A/B in one sitting). For
+//! `BENCH_USERS` connected users (default 10,000), each with a ready UserWorkspace and gateway
+//! Secret, and after one warm-up message from each, an open loop at each of `BENCH_RATES`
+//! messages/s (default 200,500,1000,2000) for `BENCH_SECONDS` (default 5) goes (a) straight to
+//! the agent and (b) through Telegram webhooks to the router. Per rate it prints latency
+//! (webhook sent -> agent received, one clock: the agent runs here) and what the router added
+//! at p50/p99, messages received, shed (503 + `Retry-After`), and the router's CPU per routed
+//! message: the router process's utime+stime (`/proc/<pid>/stat`) over the rate's window,
+//! divided by the messages that reached the agent. Then a closed loop with 64 in flight gives
+//! the most messages/s of each path. The router's own stage means (`router_stage_seconds`,
+//! scraped from its /metrics) say where its time goes.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clawdbot_api::Plan;
@@ -24,11 +33,11 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{Api, PostParams};
-use support::{TELEGRAM_SECRET, TestAgent, World};
-use tokio::sync::Mutex;
+use support::{ADMIN_TOKEN, TELEGRAM_SECRET, TELEGRAM_TOKEN, TestAgent, World};
 use uuid::Uuid;
 
-// The same allocator as the router binary, since the router runs in this process.
+// The router's allocator here too: the load generator shares the router's two cores, and the
+// lighter it is the more of them the router gets.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -48,17 +57,12 @@ fn env_list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
         .collect()
 }
 
-#[derive(Default)]
-struct Run {
-    sent: u64,
-    received: u64,
-    errors: u64,
-    elapsed: Duration,
-    latency: Option<Histogram<u64>>,
-}
+/// Telegram update ids are 32-bit and must not repeat within a run (a repeat is a platform
+/// retry to the router): one counter for every phase.
+static NEXT_UPDATE_ID: AtomicI64 = AtomicI64::new(1);
 
-fn us(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
+fn next_update_id() -> i64 {
+    NEXT_UPDATE_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 fn main() {
@@ -71,118 +75,378 @@ fn main() {
 }
 
 async fn bench() {
-    // Several rates find the knee; 5,000 msg/s is the target's.
-    let rates: Vec<u64> = env_list("BENCH_RATES", "1000,2500,5000");
-    let seconds: u64 = env_or("BENCH_SECONDS", 4);
+    let rates: Vec<u64> = env_list("BENCH_RATES", "200,500,1000,2000");
+    let seconds: u64 = env_or("BENCH_SECONDS", 5);
+    let target: usize = env_or("BENCH_USERS", 10_000);
+    let in_flight: usize = env_or("BENCH_IN_FLIGHT", 64);
+    // Several builds (comma-separated) run side by side against the same world, taking turns
+    // at each rate: an A/B in one sitting, the tenants created once.
+    let bins: Vec<String> = match std::env::var("BENCH_ROUTER_BIN") {
+        Ok(list) => list.split(',').map(|b| b.trim().to_string()).collect(),
+        Err(_) => vec![env!("CARGO_BIN_EXE_clawdbot-router").to_string()],
+    };
+    for bin in &bins {
+        assert!(
+            std::path::Path::new(bin).is_file(),
+            "no router binary at {bin}: `cargo bench -p clawdbot-router --bench router` builds it \
+             (or set BENCH_ROUTER_BIN to release builds of clawdbot-router)"
+        );
+    }
     let w = World::new().await;
-    let mut config = w.config();
-    // The outbound Telegram queue keeps to Telegram's limits in production; here it would
-    // throttle the replies of 5,000 msg/s to 30/s, which is not what is measured.
-    config.telegram.global_rate = 0.0;
-    config.telegram.chat_rate = 0.0;
-    config.limits.rate_limit_per_minute = 1_000_000;
-    config.database.max_connections = 32;
     let agent = TestAgent::start().await;
     agent.state.record.store(false, Ordering::Relaxed);
-    let router = w.start_router(config).await;
-
-    let mut users: Vec<(Uuid, i64)> = Vec::new();
     println!(
-        "router benchmark: open loop at {rates:?} msg/s for {seconds} s per path, 2 worker threads"
+        "router benchmark: {target} users, open loop at {rates:?} msg/s for {seconds} s per path; \
+         load generator, agent and fake Telegram in this process (2 worker threads); load average {}",
+        load_average()
     );
+    let mut users: Vec<(Uuid, i64)> = Vec::new();
+    add_tenants(&w, &agent, &mut users, target).await;
+    let mut routers = Vec::new();
+    for (i, bin) in bins.iter().enumerate() {
+        let router = RouterProcess::start(&w, bin).await;
+        println!("[{i}] {bin} (pid {})", router.pid);
+        warm_up(&agent, &router, &users).await;
+        routers.push(router);
+    }
+    for (i, router) in routers.iter().enumerate() {
+        let idle = router.cpu();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        println!(
+            "[{i}] at rest: {:.1}% of a core",
+            router.cpu().since(&idle).percent_of_a_core()
+        );
+    }
+    // The builds take turns at each rate, so that what else the machine does falls on both.
     println!(
-        "{:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "users",
+        "{:>6} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "rate",
         "path",
         "sent",
+        "recv",
         "recv/s",
         "p50 us",
         "p99 us",
-        "p99.9 us",
         "max us",
-        "added p99",
-        "errors"
+        "+p50 us",
+        "+p99 us",
+        "shed",
+        "errors",
+        "cpu/msg",
+        "cpu %"
     );
-    let user_counts: Vec<usize> = env_list("BENCH_USERS", "1000,10000");
-    for target in user_counts {
-        let before = users.len();
-        add_tenants(&w, &agent, &router, &mut users, target).await;
-        warm_up(&agent, &router, &users[before..]).await;
-        for &rate in &rates {
-            let direct = open_loop(&w, &agent, &router, &users, rate, seconds, false).await;
-            let before = Stages::read(&router).await;
-            let routed = open_loop(&w, &agent, &router, &users, rate, seconds, true).await;
-            let stages = Stages::read(&router).await.since(&before);
-            let (d, r) = (
-                direct.latency.as_ref().expect("hist"),
-                routed.latency.as_ref().expect("hist"),
-            );
-            for (name, run, h) in [("direct", &direct, d), ("router", &routed, r)] {
-                println!(
-                    "{:>6} {:>6} {:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>7}",
-                    target,
-                    rate,
-                    name,
-                    run.sent,
-                    run.received as f64 / run.elapsed.as_secs_f64(),
-                    us(h, 0.5),
-                    us(h, 0.99),
-                    us(h, 0.999),
-                    h.max() as f64 / 1000.0,
-                    if name == "router" {
-                        format!("{:.0}", us(r, 0.99) - us(d, 0.99))
-                    } else {
-                        String::new()
-                    },
-                    run.errors
-                );
+    for &rate in &rates {
+        let direct = open_loop(&agent, &routers[0], &users, rate, seconds, false).await;
+        print_row(rate, "direct", &direct, &direct);
+        for (i, router) in routers.iter().enumerate() {
+            let before = Stages::read(router).await;
+            let profile = router.profile(rate, seconds);
+            let routed = open_loop(&agent, router, &users, rate, seconds, true).await;
+            if let Some(mut perf) = profile {
+                let _ = perf.wait();
             }
+            let stages = Stages::read(router).await.since(&before);
+            print_row(rate, &format!("router{i}"), &routed, &direct);
             println!(
-                "{:>6} {:>6} inside the router (means): {}",
-                target,
+                "{:>6} [{i}] inside the router (means): {}",
                 rate,
                 stages.means()
             );
             println!(
-                "{:>6} {:>6} added latency: p50 {:.0} us, p99 {:.0} us; router/direct p50 ratio {:.2}, p99 ratio {:.2}",
-                target,
+                "{:>6} [{i}] this process (load generator, agent, fake Telegram): {:.0} us of CPU per message routed, {:.0} us per direct call",
                 rate,
-                us(r, 0.5) - us(d, 0.5),
-                us(r, 0.99) - us(d, 0.99),
-                us(r, 0.5) / us(d, 0.5),
-                us(r, 0.99) / us(d, 0.99)
+                routed.own_cpu.us_per(routed.received),
+                direct.own_cpu.us_per(direct.received)
             );
         }
-        let direct_max = closed_loop(&w, &agent, &router, &users, 64, seconds, false).await;
-        let routed_max = closed_loop(&w, &agent, &router, &users, 64, seconds, true).await;
+    }
+    let direct_max = closed_loop(&agent, &routers[0], &users, in_flight, seconds, false).await;
+    println!(
+        "closed loop ({in_flight} in flight): direct {:.0} msg/s",
+        direct_max.per_second
+    );
+    for (i, router) in routers.iter().enumerate() {
+        let routed_max = closed_loop(&agent, router, &users, in_flight, seconds, true).await;
         println!(
-            "{:>6} most messages/s (64 in flight): direct {:.0}, router {:.0} (ratio {:.2})",
-            target,
-            direct_max,
-            routed_max,
-            routed_max / direct_max
+            "closed loop ({in_flight} in flight): [{i}] router {:.0} msg/s (ratio {:.2}); \
+             router CPU {:.0} us per message at {:.0}% of a core, {} shed",
+            routed_max.per_second,
+            routed_max.per_second / direct_max.per_second,
+            routed_max
+                .router_cpu
+                .as_ref()
+                .map_or(0.0, |c| c.us_per(routed_max.received)),
+            routed_max
+                .router_cpu
+                .as_ref()
+                .map_or(0.0, Cpu::percent_of_a_core),
+            routed_max.shed
         );
     }
-    let metrics = router.metrics().await;
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("router_messages_total"))
-    {
-        println!("{line}");
+    for (i, router) in routers.iter().enumerate() {
+        let metrics = router.metrics().await;
+        for line in metrics
+            .lines()
+            .filter(|l| l.starts_with("router_messages_total"))
+        {
+            println!("[{i}] {line}");
+        }
     }
-    router.shutdown().await;
+    println!("(load average at the end: {})", load_average());
+}
+
+/// One line of the table; `direct` is the same rate's direct run, for what the router adds.
+fn print_row(rate: u64, name: &str, run: &Run, direct: &Run) {
+    let (h, d) = (&run.latency, &direct.latency);
+    let added = |q: f64| {
+        if run.router_cpu.is_some() {
+            format!("{:.0}", us(h, q) - us(d, q))
+        } else {
+            String::new()
+        }
+    };
+    let (cpu_msg, cpu_pct) = match &run.router_cpu {
+        Some(cpu) => (
+            format!("{:.0}", cpu.us_per(run.received)),
+            format!("{:.0}", cpu.percent_of_a_core()),
+        ),
+        None => (String::new(), String::new()),
+    };
+    println!(
+        "{:>6} {:>8} {:>7} {:>7} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        rate,
+        name,
+        run.sent,
+        run.received,
+        run.received as f64 / run.elapsed.as_secs_f64(),
+        us(h, 0.5),
+        us(h, 0.99),
+        h.max() as f64 / 1000.0,
+        added(0.5),
+        added(0.99),
+        run.shed,
+        run.errors,
+        cpu_msg,
+        cpu_pct
+    );
+}
+
+fn us(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// CPU time of a process (all its threads, living and gone) at a moment.
+#[derive(Clone, Copy)]
+struct Cpu {
+    ticks: u64,
+    at: Instant,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+impl Cpu {
+    /// utime + stime of `pid` ("self" for this process).
+    fn of(pid: &str) -> Cpu {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+        // The command name may hold spaces: the fields are counted after its closing paren.
+        // utime and stime are fields 14 and 15; the first after the paren is field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat format")
+            .1
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| fields[n - 3].parse::<u64>().expect("stat field");
+        Cpu {
+            ticks: field(14) + field(15),
+            at: Instant::now(),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            ticks: self.ticks - before.ticks,
+            at: before.at,
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.ticks as f64 / clock_ticks()
+    }
+
+    /// For a difference: the CPU time per `n` messages, in microseconds.
+    fn us_per(&self, n: u64) -> f64 {
+        self.seconds() * 1e6 / n.max(1) as f64
+    }
+
+    /// For a difference (`since`, read right after the window): the share of one core.
+    fn percent_of_a_core(&self) -> f64 {
+        self.seconds() * 100.0 / self.at.elapsed().as_secs_f64()
+    }
+}
+
+/// The router binary, running with this benchmark's world.
+struct RouterProcess {
+    child: Child,
+    pid: u32,
+    base: String,
+    metrics_url: String,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl RouterProcess {
+    /// Starts the router with the world's Postgres, Redis prefix, namespace and fake Telegram,
+    /// and waits until it is ready (tenant directory synced, Postgres and Redis answering).
+    async fn start(w: &World, bin: &str) -> RouterProcess {
+        let env = clawdbot_testkit::env::get();
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut cmd = Command::new(bin);
+        cmd.env("KUBECONFIG", &env.kubeconfig)
+            .env("DATABASE_URL", &w.database_url)
+            .env("ROUTER_DATABASE_MAX_CONNECTIONS", "32")
+            .env("REDIS_URL", &env.redis_url)
+            .env("ROUTER_REDIS_PREFIX", &w.redis_prefix)
+            .env("ROUTER_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("ROUTER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ROUTER_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("ROUTER_WATCH_NAMESPACE", &w.namespace)
+            .env("POD_NAMESPACE", &w.namespace)
+            .env("POD_NAME", "bench-router")
+            .env("ROUTER_REGISTRATION_URL", "https://clawdbot.test/signup")
+            .env("TELEGRAM_BOT_TOKEN", TELEGRAM_TOKEN)
+            .env("TELEGRAM_WEBHOOK_SECRET", TELEGRAM_SECRET)
+            .env("TELEGRAM_API_BASE", w.telegram.base_url())
+            .env("TELEGRAM_UPDATES", "webhook")
+            // The outbound queue keeps to Telegram's limits in production (30 replies/s per
+            // bot); here it would throttle the replies, which is not what is measured.
+            .env("TELEGRAM_GLOBAL_RATE", "0")
+            .env("TELEGRAM_CHAT_RATE", "0")
+            .env("ROUTER_RATE_LIMIT_PER_MINUTE", "1000000")
+            .env("ROUTER_AGENT_TIMEOUT", "10s")
+            .stdin(Stdio::null())
+            .stdout(match std::env::var_os("BENCH_ROUTER_LOG_FILE") {
+                Some(path) => std::fs::File::create(path).expect("log file").into(),
+                None => Stdio::null(),
+            });
+        // As deployed, the chart's default filter (info); BENCH_ROUTER_LOG to change it.
+        match std::env::var("BENCH_ROUTER_LOG") {
+            Ok(filter) => cmd.env("RUST_LOG", filter),
+            Err(_) => cmd.env_remove("RUST_LOG"),
+        };
+        let child = cmd.spawn().expect("start the router");
+        let pid = child.id();
+        let mut router = RouterProcess {
+            child,
+            pid,
+            base: format!("http://127.0.0.1:{port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            http: reqwest::Client::new(),
+        };
+        let ready = format!("{}/readyz", router.base);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = router.child.try_wait().expect("router status") {
+                panic!(
+                    "the router exited at start ({status}); BENCH_ROUTER_LOG_FILE=<path> keeps its log"
+                );
+            }
+            let ok = router
+                .http
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "router not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        router
+    }
+
+    /// With `BENCH_PERF=<rate>`: `perf record` of the router (flat, 999 Hz) for the routed run
+    /// at that rate, into `/tmp/router-<pid>.perf` (`perf report -i ... --sort sym`).
+    fn profile(&self, rate: u64, seconds: u64) -> Option<Child> {
+        if env_or("BENCH_PERF", 0u64) != rate {
+            return None;
+        }
+        let out = format!("/tmp/router-{}.perf", self.pid);
+        println!("(perf record of the router at {rate} msg/s into {out})");
+        Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "999",
+                "-p",
+                &self.pid.to_string(),
+                "-o",
+                &out,
+            ])
+            .args(["--", "sleep", &seconds.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| println!("(no perf: {e})"))
+            .ok()
+    }
+
+    fn cpu(&self) -> Cpu {
+        Cpu::of(&self.pid.to_string())
+    }
+
+    fn webhook_url(&self) -> String {
+        format!("{}/webhooks/telegram", self.base)
+    }
+
+    /// The router's `/metrics` text.
+    async fn metrics(&self) -> String {
+        self.http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Creates users, connections, workspaces (ready, pointing at the agent) and gateway Secrets
-/// until there are `target`, and waits until the router's reflector knows them all.
-async fn add_tenants(
-    w: &World,
-    agent: &TestAgent,
-    router: &support::Replica,
-    users: &mut Vec<(Uuid, i64)>,
-    target: usize,
-) {
+/// until there are `target`.
+async fn add_tenants(w: &World, agent: &TestAgent, users: &mut Vec<(Uuid, i64)>, target: usize) {
     let started = Instant::now();
     let new: Vec<(Uuid, i64)> = (users.len()..target)
         .map(|i| (Uuid::new_v4(), 9_000_000 + i as i64))
@@ -205,7 +469,7 @@ async fn add_tenants(
         .map(|(i, (user, _))| {
             let secrets = secrets.clone();
             async move {
-                let name = format!("bench-{}", users_len_name(i, target));
+                let name = format!("bench-{target}-{i}");
                 let req = clawdbot_router::admin::WorkspaceRequest {
                     namespace: w.namespace.clone(),
                     name: name.clone(),
@@ -231,103 +495,136 @@ async fn add_tenants(
         .collect::<Vec<()>>()
         .await;
     users.extend(new);
-    let last = users.last().expect("users").0.to_string();
-    let first = users[0].0.to_string();
-    clawdbot_testkit::wait_for(
-        "router knows every tenant",
-        Duration::from_secs(120),
-        || async {
-            let core = &router.core;
-            [&first, &last]
-                .iter()
-                .all(|u| {
-                    core.directory
-                        .tenant_of(u)
-                        .is_some_and(|t| t.ready && t.token.is_some())
-                })
-                .then_some(())
-        },
-    )
-    .await;
     println!(
-        "({} tenants ready in {:.1} s)",
+        "({} tenants created in {:.1} s)",
         users.len(),
         started.elapsed().as_secs_f64()
     );
 }
 
-fn users_len_name(i: usize, target: usize) -> String {
-    format!("{target}-{i}")
-}
-
-/// One message from each new user through the router before anything is measured: the
-/// first message of a tenant notes its activity on the UserWorkspace (one API server patch,
-/// then one per activity window) and fills the sender cache; the figures are of the steady
-/// state after that.
-async fn warm_up(agent: &TestAgent, router: &support::Replica, users: &[(Uuid, i64)]) {
+/// One message from each user through the router until each has reached the agent, before
+/// anything is measured. The router in its own process cannot be asked whether its reflector
+/// knows a tenant yet; a message that reaches the agent says so. The first message of a tenant
+/// also notes its activity on the UserWorkspace (one API server patch, then one per activity
+/// window) and fills the sender cache: the figures are of the steady state after that.
+async fn warm_up(agent: &TestAgent, router: &RouterProcess, users: &[(Uuid, i64)]) {
     let started = Instant::now();
-    let before = agent.state.count.load(Ordering::Relaxed);
     let client = reqwest::Client::new();
-    let url = format!("{}/webhooks/telegram", router.base);
-    let run_id = rand::random::<u32>() as i64 % 100;
-    futures::stream::iter(users.iter().enumerate())
-        .map(|(i, (_, chat))| {
-            let (client, url) = (client.clone(), url.clone());
-            // Telegram update ids are 32-bit; the measured runs use ids below 2e9.
-            let update_id = 2_100_000_000 + run_id * 20_000 + i as i64;
-            async move {
-                let _ = client
-                    .post(url)
-                    .header("x-telegram-bot-api-secret-token", TELEGRAM_SECRET)
-                    .json(&clawdbot_testkit::fake_chat::telegram_text_update(
-                        update_id, *chat, "warm-up",
-                    ))
-                    .send()
-                    .await;
+    let url = router.webhook_url();
+    agent.state.calls.lock().expect("calls").clear();
+    agent.state.record.store(true, Ordering::Relaxed);
+    let mut pending: Vec<i64> = users.iter().map(|(_, chat)| *chat).collect();
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{} users' messages still do not reach the agent after 10 minutes",
+            pending.len()
+        );
+        rounds += 1;
+        let before = agent.state.count.load(Ordering::Relaxed);
+        futures::stream::iter(pending.iter())
+            .map(|chat| {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let _ = client
+                        .post(url)
+                        .header("x-telegram-bot-api-secret-token", TELEGRAM_SECRET)
+                        .json(&clawdbot_testkit::fake_chat::telegram_text_update(
+                            next_update_id(),
+                            *chat,
+                            "warm-up",
+                        ))
+                        .send()
+                        .await;
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<()>>()
+            .await;
+        // Until the agent has seen them all or stopped seeing more for a second.
+        let mut last = agent.state.count.load(Ordering::Relaxed);
+        while last - before < pending.len() as u64 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = agent.state.count.load(Ordering::Relaxed);
+            if now == last {
+                break;
             }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while agent.state.count.load(Ordering::Relaxed) - before < users.len() as u64
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            last = now;
+        }
+        let seen: HashSet<String> = agent
+            .state
+            .calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .map(|c| c.session_key.clone())
+            .collect();
+        pending.retain(|chat| !seen.contains(&format!("telegram:dm:{chat}")));
     }
+    agent.state.record.store(false, Ordering::Relaxed);
+    agent.state.calls.lock().expect("calls").clear();
     // Let the activity patches and their watch events settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!(
-        "(warm-up: one message from each of {} users in {:.1} s)",
+        "(warm-up: every one of {} users reached the agent through the router, {rounds} rounds, {:.1} s)",
         users.len(),
         started.elapsed().as_secs_f64()
     );
 }
 
-/// Sends `rate` msg/s for `seconds`; returns send->agent latencies.
+struct Run {
+    sent: u64,
+    received: u64,
+    /// Answered 503 with `Retry-After`: the router's load shedding.
+    shed: u64,
+    /// Any other failure.
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    router_cpu: Option<Cpu>,
+    own_cpu: Cpu,
+}
+
+/// How a send ended, for the counters.
+fn outcome(result: reqwest::Result<reqwest::Response>, shed: &AtomicU64, errors: &AtomicU64) {
+    match result {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r)
+            if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                && r.headers().contains_key("retry-after") =>
+        {
+            shed.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends `rate` msg/s for `seconds` to random users; returns send->agent latencies and the CPU
+/// the router (when `via_router`) and this process spent until the agent had every message.
 async fn open_loop(
-    w: &World,
     agent: &TestAgent,
-    router: &support::Replica,
+    router: &RouterProcess,
     users: &[(Uuid, i64)],
     rate: u64,
     seconds: u64,
     via_router: bool,
 ) -> Run {
     let total = rate * seconds;
-    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let hist = Arc::new(std::sync::Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("hist"),
-    ));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(total as usize);
+    let shed = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
     let before = agent.state.count.load(Ordering::Relaxed);
-    agent.state.record.store(true, Ordering::Relaxed);
     agent.state.calls.lock().expect("calls").clear();
+    agent.state.record.store(true, Ordering::Relaxed);
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(512)
         .build()
         .expect("client");
+    let (router_cpu, own_cpu) = (router.cpu(), Cpu::of("self"));
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tasks = Vec::with_capacity(total as usize);
@@ -340,24 +637,24 @@ async fn open_loop(
         }
         let (_, chat) = users[rand::random_range(0..users.len())];
         let tag = format!("m{run_id}-{i}");
-        sent_at.lock().await.insert(tag.clone(), Instant::now());
+        sent_at.insert(tag.clone(), Instant::now());
         let client = client.clone();
-        let errors = errors.clone();
+        let (shed, errors) = (shed.clone(), errors.clone());
         let url = if via_router {
-            format!("{}/webhooks/telegram", router.base)
+            router.webhook_url()
         } else {
             format!("{}/v1/chat/completions", agent.base_url)
         };
         let token = agent.token.clone();
-        // Telegram update ids are 32-bit.
-        let update_id = (run_id as i64 % 200) * 10_000_000 + i as i64;
         tasks.push(tokio::spawn(async move {
             let result = if via_router {
                 client
                     .post(url)
                     .header("x-telegram-bot-api-secret-token", TELEGRAM_SECRET)
                     .json(&clawdbot_testkit::fake_chat::telegram_text_update(
-                        update_id, chat, &tag,
+                        next_update_id(),
+                        chat,
+                        &tag,
                     ))
                     .send()
                     .await
@@ -370,16 +667,14 @@ async fn open_loop(
                     .send()
                     .await
             };
-            if !result.is_ok_and(|r| r.status().is_success()) {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
+            outcome(result, &shed, &errors);
         }));
     }
     for t in tasks {
         let _ = t.await;
     }
     // Wait for the agent to have seen everything the router accepted (bounded).
-    let expected = total - errors.load(Ordering::Relaxed);
+    let expected = total - shed.load(Ordering::Relaxed) - errors.load(Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(60);
     while agent.state.count.load(Ordering::Relaxed) - before < expected && Instant::now() < deadline
     {
@@ -387,65 +682,77 @@ async fn open_loop(
         let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
     }
     let elapsed = start.elapsed();
+    // The reply to Telegram and the finish of the last messages follow the agent's answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (router_cpu, own_cpu) = (
+        router.cpu().since(&router_cpu),
+        Cpu::of("self").since(&own_cpu),
+    );
     agent.state.record.store(false, Ordering::Relaxed);
     let calls = std::mem::take(&mut *agent.state.calls.lock().expect("calls"));
-    let sent_at = sent_at.lock().await;
-    let mut h = hist.lock().expect("hist").clone();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("hist");
     for call in &calls {
         if let Some(t0) = sent_at.get(&call.text) {
             let _ = h.record(call.at.saturating_duration_since(*t0).as_nanos().max(1) as u64);
         }
     }
-    let _ = w;
     Run {
         sent: total,
         received: calls.len() as u64,
+        shed: shed.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         elapsed,
-        latency: Some(h),
+        latency: h,
+        router_cpu: via_router.then_some(router_cpu),
+        own_cpu,
     }
+}
+
+struct ClosedLoop {
+    per_second: f64,
+    received: u64,
+    shed: u64,
+    router_cpu: Option<Cpu>,
 }
 
 /// `in_flight` senders back to back for `seconds`; returns agent calls per second.
 async fn closed_loop(
-    _w: &World,
     agent: &TestAgent,
-    router: &support::Replica,
+    router: &RouterProcess,
     users: &[(Uuid, i64)],
     in_flight: usize,
     seconds: u64,
     via_router: bool,
-) -> f64 {
+) -> ClosedLoop {
     let before = agent.state.count.load(Ordering::Relaxed);
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .build()
         .expect("client");
+    let router_cpu = router.cpu();
     let start = Instant::now();
     let stop = start + Duration::from_secs(seconds);
-    // Telegram's message ids are 32-bit signed; the open loop uses ids below 2e9.
-    let run_id = rand::random::<u32>() as i64 % 100;
     let users = Arc::new(users.to_vec());
+    let (shed, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let workers: Vec<_> = (0..in_flight)
-        .map(|k| {
+        .map(|_| {
             let client = client.clone();
             let users = users.clone();
-            let router_url = format!("{}/webhooks/telegram", router.base);
+            let router_url = router.webhook_url();
             let agent_url = format!("{}/v1/chat/completions", agent.base_url);
             let token = agent.token.clone();
+            let (shed, errors) = (shed.clone(), errors.clone());
             tokio::spawn(async move {
-                let mut i = 0i64;
                 while Instant::now() < stop {
                     let (_, chat) = users[rand::random_range(0..users.len())];
-                    i += 1;
-                    let update_id = 2_000_000_000 + run_id * 1_000_000 + k as i64 * 15_000 + i;
-                    debug_assert!(update_id < i64::from(i32::MAX));
-                    let _ = if via_router {
+                    let result = if via_router {
                         client
                             .post(&router_url)
                             .header("x-telegram-bot-api-secret-token", TELEGRAM_SECRET)
                             .json(&clawdbot_testkit::fake_chat::telegram_text_update(
-                                update_id, chat, "x",
+                                next_update_id(),
+                                chat,
+                                "x",
                             ))
                             .send()
                             .await
@@ -458,6 +765,7 @@ async fn closed_loop(
                             .send()
                             .await
                     };
+                    outcome(result, &shed, &errors);
                 }
             })
         })
@@ -475,10 +783,20 @@ async fn closed_loop(
         }
         last = now;
     }
-    (last - before) as f64 / start.elapsed().as_secs_f64()
+    let received = last - before;
+    // The idle 200 ms just waited out are not the messages' (a few ms of a core at rest).
+    let router_cpu = router.cpu().since(&router_cpu);
+    ClosedLoop {
+        per_second: received as f64 / start.elapsed().as_secs_f64(),
+        received,
+        shed: shed.load(Ordering::Relaxed),
+        router_cpu: via_router.then_some(router_cpu),
+    }
 }
 
 /// What the benchmark reads of the router's own histograms: (what, histogram, label filter).
+/// The dedupe stage is the one Redis call that claims the message id (and, for a sender the
+/// replica knows, counts the message against the user's limits, so "admit" has no calls then).
 const STAGES: [(&str, &str, &str); 5] = [
     (
         "webhook answered",
@@ -495,7 +813,7 @@ const STAGES: [(&str, &str, &str); 5] = [
 struct Stages(Vec<(f64, f64)>);
 
 impl Stages {
-    async fn read(router: &support::Replica) -> Stages {
+    async fn read(router: &RouterProcess) -> Stages {
         let text = router.metrics().await;
         let value = |series: String, filter: &str| {
             text.lines()
@@ -526,12 +844,13 @@ impl Stages {
         )
     }
 
-    /// "webhook answered 1828 us, dedupe 398 us, ...": the mean of each over the run.
+    /// "webhook answered 1828 us (5000), dedupe 398 us (5000), ...": the mean of each over the
+    /// run, and how many it was taken of.
     fn means(&self) -> String {
         STAGES
             .iter()
             .zip(&self.0)
-            .map(|((name, _, _), (s, c))| format!("{name} {:.0} us", s / c.max(1.0) * 1e6))
+            .map(|((name, _, _), (s, c))| format!("{name} {:.0} us ({c:.0})", s / c.max(1.0) * 1e6))
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -40,27 +40,65 @@ pub enum Delivery {
     Recorded,
 }
 
-/// Claims a message id (1 = being recorded, for `ARGV[1]` seconds) unless it is claimed
-/// already; returns the earlier state (0 = none).
-const BEGIN_SCRIPT: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v then return tonumber(v) end
-redis.call('SET', KEYS[1], 1, 'EX', ARGV[1])
-return 0
-";
+/// The rate and quota check as a Lua function, shared by [`ADMIT_SCRIPT`] and
+/// [`BEGIN_SCRIPT`]. Rate limit first (a burst does not eat the day's quota), then the quota.
+/// Returns the verdict (0 allowed, 1 rate limited, 2 over quota) and the day's count with this
+/// message (0 when rate limited), so the caller can say what remains without a second call.
+macro_rules! admit_lua {
+    () => {
+        r"
+local function admit(rate, quota, per_minute, per_day)
+  local r = redis.call('INCR', rate)
+  if r == 1 then redis.call('EXPIRE', rate, 120) end
+  if r > tonumber(per_minute) then return {1, 0} end
+  local q = redis.call('INCR', quota)
+  if q == 1 then redis.call('EXPIRE', quota, 172800) end
+  if q > tonumber(per_day) then return {2, q} end
+  return {0, q}
+end
+"
+    };
+}
 
-/// Rate limit first (a burst does not eat the day's quota), then the quota, atomically.
-/// Returns the verdict and the day's count with this message (0 when rate limited), so the
-/// caller can say what remains without a second call.
-const ADMIT_SCRIPT: &str = r"
-local r = redis.call('INCR', KEYS[1])
-if r == 1 then redis.call('EXPIRE', KEYS[1], 120) end
-if r > tonumber(ARGV[1]) then return {1, 0} end
-local q = redis.call('INCR', KEYS[2])
-if q == 1 then redis.call('EXPIRE', KEYS[2], 172800) end
-if q > tonumber(ARGV[2]) then return {2, q} end
-return {0, q}
-";
+/// Counts one message against the limits, atomically: KEYS rate, quota; ARGV per minute, per
+/// day.
+const ADMIT_SCRIPT: &str = concat!(
+    admit_lua!(),
+    "return admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+);
+
+/// Claims a message id (1 = being recorded, for `ARGV[1]` seconds) unless it is claimed
+/// already, and only then, when given the rate and quota keys (`KEYS[2]`, `KEYS[3]`), counts
+/// it against them (`ARGV[2]`, `ARGV[3]`): a retry is not counted twice. Returns the earlier
+/// state of the id (0 = none) and the admission's verdict and count (0, 0 when not counted).
+/// One round trip for what took two; the keys live on one server (no Redis Cluster here).
+const BEGIN_SCRIPT: &str = concat!(
+    admit_lua!(),
+    r"
+local v = redis.call('GET', KEYS[1])
+if v then return {tonumber(v), 0, 0} end
+redis.call('SET', KEYS[1], 1, 'EX', ARGV[1])
+if #KEYS < 3 then return {0, 0, 0} end
+local a = admit(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+return {0, a[1], a[2]}
+"
+);
+
+/// Limits to count a message against along with its claim ([`Limits::dedupe_begin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admit {
+    pub user: Uuid,
+    pub per_minute: u32,
+    pub per_day: u32,
+}
+
+/// What a claim found, and the admission of the message when it was counted with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Begun {
+    pub delivery: Delivery,
+    /// Some when an [`Admit`] was given and the delivery is [`Delivery::New`].
+    pub admission: Option<Admission>,
+}
 
 /// Where a user stands against the daily message quota after a check (the
 /// `X-RateLimit-*` headers).
@@ -96,36 +134,56 @@ impl Limits {
         format!("{}{}", self.prefix, parts)
     }
 
-    /// Claims a message id for this delivery, or says what became of an earlier one.
+    /// Claims a message id for this delivery, or says what became of an earlier one; with
+    /// `admit`, a new message is also counted against the user's limits in the same call.
     pub async fn dedupe_begin(
         &self,
         channel: &str,
         id: &str,
-    ) -> Result<Delivery, redis::RedisError> {
-        let key = self.key(format_args!("dedupe:{channel}:{id}"));
-        let state: i64 = self
+        admit: Option<Admit>,
+    ) -> Result<Begun, redis::RedisError> {
+        let now = Utc::now();
+        let mut call = self
             .begin
-            .key(key)
-            .arg(DEDUPE_PENDING_SECS)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(match state {
+            .key(self.key(format_args!("dedupe:{channel}:{id}")));
+        call.arg(DEDUPE_PENDING_SECS);
+        if let Some(a) = admit {
+            let (rate, quota) = self.admit_keys(a.user, now);
+            call.key(rate).key(quota).arg(a.per_minute).arg(a.per_day);
+        }
+        let (state, verdict, count): (i64, i64, i64) =
+            call.invoke_async(&mut self.conn.clone()).await?;
+        let delivery = match state {
             0 => Delivery::New,
             1 => Delivery::BeingRecorded,
             _ => Delivery::Recorded,
+        };
+        let admission = match (delivery, admit) {
+            (Delivery::New, Some(a)) => Some(verdict_of(now, a.per_day, verdict, count).0),
+            _ => None,
+        };
+        Ok(Begun {
+            delivery,
+            admission,
         })
     }
 
-    /// The message is recorded: keep its key past the retry horizon.
-    pub async fn dedupe_confirm(&self, channel: &str, id: &str) -> Result<(), redis::RedisError> {
-        let key = self.key(format_args!("dedupe:{channel}:{id}"));
-        redis::cmd("SET")
-            .arg(&key)
-            .arg(2)
-            .arg("EX")
-            .arg(DEDUPE_TTL_SECS)
-            .query_async::<()>(&mut self.conn.clone())
-            .await
+    /// The messages are recorded: keep their keys past the retry horizon. One pipelined round
+    /// trip for a whole group commit.
+    pub async fn dedupe_confirm(&self, ids: &[(&str, &str)]) -> Result<(), redis::RedisError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (channel, id) in ids {
+            pipe.cmd("SET")
+                .arg(self.key(format_args!("dedupe:{channel}:{id}")))
+                .arg(2)
+                .arg("EX")
+                .arg(DEDUPE_TTL_SECS)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await
     }
 
     /// Recording failed: let the platform's retry through.
@@ -156,10 +214,7 @@ impl Limits {
         per_day: u32,
     ) -> Result<(Admission, Quota), redis::RedisError> {
         let now = Utc::now();
-        let minute = now.timestamp() / 60;
-        let day = now.format("%Y%m%d");
-        let rate_key = self.key(format_args!("rate:{user}:{minute}"));
-        let quota_key = self.key(format_args!("quota:{user}:{day}"));
+        let (rate_key, quota_key) = self.admit_keys(user, now);
         let (verdict, count): (i64, i64) = self
             .admit
             .key(rate_key)
@@ -168,20 +223,17 @@ impl Limits {
             .arg(per_day)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let resets_at = next_utc_midnight(now);
-        let admission = match verdict {
-            1 => Admission::RateLimited {
-                retry_after_secs: (60 - now.timestamp() % 60) as u64,
-            },
-            2 => Admission::QuotaExceeded { resets_at },
-            _ => Admission::Allowed,
-        };
-        let quota = Quota {
-            limit: per_day,
-            remaining: u32::try_from(i64::from(per_day) - count).unwrap_or(0),
-            resets_at,
-        };
-        Ok((admission, quota))
+        Ok(verdict_of(now, per_day, verdict, count))
+    }
+
+    /// The per-minute and daily counters of `user` at `now`.
+    fn admit_keys(&self, user: Uuid, now: DateTime<Utc>) -> (String, String) {
+        let minute = now.timestamp() / 60;
+        let day = now.format("%Y%m%d");
+        (
+            self.key(format_args!("rate:{user}:{minute}")),
+            self.key(format_args!("quota:{user}:{day}")),
+        )
     }
 
     /// Messages of `user` counted today (UTC), without counting one.
@@ -289,6 +341,24 @@ impl Limits {
             .await
             .map(|_| ())
     }
+}
+
+/// The admission and quota standing of the admit script's answer (verdict, count) at `now`.
+fn verdict_of(now: DateTime<Utc>, per_day: u32, verdict: i64, count: i64) -> (Admission, Quota) {
+    let resets_at = next_utc_midnight(now);
+    let admission = match verdict {
+        1 => Admission::RateLimited {
+            retry_after_secs: (60 - now.timestamp() % 60) as u64,
+        },
+        2 => Admission::QuotaExceeded { resets_at },
+        _ => Admission::Allowed,
+    };
+    let quota = Quota {
+        limit: per_day,
+        remaining: u32::try_from(i64::from(per_day) - count).unwrap_or(0),
+        resets_at,
+    };
+    (admission, quota)
 }
 
 fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::directory::{Directory, Tenant};
 use crate::error::ApiError;
 use crate::inbound::{Inbound, estimate_tokens, split_message};
-use crate::limits::{Admission, Delivery, Limits};
+use crate::limits::{Admission, Admit, Begun, Delivery, Limits};
 use crate::metrics::Metrics;
 use crate::outbound::{self, Channel, ReplyKind};
 use crate::store::{self, Finish, NewInbound, UsageEntry, UsageRow};
@@ -153,16 +153,31 @@ impl Core {
         channels: &[Arc<dyn Channel>],
     ) -> Arc<Self> {
         let claim = claim_time(&config);
-        let pool = db.clone();
+        let tasks = TaskTracker::new();
+        let (pool, redis, confirms) = (db.clone(), limits.clone(), tasks.clone());
         let recorder = Batcher::spawn(
             BATCH_ROWS,
             BATCHES_IN_FLIGHT,
             move |rows: Vec<NewInbound>| {
-                let pool = pool.clone();
+                let (pool, redis, confirms) = (pool.clone(), redis.clone(), confirms.clone());
                 async move {
-                    store::record_inbound_batch(&pool, &rows, claim)
+                    let ids = store::record_inbound_batch(&pool, &rows, claim)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                    // One Redis round trip for the batch, off the webhooks' path.
+                    let recorded: Vec<bool> = ids.iter().map(Option::is_some).collect();
+                    confirms.spawn(async move {
+                        let keys: Vec<(&str, &str)> = rows
+                            .iter()
+                            .zip(recorded)
+                            .filter(|(_, recorded)| *recorded)
+                            .map(|(r, _)| (r.channel.as_str(), r.external_id.as_str()))
+                            .collect();
+                        if let Err(e) = redis.dedupe_confirm(&keys).await {
+                            tracing::warn!(error = %e, "could not extend dedupe keys");
+                        }
+                    });
+                    Ok(ids)
                 }
             },
         );
@@ -189,7 +204,7 @@ impl Core {
             metrics,
             senders: SenderCache::default(),
             channels: channels.iter().map(|c| (c.name(), c.clone())).collect(),
-            tasks: TaskTracker::new(),
+            tasks,
         })
     }
 
@@ -201,19 +216,27 @@ impl Core {
             return Err(ApiError::Overloaded);
         };
         let started = Instant::now();
-        let delivery = match self
+        let admit = self.admit_ahead(&msg);
+        let begun = self
             .limits
-            .dedupe_begin(&msg.channel, &msg.external_id)
+            .dedupe_begin(&msg.channel, &msg.external_id, admit)
             .await
-        {
-            Ok(delivery) => delivery,
-            Err(e) => {
-                // Postgres's unique key still catches duplicates.
+            .unwrap_or_else(|e| {
+                // Postgres's unique key still catches duplicates; `handle` counts the message.
                 tracing::warn!(error = %e, "redis dedupe unavailable");
-                Delivery::New
-            }
-        };
+                Begun {
+                    delivery: Delivery::New,
+                    admission: None,
+                }
+            });
         self.metrics.stage("dedupe", started);
+        let Begun {
+            delivery,
+            admission,
+        } = begun;
+        let admitted = admit
+            .zip(admission)
+            .map(|(a, admission)| (a.user, admission));
         match delivery {
             Delivery::New => {}
             Delivery::Recorded => {
@@ -235,7 +258,7 @@ impl Core {
         let span = tracing::info_span!("message", channel = %channel, external_id = %external_id);
         self.tasks.spawn(
             self.clone()
-                .process(RowId::Recording(recorded_rx), msg, permit)
+                .process(RowId::Recording(recorded_rx), msg, admitted, permit)
                 .instrument(span),
         );
         let started = Instant::now();
@@ -243,13 +266,8 @@ impl Core {
         self.metrics.stage("record", started);
         match recorded {
             Ok(Some(id)) => {
+                // The recorder confirms the dedupe key (one Redis call per batch).
                 let _ = recorded_tx.send(Some(id));
-                let limits = self.limits.clone();
-                self.tasks.spawn(async move {
-                    if let Err(e) = limits.dedupe_confirm(&channel, &external_id).await {
-                        tracing::warn!(error = %e, "could not extend dedupe key");
-                    }
-                });
                 Ok(Accepted::New(id))
             }
             Ok(None) => {
@@ -287,8 +305,14 @@ impl Core {
             .map_err(|e| ApiError::Internal(format!("finishing the message: {e}")))
     }
 
-    async fn process(self: Arc<Self>, mut row: RowId, msg: Inbound, _permit: OwnedSemaphorePermit) {
-        let outcome = match self.handle(&mut row, &msg).await {
+    async fn process(
+        self: Arc<Self>,
+        mut row: RowId,
+        msg: Inbound,
+        admitted: Option<(Uuid, Admission)>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let outcome = match self.handle(&mut row, &msg, admitted).await {
             // `accept` counted it (duplicate) or answered the webhook with an error.
             Ok(NOT_RECORDED) => return,
             Ok(outcome) => outcome,
@@ -319,10 +343,55 @@ impl Core {
         Ok(connection)
     }
 
+    /// The limits to count `msg` against with its dedupe claim, in one Redis call instead of
+    /// two: only when what this replica has cached already says that `handle` will count it
+    /// (a connected sender, not a command, a tenant neither suspended nor past the plan's
+    /// channels, not web chat, which is counted at its edge). Otherwise `handle` counts it on
+    /// its own, as for a sender seen for the first time. Should the cache or the tenant change
+    /// in the microseconds between the two, the message may be counted without being forwarded:
+    /// one message of a quota, never an uncounted one.
+    fn admit_ahead(&self, msg: &Inbound) -> Option<Admit> {
+        if msg.channel == outbound::WEB || msg.text.trim().starts_with("/start") {
+            return None;
+        }
+        let connection = self.senders.get(&msg.channel, &msg.sender_id)?;
+        let tenant = self.directory.tenant_of(&connection.user.to_string())?;
+        let policy = self.config.accounts.plans.policy(tenant.plan);
+        if tenant.suspended || connection.paused(policy.max_channels) {
+            return None;
+        }
+        Some(Admit {
+            user: connection.user,
+            per_minute: self.config.limits.rate_limit_per_minute,
+            per_day: policy.messages_per_day,
+        })
+    }
+
+    /// Counts a message of `user` against the per-minute limit and the daily quota.
+    async fn admit(&self, msg: &Inbound, user: Uuid, per_day: u32) -> Admission {
+        if msg.channel == outbound::WEB {
+            // Counted at the web edge, which answers over the limit with 429 and quota headers.
+            return Admission::Allowed;
+        }
+        let started = Instant::now();
+        let admission = self
+            .limits
+            .admit(user, self.config.limits.rate_limit_per_minute, per_day)
+            .await
+            .unwrap_or_else(|e| {
+                // Availability over exact counting: a Redis outage does not stop conversations.
+                tracing::warn!(error = %e, "rate limit check unavailable; admitting");
+                Admission::Allowed
+            });
+        self.metrics.stage("admit", started);
+        admission
+    }
+
     async fn handle(
         self: &Arc<Self>,
         row: &mut RowId,
         msg: &Inbound,
+        admitted: Option<(Uuid, Admission)>,
     ) -> Result<&'static str, ApiError> {
         let connection = self.resolve_sender(&msg.channel, &msg.sender_id).await?;
         let user = connection.map(|c| c.user);
@@ -387,24 +456,11 @@ impl Core {
             return self.answer(row, msg, &note, "channel_paused").await;
         }
         let per_day = policy.messages_per_day;
-        let started = Instant::now();
-        let admission = if msg.channel == outbound::WEB {
-            // Counted at the web edge, which answers over the limit with 429 and quota headers.
-            Ok(Admission::Allowed)
-        } else {
-            self.limits
-                .admit(user, self.config.limits.rate_limit_per_minute, per_day)
-                .await
+        let admission = match admitted {
+            // Counted with the dedupe claim.
+            Some((counted, admission)) if counted == user => admission,
+            _ => self.admit(msg, user, per_day).await,
         };
-        let admission = match admission {
-            Ok(a) => a,
-            Err(e) => {
-                // Availability over exact counting: a Redis outage does not stop conversations.
-                tracing::warn!(error = %e, "rate limit check unavailable; admitting");
-                Admission::Allowed
-            }
-        };
-        self.metrics.stage("admit", started);
         match admission {
             Admission::Allowed => {}
             Admission::RateLimited { retry_after_secs } => {
@@ -786,7 +842,7 @@ impl Core {
                         .await
                         .map_err(|e| ApiError::Internal(e.to_string()))?;
                     self.tasks
-                        .spawn(core.process(RowId::Known(row.id), msg, permit));
+                        .spawn(core.process(RowId::Known(row.id), msg, None, permit));
                 }
             }
         }

@@ -294,6 +294,44 @@ async fn quota_exceeded_gets_a_friendly_reply_and_no_agent_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_retry_is_counted_once_against_the_quota() {
+    let chat = 5_350_001;
+    let (w, r, agent, tenant) = one_chat(Plan::Free, chat).await;
+    // The first message of a sender the replica has not seen yet is counted on its own; the
+    // later ones with their dedupe claim.
+    for i in 1..=2 {
+        w.telegram_update(&r, &telegram_text_update(i, chat, &format!("m{i}")))
+            .await;
+        w.telegram.wait_for_messages(chat, i as usize, T).await;
+    }
+    // The platform delivers the second again (answered 200 or, before its key is confirmed,
+    // 503): neither counts.
+    let retry = w
+        .telegram_update(&r, &telegram_text_update(2, chat, "m2"))
+        .await
+        .status()
+        .as_u16();
+    assert!(retry == 200 || retry == 503, "{retry}");
+    w.telegram_update(&r, &telegram_text_update(3, chat, "m3"))
+        .await;
+    w.telegram.wait_for_messages(chat, 3, T).await;
+    assert_eq!(agent.calls().len(), 3);
+    let key = format!(
+        "{}quota:{}:{}",
+        w.redis_prefix,
+        tenant.user,
+        chrono::Utc::now().format("%Y%m%d")
+    );
+    let counted: i64 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis_conn().await)
+        .await
+        .expect("quota count");
+    assert_eq!(counted, 3);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hibernated_tenant_is_woken_and_answers() {
     let w = World::new().await;
     let r = w.start_router(w.config()).await;
