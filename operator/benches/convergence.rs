@@ -8,6 +8,12 @@
 //! until convergence and in the 30 s after (an idle fleet should cost none). To see what
 //! triggers them: `BENCH_OPERATOR_LOG=info,clawdbot_operator=debug
 //! BENCH_OPERATOR_LOG_FILE=/tmp/op.log` (each passing child change is logged).
+//!
+//! Requests per tenant are the operator's own count (`clawdbot_operator_api_requests_total`,
+//! a counting layer on its client: reads, writes, watches, lease renewals, events) until
+//! convergence, divided by the tenants. Both namespaces are deleted after each size, so that
+//! the thousands of objects do not slow other users of the shared API server for long
+//! (`BENCH_KEEP=1` keeps them).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -15,10 +21,12 @@ use std::time::{Duration, Instant};
 use clawdbot_api::workspace::UserWorkspace;
 use clawdbot_api::{ModelEndpoint, conditions, names};
 use clawdbot_operator::build::agent::{self, AgentInputs};
+use clawdbot_operator::build::tenant;
 use clawdbot_operator::config::OperatorConfig;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
@@ -34,7 +42,8 @@ fn workspace(name: &str, ns: &str) -> UserWorkspace {
     ws
 }
 
-/// Creates the 7 tenant objects of `n` tenants with a plain client, 32 requests in flight.
+/// Creates the 7 tenant objects of `n` tenants with a plain client, 32 requests in flight:
+/// the objects the operator applies (same build, same annotations), without owners.
 async fn plain_client(client: &Client, ns: &str, n: usize) -> Duration {
     let cfg = OperatorConfig::default();
     let started = Instant::now();
@@ -68,15 +77,15 @@ async fn plain_client(client: &Client, ns: &str, n: usize) -> Duration {
                             .map(|_| ())
                     }};
                 }
-                let cm = agent::build_config_map(&inputs).expect("cm");
-                let hash = agent::config_hash(&cm);
-                create!(agent::build_service_account(&ws))?;
-                create!(Ok::<_, ()>(cm))?;
-                create!(agent::build_gateway_secret(&ws, &agent::generate_token()))?;
-                create!(agent::build_pvc(&ws, true))?;
-                create!(agent::build_service(&ws))?;
-                create!(agent::build_network_policy(&inputs))?;
-                create!(agent::build_deployment(&inputs, &hash))?;
+                let t = tenant::build_tenant(&inputs, &ws.spec.storage.size).expect("build");
+                let secret = tenant::with_token(t.gateway_secret, &agent::generate_token());
+                create!(Ok::<_, ()>(t.service_account))?;
+                create!(Ok::<_, ()>(t.config_map))?;
+                create!(Ok::<_, ()>(secret))?;
+                create!(Ok::<_, ()>(t.pvc))?;
+                create!(Ok::<_, ()>(t.service))?;
+                create!(Ok::<_, ()>(t.network_policy))?;
+                create!(Ok::<_, ()>(t.deployment))?;
                 Ok::<_, kube::Error>(())
             }
         })
@@ -103,11 +112,15 @@ struct Run {
     operator: Duration,
     peak_rss_mib: f64,
     reconciles: u64,
+    requests: u64,
     reconciles_at_rest: u64,
+    /// Requests by verb and reconcile triggers by source, until convergence.
+    requests_by_verb: Vec<(String, u64)>,
+    triggers: Vec<(String, u64)>,
 }
 
-/// The operator's count of workspace reconciles, from its metrics.
-async fn reconciles(port: u16) -> u64 {
+/// The sum of the operator's counters whose lines start with `prefix`, from its metrics.
+async fn counter(port: u16, prefix: &str) -> u64 {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("metrics")
@@ -115,11 +128,59 @@ async fn reconciles(port: u16) -> u64 {
         .await
         .expect("metrics body");
     text.lines()
-        .filter(|l| {
-            l.starts_with("clawdbot_operator_reconciles_total{controller=\"userworkspace\"")
-        })
+        .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// The operator's count of workspace reconciles.
+async fn reconciles(port: u16) -> u64 {
+    counter(
+        port,
+        "clawdbot_operator_reconciles_total{controller=\"userworkspace\"",
+    )
+    .await
+}
+
+/// The operator's count of its requests to the API server.
+async fn requests(port: u16) -> u64 {
+    counter(port, "clawdbot_operator_api_requests_total{").await
+}
+
+/// The operator's counters of one family by label value (`name{label="value"} n`), for the
+/// breakdowns printed under the table.
+async fn breakdown(port: u16, family: &str) -> Vec<(String, u64)> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| {
+            let label = l.split('"').nth(1)?.to_string();
+            Some((label, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Deletes a namespace and waits until it is gone (its thousands of objects with it).
+async fn delete_namespace(client: &Client, ns: &str) {
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        return;
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(ns, &DeleteParams::background()).await;
+    clawdbot_testkit::wait_for(
+        "the namespace to be deleted",
+        Duration::from_secs(900),
+        || {
+            let api = api.clone();
+            async move { api.get_opt(ns).await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await;
 }
 
 async fn run(client: &Client, n: usize) -> Run {
@@ -212,18 +273,26 @@ async fn run(client: &Client, n: usize) -> Run {
         d.items.len()
     );
     let at_convergence = reconciles(port).await;
+    let requests = requests(port).await;
+    let requests_by_verb = breakdown(port, "clawdbot_operator_api_requests_total").await;
+    let triggers = breakdown(port, "clawdbot_operator_workspace_triggers_total").await;
     // Then at rest: a converged fleet should cost (almost) no reconciles.
     tokio::time::sleep(Duration::from_secs(30)).await;
     let at_rest = reconciles(port).await - at_convergence;
     peak = peak.max(rss_kib(pid, "VmHWM:"));
     let _ = child.kill();
     let _ = child.wait();
+    delete_namespace(client, &plain_ns).await;
+    delete_namespace(client, &ns).await;
     Run {
         plain,
         operator,
         peak_rss_mib: peak as f64 / 1024.0,
         reconciles: at_convergence,
+        requests,
         reconciles_at_rest: at_rest,
+        requests_by_verb,
+        triggers,
     }
 }
 
@@ -237,18 +306,34 @@ async fn main() {
     let client = clawdbot_testkit::kube::client().await;
     clawdbot_testkit::kube::install_crds(&client).await;
     println!(
-        "tenants | plain client (s) | operator converged (s) | ratio | operator peak RSS (MiB) | reconciles until converged | reconciles in the next 30 s"
+        "tenants | plain client (s) | operator converged (s) | ratio | requests per tenant | reconciles per tenant | operator peak RSS (MiB) | reconciles in the next 30 s"
     );
+    let mut breakdowns = Vec::new();
     for n in sizes {
         let r = run(&client, n).await;
         println!(
-            "{n:>7} | {:>16.1} | {:>22.1} | {:>5.2} | {:>23.1} | {:>26} | {:>27}",
+            "{n:>7} | {:>16.1} | {:>22.1} | {:>5.2} | {:>19.2} | {:>21.2} | {:>23.1} | {:>27}",
             r.plain.as_secs_f64(),
             r.operator.as_secs_f64(),
             r.operator.as_secs_f64() / r.plain.as_secs_f64(),
+            r.requests as f64 / n as f64,
+            r.reconciles as f64 / n as f64,
             r.peak_rss_mib,
-            r.reconciles,
             r.reconciles_at_rest,
         );
+        let per_tenant = |v: &[(String, u64)]| {
+            v.iter()
+                .map(|(k, c)| format!("{k} {:.2}", *c as f64 / n as f64))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        breakdowns.push(format!(
+            "{n:>7} tenants, per tenant until converged: requests by verb: {}; reconcile triggers by source: {}",
+            per_tenant(&r.requests_by_verb),
+            per_tenant(&r.triggers),
+        ));
+    }
+    for line in breakdowns {
+        println!("{line}");
     }
 }

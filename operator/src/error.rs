@@ -14,6 +14,8 @@ pub enum Error {
     MissingReference(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error("the {0} cache has no complete list (its watch has not listed yet)")]
+    CacheStopped(&'static str),
     #[error("serializing {what}: {source}")]
     Serialize {
         what: &'static str,
@@ -40,6 +42,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingReference(_) => "missing_reference",
             Error::Finalizer(_) => "finalizer",
+            Error::CacheStopped(_) => "cache",
             Error::Serialize { .. } => "serialize",
             Error::Config(_) => "config",
             Error::Lease(_) | Error::LostLeadership => "leader_election",

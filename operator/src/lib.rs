@@ -5,6 +5,7 @@
 //! [`build`]) -> server-side apply ([`controller`]) -> status (pure, [`status`]).
 
 pub mod build;
+pub mod cache;
 pub mod changes;
 pub mod config;
 pub mod controller;

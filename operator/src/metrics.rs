@@ -31,6 +31,16 @@ pub struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
 }
@@ -42,6 +52,11 @@ pub struct Metrics {
     duration: Family<ControllerLabels, Histogram>,
     tenants: Family<PhaseLabels, Gauge>,
     leader: Gauge,
+    /// Requests to the API server, counted by the client's own layer (see [`counted_client`]).
+    api_requests: Family<VerbLabels, Counter>,
+    /// Watch events that asked for a workspace reconcile, by the kind that changed: where
+    /// reconciles come from (several may make one reconcile).
+    triggers: Family<SourceLabels, Counter>,
     /// Last known phase of each workspace, to keep the per-phase gauge exact.
     phases: Mutex<HashMap<String, Phase>>,
 }
@@ -86,6 +101,18 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let api_requests = Family::<VerbLabels, Counter>::default();
+        sub.register(
+            "api_requests",
+            "Requests to the Kubernetes API server by verb (get includes list; patch_status is a status write; lease and event requests apart)",
+            api_requests.clone(),
+        );
+        let triggers = Family::<SourceLabels, Counter>::default();
+        sub.register(
+            "workspace_triggers",
+            "Watch events that asked for a UserWorkspace reconcile, by the kind that changed",
+            triggers.clone(),
+        );
         for phase in Phase::ALL {
             tenants
                 .get_or_create(&PhaseLabels {
@@ -100,6 +127,8 @@ impl Metrics {
             duration,
             tenants,
             leader,
+            api_requests,
+            triggers,
             phases: Mutex::default(),
         }
     }
@@ -155,6 +184,11 @@ impl Metrics {
         }
     }
 
+    /// Counts one watch event of `source` that asks for a workspace reconcile.
+    pub fn triggered(&self, source: &'static str) {
+        self.triggers.get_or_create(&SourceLabels { source }).inc();
+    }
+
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
@@ -164,6 +198,46 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// A Kubernetes client whose every request (reads, writes, watches, lease renewals, events)
+/// is counted in `metrics` by verb: the cost of convergence in requests per tenant, as the API
+/// server sees it.
+pub fn counted_client(config: kube::Config, metrics: &Metrics) -> kube::Result<kube::Client> {
+    let counter = metrics.api_requests.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        counter
+            .get_or_create(&VerbLabels { verb: verb(&req) })
+            .inc();
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
+}
+
+fn verb<B>(req: &http::Request<B>) -> &'static str {
+    let watch = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let path = req.uri().path();
+    if path.contains("/leases") {
+        return "lease";
+    }
+    if path.contains("/events") {
+        return "event";
+    }
+    match *req.method() {
+        http::Method::GET if watch => "watch",
+        http::Method::GET => "get",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH if path.ends_with("/status") => "patch_status",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
     }
 }
 

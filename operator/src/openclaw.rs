@@ -134,7 +134,7 @@ fn env_ref(var: &str) -> Value {
 }
 
 /// Checks the combination before rendering; every message names the field and what to do.
-fn check(input: &RenderInput) -> Result<(), String> {
+pub fn check(input: &RenderInput) -> Result<(), String> {
     let ws = &input.workspace.spec;
     let model = &input.model;
     let plan = ws.plan;

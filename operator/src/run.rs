@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,26 +13,29 @@ use axum::routing::get;
 use clawdbot_api::model_endpoint::ModelEndpoint;
 use clawdbot_api::names;
 use clawdbot_api::workspace::UserWorkspace;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use crate::build::storage::ExistingVolume;
 use crate::changes;
 use crate::config::OperatorConfig;
 use crate::controller::{self as ctrl, Context};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::status;
 
 /// How one operator replica runs.
 #[derive(Clone, Debug)]
@@ -98,7 +100,25 @@ pub async fn run(
     metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    run_with_metrics(
+        client,
+        settings,
+        Arc::new(Metrics::new()),
+        metrics_listener,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with a registry made beforehand, so that the client's own layer can count its
+/// requests there ([`crate::metrics::counted_client`]).
+pub async fn run_with_metrics(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    metrics_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let health = Health {
         metrics: metrics.clone(),
         started: Arc::default(),
@@ -175,10 +195,12 @@ async fn run_leader(
     info!(identity = %settings.identity, "became leader; starting controllers");
     health.leader.store(true, Ordering::Relaxed);
     metrics.set_leader(true);
+    let (endpoints, endpoints_writer) = reflector::store();
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.config.clone(),
         metrics.clone(),
+        endpoints,
         &settings.identity,
     ));
 
@@ -190,7 +212,13 @@ async fn run_leader(
             until(&mut rx, true).await;
         }
     };
-    let workspaces = workspace_controller(client.clone(), settings.clone(), ctx.clone(), halted());
+    let workspaces = workspace_controller(
+        client.clone(),
+        settings.clone(),
+        ctx.clone(),
+        endpoints_writer,
+        halted(),
+    );
     let endpoints = endpoint_controller(client.clone(), settings.clone(), ctx, halted());
     let mut controllers = tokio::spawn(async move { futures::join!(workspaces, endpoints) });
 
@@ -226,7 +254,23 @@ fn owned<K>(
     client: &Client,
     ns: &Option<String>,
     config: &watcher::Config,
-    applied: &Arc<changes::Applied>,
+    ctx: &Arc<Context>,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: k8s_openapi::Resource,
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+{
+    owned_seen(client, ns, config, ctx, |_: &watcher::Event<K>| {})
+}
+
+/// [`owned`] for the ModelEndpoint controller: its events are not counted as workspace
+/// triggers.
+fn owned_by_endpoints<K>(
+    client: &Client,
+    ns: &Option<String>,
+    config: &watcher::Config,
+    ctx: &Arc<Context>,
 ) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -234,14 +278,108 @@ where
 {
     changes::changed_objects(
         watcher::watcher(api::<K>(client, ns), config.clone()).default_backoff(),
-        applied.clone(),
+        ctx.applied.clone(),
     )
+}
+
+/// [`owned`], showing every event (also those that pass on nothing) to `seen` first.
+fn owned_seen<K>(
+    client: &Client,
+    ns: &Option<String>,
+    config: &watcher::Config,
+    ctx: &Arc<Context>,
+    mut seen: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: k8s_openapi::Resource,
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+{
+    let metrics = ctx.metrics.clone();
+    changes::changed_objects(
+        watcher::watcher(api::<K>(client, ns), config.clone())
+            .default_backoff()
+            .inspect_ok(move |event| seen(event)),
+        ctx.applied.clone(),
+    )
+    .inspect_ok(move |_| metrics.triggered(K::KIND))
+}
+
+/// The tenants' agent pods: kept (the little that is read) in [`Context::agent_pods`], and
+/// passed on only when their trouble changes ([`status::pod_trouble`]: a stuck container, a
+/// scheduler that has no room). A pod created, scheduled or started costs no reconcile; that
+/// the workload became ready comes through its Deployment. Watching instead of listing them
+/// after each apply is what gives a new tenant one reconcile (issue 15: a look at the pods
+/// right after the Deployment apply found none yet and came back with a backoff, every
+/// tenant).
+fn agent_pods(
+    client: &Client,
+    ns: &Option<String>,
+    ctx: &Arc<Context>,
+) -> impl futures::Stream<Item = std::result::Result<Pod, watcher::Error>> + Send + 'static {
+    let config = watcher::Config::default().labels("app.kubernetes.io/name=clawdbot-agent");
+    let index = ctx.clone();
+    let mut trouble: HashMap<String, String> = HashMap::new();
+    watcher::watcher(api::<Pod>(client, ns), config)
+        .default_backoff()
+        .inspect_ok(move |event| {
+            index
+                .agent_pods
+                .observe(event, pod_group, |p| Some(status::pod_facts(p)))
+        })
+        .try_filter(move |event| {
+            let pass = match event {
+                watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                    let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+                    match status::pod_trouble(pod) {
+                        Some(t) => trouble.insert(key, t.clone()).as_ref() != Some(&t),
+                        None => trouble.remove(&key).is_some(),
+                    }
+                }
+                watcher::Event::Delete(pod) => {
+                    let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+                    trouble.remove(&key).is_some()
+                }
+                watcher::Event::Init | watcher::Event::InitDone => false,
+            };
+            futures::future::ready(pass)
+        })
+        .inspect_ok({
+            let metrics = ctx.metrics.clone();
+            move |_| metrics.triggered("Pod")
+        })
+        .try_filter_map(|event| {
+            futures::future::ready(Ok(match event {
+                watcher::Event::Apply(pod)
+                | watcher::Event::InitApply(pod)
+                | watcher::Event::Delete(pod) => Some(pod),
+                _ => None,
+            }))
+        })
+}
+
+/// A pod's tenant (namespace/workspace), from the label every agent pod carries.
+fn pod_group(pod: &Pod) -> Option<(String, String)> {
+    let ws = pod.labels().get(names::LABEL_WORKSPACE)?;
+    Some((
+        format!("{}/{ws}", pod.namespace()?),
+        pod.metadata.name.clone()?,
+    ))
+}
+
+/// A tenant volume's claim as it is, for [`Context::volumes`].
+fn volume_entry(pvc: &PersistentVolumeClaim) -> Option<(String, String)> {
+    Some((
+        format!("{}/{}", pvc.namespace()?, pvc.metadata.name.clone()?),
+        String::new(),
+    ))
 }
 
 async fn workspace_controller(
     client: Client,
     settings: Settings,
     ctx: Arc<Context>,
+    endpoints: Writer<ModelEndpoint>,
     halt: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (client, ns) = (&client, &settings.watch_namespace);
@@ -250,84 +388,108 @@ async fn workspace_controller(
         "app.kubernetes.io/managed-by={}",
         names::MANAGED_BY
     ));
-    // Our own status writes must not trigger another reconcile (at 10,000 tenants every one
-    // of them would cost ten requests for nothing): only the spec, the wake signal, the
-    // finalizers and deletion do.
+    // Our own writes must not trigger another reconcile (at 10,000 tenants every one of them
+    // would cost requests for nothing): only the spec, the wake signal, the finalizers and
+    // deletion do, when someone else changes them.
     let (store, writer) = reflector::store();
-    let workspaces = watcher::watcher(
-        api::<UserWorkspace>(client, ns),
-        watcher::Config::default().any_semantic(),
+    let workspaces = changes::changed_workspaces(
+        watcher::watcher(
+            api::<UserWorkspace>(client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .reflect(writer),
+        ctx.triggers.clone(),
+        ctrl::workspace::trigger,
     )
-    .default_backoff()
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(workspace_trigger, PredicateConfig::default());
+    .inspect_ok({
+        let metrics = ctx.metrics.clone();
+        move |_| metrics.triggered("UserWorkspace")
+    });
+    // The cache of ModelEndpoints the reconciles read is filled by the same watch that
+    // triggers them, before the trigger: a reconcile never sees an older endpoint than the
+    // event that started it. A dedicated endpoint that changed is applied again.
+    let endpoint_events = changes::tracked(
+        watcher::watcher(api::<ModelEndpoint>(client, ns), watcher::Config::default())
+            .default_backoff()
+            .reflect(endpoints),
+        ctx.applied.clone(),
+    )
+    .touched_objects();
     // A ModelEndpoint matters to the workspaces that reference it only when it appears or its
     // readiness or URL changes; fanning out on every event of a shared endpoint would
     // reconcile every tenant each time its Deployment status moves.
     let seen: Arc<Mutex<HashMap<EndpointKey, EndpointState>>> = Arc::default();
     let mapper_store = store.clone();
+    let endpoint_metrics = ctx.metrics.clone();
     Controller::for_stream(workspaces, store)
         .with_config(
             controller::Config::default()
                 .concurrency(settings.concurrency)
                 .debounce(Duration::from_millis(500)),
         )
-        .owns_stream(owned::<Deployment>(client, ns, &children, &ctx.applied))
-        .owns_stream(owned::<Service>(client, ns, &children, &ctx.applied))
-        .owns_stream(owned::<ConfigMap>(client, ns, &children, &ctx.applied))
-        .owns_stream(owned::<Secret>(client, ns, &children, &ctx.applied))
-        .owns_stream(owned::<ServiceAccount>(client, ns, &children, &ctx.applied))
-        .owns_stream(owned::<PersistentVolumeClaim>(
+        .owns_stream(owned::<Deployment>(client, ns, &children, &ctx))
+        .owns_stream(owned::<Service>(client, ns, &children, &ctx))
+        .owns_stream(owned::<ConfigMap>(client, ns, &children, &ctx))
+        .owns_stream(owned::<Secret>(client, ns, &children, &ctx))
+        .owns_stream(owned::<ServiceAccount>(client, ns, &children, &ctx))
+        .owns_stream(owned_seen::<PersistentVolumeClaim>(
             client,
             ns,
             &children,
-            &ctx.applied,
-        ))
-        .owns_stream(owned::<NetworkPolicy>(client, ns, &children, &ctx.applied))
-        .watches(
-            api::<ModelEndpoint>(client, ns),
-            watcher::Config::default(),
-            move |ep| {
-                let ns = ep.namespace();
-                let name = ep.name_any();
-                let state = (
-                    ep.is_ready(),
-                    ep.status.as_ref().and_then(|s| s.url.clone()),
-                );
-                let changed = {
-                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                    seen.insert(
-                        (ns.clone().unwrap_or_default(), name.clone()),
-                        state.clone(),
-                    ) != Some(state)
-                };
-                let owners: Vec<ObjectRef<UserWorkspace>> = ep
-                    .owner_references()
-                    .iter()
-                    .filter(|o| o.kind == "UserWorkspace")
-                    .map(|o| ObjectRef::new(&o.name).within(ns.as_deref().unwrap_or_default()))
-                    .collect();
-                let referencing: Vec<ObjectRef<UserWorkspace>> = if changed {
-                    mapper_store
-                        .state()
-                        .iter()
-                        .filter(|ws| ws.namespace() == ns)
-                        .filter(|ws| {
-                            ws.spec
-                                .model
-                                .endpoint_ref
-                                .as_ref()
-                                .is_some_and(|r| r.name == name)
-                        })
-                        .map(|ws| ObjectRef::from_obj(ws.as_ref()))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                owners.into_iter().chain(referencing)
+            &ctx,
+            {
+                let ctx = ctx.clone();
+                move |event| ctx.volumes.observe(event, volume_entry, ExistingVolume::of)
             },
-        )
+        ))
+        .watches_stream(agent_pods(client, ns, &ctx), |pod| {
+            let ws = pod.labels().get(names::LABEL_WORKSPACE).cloned();
+            ws.map(|ws| ObjectRef::new(&ws).within(&pod.namespace().unwrap_or_default()))
+        })
+        .owns_stream(owned::<NetworkPolicy>(client, ns, &children, &ctx))
+        .watches_stream(endpoint_events, move |ep| {
+            let ns = ep.namespace();
+            let name = ep.name_any();
+            let state = (
+                ep.is_ready(),
+                ep.status.as_ref().and_then(|s| s.url.clone()),
+            );
+            let changed = {
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                seen.insert(
+                    (ns.clone().unwrap_or_default(), name.clone()),
+                    state.clone(),
+                ) != Some(state)
+            };
+            let owners: Vec<ObjectRef<UserWorkspace>> = ep
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "UserWorkspace")
+                .map(|o| ObjectRef::new(&o.name).within(ns.as_deref().unwrap_or_default()))
+                .collect();
+            let referencing: Vec<ObjectRef<UserWorkspace>> = if changed {
+                mapper_store
+                    .state()
+                    .iter()
+                    .filter(|ws| ws.namespace() == ns)
+                    .filter(|ws| {
+                        ws.spec
+                            .model
+                            .endpoint_ref
+                            .as_ref()
+                            .is_some_and(|r| r.name == name)
+                    })
+                    .map(|ws| ObjectRef::from_obj(ws.as_ref()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !owners.is_empty() || !referencing.is_empty() {
+                endpoint_metrics.triggered("ModelEndpoint");
+            }
+            owners.into_iter().chain(referencing)
+        })
         .graceful_shutdown_on(halt)
         .run(
             ctrl::workspace::reconcile,
@@ -358,8 +520,10 @@ async fn endpoint_controller(
         watcher::Config::default().any_semantic(),
     )
     .with_config(controller::Config::default().concurrency(settings.concurrency))
-    .owns_stream(owned::<Deployment>(client, ns, &children, &ctx.applied))
-    .owns_stream(owned::<Service>(client, ns, &children, &ctx.applied))
+    .owns_stream(owned_by_endpoints::<Deployment>(
+        client, ns, &children, &ctx,
+    ))
+    .owns_stream(owned_by_endpoints::<Service>(client, ns, &children, &ctx))
     .graceful_shutdown_on(halt)
     .run(ctrl::endpoint::reconcile, ctrl::endpoint::error_policy, ctx)
     .for_each(|res| async move {
@@ -380,21 +544,3 @@ async fn until(rx: &mut watch::Receiver<bool>, want: bool) {
 type EndpointKey = (String, String);
 /// What workspaces care about in a ModelEndpoint: readiness and URL.
 type EndpointState = (bool, Option<String>);
-
-/// What in a UserWorkspace asks for a reconcile: everything but the status.
-fn workspace_trigger(ws: &UserWorkspace) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    ws.metadata.generation.hash(&mut h);
-    ws.annotations()
-        .get(clawdbot_api::annotations::LAST_ACTIVITY)
-        .hash(&mut h);
-    ws.metadata
-        .deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .hash(&mut h);
-    ws.finalizers().hash(&mut h);
-    // A status someone else removed or replaced is rewritten.
-    ws.status.is_none().hash(&mut h);
-    Some(h.finish())
-}

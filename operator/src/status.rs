@@ -242,6 +242,68 @@ pub fn pod_failure(pods: &[Pod], now: DateTime<Utc>) -> Option<String> {
     })
 }
 
+/// How long until a pod that the scheduler keeps off every node for want of something (a
+/// volume, memory) has waited [`UNSCHEDULABLE_GRACE`] and counts as failing: the one change of
+/// [`pod_failure`] that no watch event brings, so the reconcile looks again then.
+pub fn unschedulable_wait(pods: &[Pod], now: DateTime<Utc>) -> Option<Duration> {
+    pods.iter()
+        .filter_map(|pod| {
+            let c = pod.status.as_ref()?.conditions.iter().flatten().find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.message.as_deref().is_some_and(unschedulable_for_good)
+            })?;
+            let since = c.last_transition_time.as_ref().map(from_time)?;
+            let waited = (now - since).to_std().unwrap_or_default();
+            UNSCHEDULABLE_GRACE
+                .checked_sub(waited)
+                .filter(|d| !d.is_zero())
+        })
+        .min()
+}
+
+/// What of one pod may make [`pod_failure`] say something: its failure as if the grace for
+/// an unschedulable pod had passed. A pod whose trouble changes is worth a reconcile; one that
+/// is merely created, scheduled or started is not (its readiness comes through the
+/// Deployment's ready replicas).
+pub fn pod_trouble(pod: &Pod) -> Option<String> {
+    pod_failure(std::slice::from_ref(pod), DateTime::<Utc>::MAX_UTC)
+}
+
+/// The little of a pod that [`pod_failure`] and [`unschedulable_wait`] read, for the
+/// operator's cache of agent pods (a full pod is about ten times larger).
+pub fn pod_facts(pod: &Pod) -> Pod {
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let containers = |statuses: &Option<Vec<ContainerStatus>>| {
+        statuses.as_ref().map(|cs| {
+            cs.iter()
+                .map(|c| ContainerStatus {
+                    name: c.name.clone(),
+                    state: c.state.clone(),
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        })
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: pod.metadata.name.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: pod.spec.as_ref().map(|s| PodSpec {
+            node_name: s.node_name.clone(),
+            ..PodSpec::default()
+        }),
+        status: pod.status.as_ref().map(|s| PodStatus {
+            conditions: s.conditions.clone(),
+            container_statuses: containers(&s.container_statuses),
+            init_container_statuses: containers(&s.init_container_statuses),
+            ..PodStatus::default()
+        }),
+    }
+}
+
 /// Whether the agent's pods may still turn out ready or failed without the Deployment saying
 /// so: none made yet, one the scheduler has not looked at, one on a node (starting, pulling,
 /// crash-looping) or one unschedulable for want of something it may still get. The operator

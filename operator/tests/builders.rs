@@ -400,3 +400,111 @@ fn openclaw_tenant_gets_its_config_and_token_from_the_secret() {
     assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 180);
     assert_eq!(pod.termination_grace_period_seconds, Some(60));
 }
+
+/// The build step of a reconcile: every desired object of a tenant at once, each stamped with
+/// the hash of what it says, so that the apply step can leave alone what did not change.
+#[test]
+fn build_tenant_returns_every_object_stamped_with_what_it_says() {
+    use clawdbot_operator::build::tenant::{TenantObjects, build_tenant, with_token};
+    use clawdbot_operator::changes::DESIRED_HASH;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use kube::Resource;
+
+    fn hashes(t: &TenantObjects) -> Vec<(String, String)> {
+        fn h<K: Resource>(o: &K) -> (String, String) {
+            (
+                o.meta().name.clone().unwrap(),
+                o.meta().annotations.as_ref().unwrap()[DESIRED_HASH].clone(),
+            )
+        }
+        let mut v = vec![
+            h(&t.service_account),
+            h(&t.config_map),
+            h(&t.gateway_secret),
+            h(&t.pvc),
+            h(&t.deployment),
+            h(&t.service),
+            h(&t.network_policy),
+        ];
+        v.extend(t.dedicated_endpoint.as_ref().map(h));
+        v
+    }
+
+    let cfg = OperatorConfig::default();
+    let w = ws(LITE);
+    let size = Quantity("1Gi".into());
+    let t = build_tenant(&inputs(&w, &cfg, true), &size).unwrap();
+    // The same objects the single builders make, plus the stamp; the tenant's one volume at
+    // the size given (the storage plan's, not necessarily the spec's).
+    let cm = agent::build_config_map(&inputs(&w, &cfg, true)).unwrap();
+    assert_eq!(t.config_map.data, cm.data);
+    assert_eq!(
+        t.deployment.spec,
+        agent::build_deployment(&inputs(&w, &cfg, true), &agent::config_hash(&cm))
+            .unwrap()
+            .spec
+    );
+    let bigger = build_tenant(&inputs(&w, &cfg, true), &Quantity("10Gi".into())).unwrap();
+    assert_eq!(
+        bigger
+            .pvc
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"],
+        Quantity("10Gi".into())
+    );
+    assert!(t.dedicated_endpoint.is_none());
+    // The token is not derived from the workspace: the apply step adds it.
+    assert!(t.gateway_secret.data.is_none());
+    let with = with_token(t.gateway_secret.clone(), "tok");
+    assert_eq!(
+        with.data.unwrap()[names::GATEWAY_TOKEN_KEY].0,
+        b"tok".to_vec()
+    );
+
+    // Deterministic: the same workspace gives the same hashes, all distinct.
+    let again = build_tenant(&inputs(&w, &cfg, true), &size).unwrap();
+    assert_eq!(hashes(&t), hashes(&again));
+    let mut distinct: Vec<_> = hashes(&t).into_iter().map(|(_, h)| h).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 7);
+
+    // A change stamps only what it changes: a new temperature is new config (and a new pod
+    // template through the config hash), nothing else; a bigger volume is only a new claim.
+    let changed = |a: &TenantObjects, b: &TenantObjects| -> Vec<String> {
+        hashes(a)
+            .into_iter()
+            .zip(hashes(b))
+            .filter(|(x, y)| x.1 != y.1)
+            .map(|(x, _)| x.0)
+            .collect()
+    };
+    let mut warmer = w.clone();
+    warmer.spec.model.temperature = Some(0.2);
+    let t2 = build_tenant(&inputs(&warmer, &cfg, true), &size).unwrap();
+    assert_eq!(changed(&t, &t2), ["claw-alice", "claw-alice"]);
+    assert!(
+        t2.config_map.meta().annotations.as_ref().unwrap()[DESIRED_HASH]
+            != t.config_map.meta().annotations.as_ref().unwrap()[DESIRED_HASH]
+    );
+    assert!(
+        t2.deployment.meta().annotations.as_ref().unwrap()[DESIRED_HASH]
+            != t.deployment.meta().annotations.as_ref().unwrap()[DESIRED_HASH]
+    );
+    assert_eq!(changed(&t, &bigger), ["claw-alice"]);
+    assert!(
+        bigger.pvc.meta().annotations.as_ref().unwrap()[DESIRED_HASH]
+            != t.pvc.meta().annotations.as_ref().unwrap()[DESIRED_HASH]
+    );
+    // Asleep: only the workload changes (zero replicas).
+    let asleep = build_tenant(&inputs(&w, &cfg, false), &size).unwrap();
+    assert_eq!(changed(&t, &asleep).len(), 1);
+    assert_eq!(asleep.deployment.spec.as_ref().unwrap().replicas, Some(0));
+}

@@ -976,3 +976,132 @@ async fn an_upgrade_grows_the_volume_where_its_class_allows_and_says_why_not_els
         remove_class_and_volume(&client, class).await;
     }
 }
+
+/// The operator's count of its requests to the API server with this verb.
+fn requests(metrics: &str, verb: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!(
+                "clawdbot_operator_api_requests_total{{verb=\"{verb}\"}}"
+            ))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A new tenant converges in one reconcile (the finalizer is patched in on the way); a second
+/// reconcile of a tenant that did not change writes nothing (no apply, no status patch); and a
+/// child someone edits or deletes is still repaired (issue 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tenant_converges_in_one_reconcile_and_an_unchanged_one_writes_nothing() {
+    let (client, ns) = setup("once").await;
+    let op = start_counted_operator(&ns, "op-a").await;
+    create_endpoint(&client, &ns, "shared").await;
+    // The endpoint's first status (its URL) is a reason to reconcile its workspaces: let it be
+    // written before the workspace exists, so that only the workspace's own creation counts.
+    let endpoints: Api<clawdbot_api::ModelEndpoint> = Api::namespaced(client.clone(), &ns);
+    wait_for("the endpoint's status", TIMEOUT, || {
+        let endpoints = endpoints.clone();
+        async move {
+            let ep = endpoints.get("shared").await.ok()?;
+            ep.status?.url.map(|_| ())
+        }
+    })
+    .await;
+    let before = op.metrics().await;
+    create(&client, &ns, &workspace("carol", SIMPLE_SPEC)).await;
+    let w = wait_ws(&client, &ns, "carol", "provisioned", |w| {
+        condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert!(
+        w.finalizers()
+            .iter()
+            .any(|f| f == names::WORKSPACE_FINALIZER)
+    );
+    let m = op.metrics().await;
+    assert_eq!(
+        reconcile_count(&m),
+        1,
+        "one reconcile for a new tenant\n{m}"
+    );
+    // The finalizer and six applies; the gateway Secret created (it gets a new token); one
+    // status patch. No read: what the reconcile reads comes from the watches.
+    let sent = |verb| requests(&m, verb) - requests(&before, verb);
+    assert_eq!(
+        (sent("patch"), sent("create"), sent("patch_status")),
+        (7, 1, 1),
+        "{m}"
+    );
+
+    // Someone else's finalizer is a reason to reconcile, and nothing else changed.
+    let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);
+    let both = serde_json::json!({"metadata": {"finalizers": [names::WORKSPACE_FINALIZER, "example.com/keep"]}});
+    api.patch("carol", &PatchParams::default(), &Patch::Merge(&both))
+        .await
+        .unwrap();
+    wait_for("a second reconcile", TIMEOUT, || {
+        let op = &op;
+        async move { (reconcile_count(&op.metrics().await) >= 2).then_some(()) }
+    })
+    .await;
+    let again = op.metrics().await;
+    for verb in ["patch", "patch_status", "create", "update", "delete"] {
+        assert_eq!(
+            requests(&again, verb),
+            requests(&m, verb),
+            "a reconcile of an unchanged tenant sent a {verb}\n{again}"
+        );
+    }
+    let only_ours = serde_json::json!({"metadata": {"finalizers": [names::WORKSPACE_FINALIZER]}});
+    api.patch("carol", &PatchParams::default(), &Patch::Merge(&only_ours))
+        .await
+        .unwrap();
+
+    // Drift is repaired: the workload scaled by hand, the gateway Secret deleted.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            &names::agent("carol"),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let token_secret = names::gateway_token_secret("carol");
+    let old_uid = secrets.get(&token_secret).await.unwrap().uid();
+    secrets
+        .delete(&token_secret, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the workload's replicas to be restored", TIMEOUT, || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move { (replicas(&client, &ns, "carol").await == 1).then_some(()) }
+    })
+    .await;
+    let secret = wait_for("the gateway Secret to be recreated", TIMEOUT, || {
+        let secrets = secrets.clone();
+        let token_secret = token_secret.clone();
+        let old_uid = old_uid.clone();
+        async move {
+            secrets
+                .get_opt(&token_secret)
+                .await
+                .ok()
+                .flatten()
+                .filter(|s| s.uid() != old_uid)
+        }
+    })
+    .await;
+    assert!(
+        secret
+            .data
+            .unwrap()
+            .get(names::GATEWAY_TOKEN_KEY)
+            .is_some_and(|t| !t.0.is_empty())
+    );
+    op.stop().await.unwrap();
+}

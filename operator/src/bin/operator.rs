@@ -1,8 +1,10 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use clawdbot_operator::config::{Cli, OperatorConfig};
-use clawdbot_operator::run::{Settings, run};
+use clawdbot_operator::metrics::{Metrics, counted_client};
+use clawdbot_operator::run::{Settings, run_with_metrics};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -25,7 +27,11 @@ async fn main() -> std::process::ExitCode {
 
 async fn start(cli: Cli) -> clawdbot_operator::Result<()> {
     let config = OperatorConfig::from_cli(&cli)?;
-    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let kube_config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let client = counted_client(kube_config, &metrics)?;
     let listener = tokio::net::TcpListener::bind(&cli.metrics_addr).await?;
     let identity = cli
         .identity
@@ -40,7 +46,7 @@ async fn start(cli: Cli) -> clawdbot_operator::Result<()> {
         lease_duration: Duration::from_secs(cli.lease_duration_seconds),
         concurrency: cli.concurrency,
     };
-    run(client, settings, listener, shutdown_signal()).await
+    run_with_metrics(client, settings, metrics, listener, shutdown_signal()).await
 }
 
 fn hostname_or_default() -> String {

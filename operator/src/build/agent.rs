@@ -97,6 +97,16 @@ fn web_search_url(inputs: &AgentInputs<'_>) -> Option<String> {
         .flatten()
 }
 
+/// What the resolved inputs make of the spec that the spec alone cannot show (OpenClaw's
+/// limits on the model, for one). Checked before the build, so that building cannot fail on
+/// a spec; every message names the field.
+pub fn check(inputs: &AgentInputs<'_>) -> std::result::Result<(), Vec<String>> {
+    match inputs.runtime {
+        Runtime::Lite => Ok(()),
+        Runtime::Openclaw => openclaw::check(&render_input(inputs)).map_err(|e| vec![e]),
+    }
+}
+
 /// The lite agent's configuration for this tenant.
 pub fn lite_config(inputs: &AgentInputs<'_>) -> LiteAgentConfig {
     let storage = quantity_bytes(&inputs.workspace.spec.storage.size).unwrap_or(0);

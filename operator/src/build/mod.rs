@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod model;
 pub mod storage;
+pub mod tenant;
 
 use std::collections::BTreeMap;
 

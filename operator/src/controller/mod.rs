@@ -8,17 +8,21 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
+use clawdbot_api::model_endpoint::ModelEndpoint;
 use clawdbot_api::names::FIELD_MANAGER;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::changes::Applied;
+use crate::build::storage::ExistingVolume;
+use crate::cache::Index;
+use crate::changes::{Applied, Triggers};
 use crate::config::OperatorConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 /// State shared by every reconcile.
@@ -29,6 +33,15 @@ pub struct Context {
     pub recorder: Recorder,
     /// What the operator last wrote to each child (see [`changes`](crate::changes)).
     pub applied: Arc<Applied>,
+    /// The workspace writes the operator is about to make (see [`changes`](crate::changes)).
+    pub triggers: Arc<Triggers>,
+    /// Every ModelEndpoint in the watched namespaces, from the watch the workspace controller
+    /// holds anyway: a workspace's reconcile reads its endpoint here instead of from the API.
+    pub endpoints: Store<ModelEndpoint>,
+    /// Tenant volumes as they are, by namespace/claim name (see [`cache`](crate::cache)).
+    pub volumes: Index<ExistingVolume>,
+    /// Tenant agent pods, the little of them that is read, by namespace/workspace.
+    pub agent_pods: Index<Pod>,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -38,6 +51,7 @@ impl Context {
         client: Client,
         config: OperatorConfig,
         metrics: Arc<Metrics>,
+        endpoints: Store<ModelEndpoint>,
         identity: &str,
     ) -> Self {
         let reporter = Reporter {
@@ -50,8 +64,21 @@ impl Context {
             config,
             metrics,
             applied: Arc::default(),
+            triggers: Arc::default(),
+            endpoints,
+            volumes: Index::new("PersistentVolumeClaim"),
+            agent_pods: Index::new("Pod"),
             failures: Mutex::default(),
         }
+    }
+
+    /// A ModelEndpoint from the cache, once the cache holds the first full list.
+    pub async fn endpoint(&self, ns: &str, name: &str) -> Result<Option<Arc<ModelEndpoint>>> {
+        self.endpoints
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheStopped("ModelEndpoint"))?;
+        Ok(self.endpoints.get(&ObjectRef::new(name).within(ns)))
     }
 
     /// Counts one more failure of `key` and returns the count.
@@ -119,4 +146,22 @@ where
         .await?;
     ctx.applied.record(&applied);
     Ok(applied)
+}
+
+/// [`apply`], unless the operator's last accepted apply of this child was made from the same
+/// desired object and the child has not changed since (see [`changes`](crate::changes)).
+/// Returns the child's ready replicas (of a workload; `None` for other kinds).
+pub async fn apply_changed<K>(ctx: &Context, obj: &K) -> Result<Option<i64>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    if let Some(ready) = ctx.applied.unchanged(obj) {
+        return Ok(ready);
+    }
+    let applied = apply(ctx, obj).await?;
+    Ok(crate::changes::fingerprint(&applied).ready_replicas)
 }

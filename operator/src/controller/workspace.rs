@@ -1,5 +1,15 @@
-//! UserWorkspace reconcile: validate -> resolve references -> build (pure) -> apply -> status.
+//! UserWorkspace reconcile: finalizer -> validate -> resolve references -> check -> build
+//! every desired object (pure) -> apply what changed -> status (when it changed).
+//!
+//! A new tenant converges in one reconcile: the finalizer is patched in and the reconcile goes
+//! on with the object the patch returned, and the echoes of the operator's own writes
+//! (finalizer, children, status) do not trigger another (see [`changes`](crate::changes)).
+//! What the reconcile reads comes from the controller's watches (ModelEndpoints, the tenant
+//! volume, the agent pods: [`cache`](crate::cache)), so a new tenant costs the finalizer
+//! patch, seven applies and one status patch, and a tenant that did not change costs no
+//! request (issue 15: about thirty requests in three reconciles per new tenant before).
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,25 +21,24 @@ use clawdbot_api::names;
 use clawdbot_api::workspace::{
     ModelProvider, Phase, RetentionPolicy, UserWorkspace, UserWorkspaceStatus,
 };
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::{Context, apply, key};
+use super::{Context, apply, apply_changed, key};
 use crate::build::agent::{self, AgentInputs};
 use crate::build::model::endpoint_url;
 use crate::build::service_url;
-use crate::build::storage::{self, ExistingVolume};
+use crate::build::storage::{self, ExistingVolume, VolumePlan};
+use crate::build::tenant::{TenantObjects, build_tenant, volume_claim, with_token};
 use crate::config::ServiceAddresses;
 use crate::error::{Error, Result, backoff};
 use crate::status::{
     Facts, ModelState, Sleep, StorageState, Wakefulness, from_time, hibernation, pod_failure,
-    pods_still_deciding, to_time, wakefulness, workspace_status,
+    to_time, unschedulable_wait, wakefulness, workspace_status,
 };
 
 pub const CONTROLLER: &str = "userworkspace";
@@ -38,25 +47,8 @@ pub const CONTROLLER: &str = "userworkspace";
 #[instrument(skip_all, fields(tenant = %key(ws.as_ref())))]
 pub async fn reconcile(ws: Arc<UserWorkspace>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let ns = ws
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let api: Api<UserWorkspace> = Api::namespaced(ctx.client.clone(), &ns);
     let k = key(ws.as_ref());
-    let result = finalizer(&api, names::WORKSPACE_FINALIZER, ws, |event| async {
-        match event {
-            Finalizer::Apply(ws) => apply_workspace(&ws, &ctx).await,
-            Finalizer::Cleanup(ws) => cleanup(&ws, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        kube::runtime::finalizer::Error::AddFinalizer(e)
-        | kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-        other => Error::Finalizer(other.to_string()),
-    });
+    let result = reconcile_workspace(&ws, &ctx).await;
     ctx.metrics.reconciled(
         CONTROLLER,
         started.elapsed(),
@@ -74,6 +66,85 @@ pub fn error_policy(ws: Arc<UserWorkspace>, err: &Error, ctx: Arc<Context>) -> A
     let delay = backoff(n);
     warn!(tenant = %key(ws.as_ref()), error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// What in a UserWorkspace asks for a reconcile: everything but the status (the operator's
+/// own status writes would otherwise reconcile every tenant again).
+pub fn trigger(ws: &UserWorkspace) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ws.metadata.generation.hash(&mut h);
+    ws.annotations()
+        .get(annotations::LAST_ACTIVITY)
+        .hash(&mut h);
+    ws.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    ws.finalizers().hash(&mut h);
+    // A status someone else removed or replaced is rewritten.
+    ws.status.is_none().hash(&mut h);
+    h.finish()
+}
+
+fn has_finalizer(ws: &UserWorkspace) -> bool {
+    ws.finalizers()
+        .iter()
+        .any(|f| f == names::WORKSPACE_FINALIZER)
+}
+
+/// Deletion runs the cleanup and then lets the object go; otherwise the finalizer is put in
+/// place (in the same reconcile: it need not cost a round of its own) and the tenant applied.
+async fn reconcile_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
+    if ws.meta().deletion_timestamp.is_some() {
+        if has_finalizer(ws) {
+            cleanup(ws, ctx).await?;
+            let rest: Vec<String> = ws
+                .finalizers()
+                .iter()
+                .filter(|f| *f != names::WORKSPACE_FINALIZER)
+                .cloned()
+                .collect();
+            set_finalizers(ws, rest, ctx).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if has_finalizer(ws) {
+        return apply_workspace(ws, ctx).await;
+    }
+    let mut finalizers = ws.finalizers().to_vec();
+    finalizers.push(names::WORKSPACE_FINALIZER.to_string());
+    let ws = set_finalizers(ws, finalizers, ctx).await?;
+    apply_workspace(&ws, ctx).await
+}
+
+/// Replaces the finalizers, on the version of the object that was read (a conflict is retried
+/// through the error policy rather than overwriting someone else's change).
+async fn set_finalizers(
+    ws: &UserWorkspace,
+    finalizers: Vec<String>,
+    ctx: &Context,
+) -> Result<UserWorkspace> {
+    let ns = ws
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let mut after = ws.clone();
+    after.metadata.finalizers = Some(finalizers.clone());
+    ctx.triggers.expect(&after, trigger);
+    let api: Api<UserWorkspace> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": ws.resource_version(),
+        }
+    });
+    Ok(api
+        .patch(
+            &ws.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?)
 }
 
 /// Newest activity: the router's signal, else the creation time.
@@ -105,18 +176,21 @@ enum ModelResolution {
     },
 }
 
+/// Reads what the workspace refers to: its ModelEndpoint (from the controller's cache) or the
+/// user's key Secret (from the API: a user's Secrets are not watched).
 async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<ModelResolution> {
     let spec = &ws.spec.model;
     match spec.provider {
         ModelProvider::Platform => {
-            let endpoint = if spec.dedicated.is_some() {
-                let desired = agent::build_dedicated_endpoint(ws)?
-                    .ok_or(Error::MissingField("spec.model.dedicated"))?;
-                Some(apply(ctx, &desired).await?)
+            let ep: Arc<ModelEndpoint> = if let Some(desired) = agent::build_dedicated_endpoint(ws)?
+            {
+                // Until it exists (the apply step makes it), the desired object describes it.
+                ctx.endpoint(ns, &desired.name_any())
+                    .await?
+                    .unwrap_or_else(|| Arc::new(desired))
             } else if let Some(r) = &spec.endpoint_ref {
-                let api: Api<ModelEndpoint> = Api::namespaced(ctx.client.clone(), ns);
-                match api.get_opt(&r.name).await? {
-                    Some(ep) => Some(ep),
+                match ctx.endpoint(ns, &r.name).await? {
+                    Some(ep) => ep,
                     None => {
                         return Ok(ModelResolution::Missing {
                             reason: REASON_MODEL_ENDPOINT_MISSING,
@@ -128,35 +202,9 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
                     }
                 }
             } else {
-                None
-            };
-            let Some(ep) = endpoint else {
                 return Err(Error::InvalidSpec(vec!["spec.model: no endpoint".into()]));
             };
-            let served = ep.spec.models.iter().any(|m| m.name == spec.name);
-            let state = if !served {
-                ModelState {
-                    ready: false,
-                    reason: REASON_MODEL_ENDPOINT_NOT_READY,
-                    message: format!(
-                        "ModelEndpoint {:?} does not serve model {:?}",
-                        ep.name_any(),
-                        spec.name
-                    ),
-                }
-            } else if ep.is_ready() {
-                ModelState {
-                    ready: true,
-                    reason: REASON_REPLICAS_READY,
-                    message: format!("ModelEndpoint {:?} serves {:?}", ep.name_any(), spec.name),
-                }
-            } else {
-                ModelState {
-                    ready: false,
-                    reason: REASON_MODEL_ENDPOINT_NOT_READY,
-                    message: format!("ModelEndpoint {:?} has no ready replica yet", ep.name_any()),
-                }
-            };
+            let state = endpoint_state(&ep, &spec.name);
             Ok(ModelResolution::Resolved {
                 // Without cluster DNS the endpoint's own status has the address (its
                 // Service's ClusterIP), written by the endpoint controller.
@@ -209,6 +257,166 @@ async fn resolve_model(ws: &UserWorkspace, ns: &str, ctx: &Context) -> Result<Mo
     }
 }
 
+/// Whether a platform ModelEndpoint serves the model and is ready.
+fn endpoint_state(ep: &ModelEndpoint, model: &str) -> ModelState {
+    if !ep.spec.models.iter().any(|m| m.name == model) {
+        ModelState {
+            ready: false,
+            reason: REASON_MODEL_ENDPOINT_NOT_READY,
+            message: format!(
+                "ModelEndpoint {:?} does not serve model {model:?}",
+                ep.name_any()
+            ),
+        }
+    } else if ep.is_ready() {
+        ModelState {
+            ready: true,
+            reason: REASON_REPLICAS_READY,
+            message: format!("ModelEndpoint {:?} serves {model:?}", ep.name_any()),
+        }
+    } else {
+        ModelState {
+            ready: false,
+            reason: REASON_MODEL_ENDPOINT_NOT_READY,
+            message: format!("ModelEndpoint {:?} has no ready replica yet", ep.name_any()),
+        }
+    }
+}
+
+/// What the apply step learned.
+struct Applied {
+    /// The workload's ready replicas.
+    ready_replicas: i64,
+    /// The Service as the server returned it when it was applied (its ClusterIP), `None` when
+    /// it was unchanged.
+    service: Option<Service>,
+    /// The volume's size and what to say about it, after the API server's answer.
+    volume: VolumePlan,
+}
+
+/// Applies every desired object of a tenant that changed since its last accepted apply.
+///
+/// A volume that grows goes first: the API server alone knows whether its StorageClass lets
+/// it (allowVolumeExpansion); refused, it stays at its size, the StorageSized condition says
+/// why, and the rest goes on. The other children are independent; the workload goes last so
+/// that its volume and config exist when its pod starts.
+async fn apply_tenant(
+    ctx: &Context,
+    ws: &UserWorkspace,
+    desired: TenantObjects,
+    mut volume: VolumePlan,
+    existing_volume: Option<&ExistingVolume>,
+) -> Result<Applied> {
+    let TenantObjects {
+        service_account,
+        config_map,
+        gateway_secret,
+        mut pvc,
+        deployment,
+        service,
+        network_policy,
+        dedicated_endpoint,
+    } = desired;
+    if volume.grows
+        && let Some(existing) = existing_volume
+        && let Err(e) = apply_changed(ctx, &pvc).await
+    {
+        match e {
+            Error::Kube(kube::Error::Api(refusal)) if [403, 422].contains(&refusal.code) => {
+                warn!(message = %refusal.message, "volume expansion refused");
+                volume = storage::refused(existing, &ws.spec.storage.size, &refusal.message);
+                pvc = volume_claim(ws, &volume.request)?;
+            }
+            e => return Err(e),
+        }
+    }
+    let (_, _, _, _, service, _, _) = futures::try_join!(
+        apply_changed(ctx, &service_account),
+        apply_changed(ctx, &config_map),
+        apply_gateway_secret(ctx, gateway_secret),
+        apply_changed(ctx, &pvc),
+        async {
+            match ctx.applied.unchanged(&service) {
+                Some(_) => Ok(None),
+                None => apply(ctx, &service).await.map(Some),
+            }
+        },
+        apply_changed(ctx, &network_policy),
+        async {
+            match &dedicated_endpoint {
+                Some(ep) => apply_changed(ctx, ep).await,
+                None => Ok(None),
+            }
+        },
+    )?;
+    let ready_replicas = apply_changed(ctx, &deployment).await?.unwrap_or(0);
+    Ok(Applied {
+        ready_replicas,
+        service,
+        volume,
+    })
+}
+
+/// The gateway-token Secret keeps the token it has. A Secret the operator has no record of is
+/// created with a new token (a new tenant: one request); only when it exists already (an
+/// operator restart, or someone edited it) is its token read and the Secret applied again.
+async fn apply_gateway_secret(ctx: &Context, secret: Secret) -> Result<Option<i64>> {
+    if ctx.applied.unchanged(&secret).is_some() {
+        return Ok(None);
+    }
+    let ns = secret.namespace().unwrap_or_default();
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    if !ctx.applied.known(&secret) {
+        let new = with_token(secret.clone(), &agent::generate_token());
+        let _in_flight = ctx.applied.begin(&new);
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(names::FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                },
+                &new,
+            )
+            .await
+        {
+            Ok(created) => {
+                ctx.applied.record(&created);
+                return Ok(None);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let token = api
+        .get_opt(&secret.name_any())
+        .await?
+        .and_then(|s| s.data?.remove(names::GATEWAY_TOKEN_KEY))
+        .and_then(|v| String::from_utf8(v.0).ok())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(agent::generate_token);
+    apply(ctx, &with_token(secret, &token)).await?;
+    Ok(None)
+}
+
+/// The agent's address for `status.url`: the Service's DNS name, or without cluster DNS its
+/// ClusterIP. A Service unchanged since the last apply keeps the address written then (a
+/// recreated one is applied again, and its new ClusterIP written).
+fn agent_address(ws: &UserWorkspace, mode: ServiceAddresses, applied: Option<&Service>) -> String {
+    let (name, ns) = (ws.name_any(), ws.namespace().unwrap_or_default());
+    let dns = names::agent_url(&name, &ns);
+    match (mode, applied) {
+        (ServiceAddresses::Dns, _) => dns,
+        (ServiceAddresses::ClusterIp, Some(svc)) => {
+            service_url(mode, dns.clone(), svc, names::AGENT_PORT, "").unwrap_or(dns)
+        }
+        (ServiceAddresses::ClusterIp, None) => ws
+            .status
+            .as_ref()
+            .and_then(|s| s.url.clone())
+            .unwrap_or(dns),
+    }
+}
+
 async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     let ns = ws
         .namespace()
@@ -254,7 +462,8 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         }
     };
 
-    // 3. Build (pure).
+    // 3. Check what the resolved references make of the spec (pure): e.g. OpenClaw's limits
+    // on the model's context window. Building cannot fail on a spec after this.
     let runtime = ws.effective_runtime(&policy);
     let state = wakefulness(ws.status.as_ref());
     let (sleep, mut wake_check) =
@@ -268,82 +477,31 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         model_endpoint,
         awake: sleep == Sleep::Awake,
     };
-    let config_map = match agent::build_config_map(&inputs) {
-        Ok(cm) => cm,
-        Err(Error::InvalidSpec(errors)) => {
-            return report_invalid(ws, &errors, "RenderConfig", signal_time, now, ctx).await;
-        }
-        Err(e) => return Err(e),
-    };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let token = secrets
-        .get_opt(&names::gateway_token_secret(&name))
-        .await?
-        .and_then(|s| s.data?.get(names::GATEWAY_TOKEN_KEY).map(|v| v.0.clone()))
-        .and_then(|v| String::from_utf8(v).ok())
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(agent::generate_token);
-    let deployment = agent::build_deployment(&inputs, &agent::config_hash(&config_map))?;
-    let service_account = agent::build_service_account(ws)?;
-    let secret = agent::build_gateway_secret(ws, &token)?;
-    let existing_volume = volume_as_it_is(ctx, &ns, &name).await?;
-    let mut volume = storage::plan(&ws.spec.storage.size, existing_volume.as_ref());
-    let mut pvc = agent::build_pvc_sized(ws, true, &volume.request)?;
-    let service = agent::build_service(ws)?;
-    let network_policy = agent::build_network_policy(&inputs)?;
-
-    // 4. Apply. A volume that grows goes first: the API server alone knows whether its
-    // StorageClass lets it (allowVolumeExpansion); refused, it stays at its size and the
-    // StorageSized condition says why, and the rest goes on.
-    if volume.grows
-        && let Some(existing) = &existing_volume
-        && let Err(e) = apply(ctx, &pvc).await
-    {
-        match e {
-            Error::Kube(kube::Error::Api(refusal)) if [403, 422].contains(&refusal.code) => {
-                warn!(message = %refusal.message, "volume expansion refused");
-                volume = storage::refused(existing, &ws.spec.storage.size, &refusal.message);
-                pvc = agent::build_pvc_sized(ws, true, &volume.request)?;
-            }
-            e => return Err(e),
-        }
+    if let Err(errors) = agent::check(&inputs) {
+        return report_invalid(ws, &errors, "RenderConfig", signal_time, now, ctx).await;
     }
-    // The children are independent; the workload goes last so that its volumes and config
-    // exist when its pod starts.
-    let (_, _, _, _, applied_service, _) = futures::try_join!(
-        apply(ctx, &service_account),
-        apply(ctx, &config_map),
-        apply(ctx, &secret),
-        apply(ctx, &pvc),
-        apply(ctx, &service),
-        apply(ctx, &network_policy),
-    )?;
-    let applied: Deployment = apply(ctx, &deployment).await?;
+    let existing_volume = ctx
+        .volumes
+        .get(&format!("{ns}/{}", names::agent(&name)))
+        .await?
+        .pop();
+    let volume = storage::plan(&ws.spec.storage.size, existing_volume.as_ref());
 
-    // 5. Status.
-    let agent_ready = sleep == Sleep::Awake
-        && applied
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
-            >= 1;
+    // 4. Build (pure) and 5. apply.
+    let desired = build_tenant(&inputs, &volume.request)?;
+    let applied = apply_tenant(ctx, ws, desired, volume, existing_volume.as_ref()).await?;
+
+    // 6. Status.
+    let agent_ready = sleep == Sleep::Awake && applied.ready_replicas >= 1;
     // A pod that is not ready may never be (no image, a crash loop, no volume): the Deployment
-    // does not say so, its pods do. Looked at only while the agent is awake and not ready.
-    let (agent_failure, deciding) = if sleep == Sleep::Awake && !agent_ready {
-        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-        let selector = names::agent_selector(&name)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let list = pods.list(&ListParams::default().labels(&selector)).await?;
-        (
-            pod_failure(&list.items, now),
-            pods_still_deciding(&list.items),
-        )
+    // does not say so, its pods do (from the controller's pod watch, which also brings the
+    // reconcile when their trouble changes). Looked at only while the agent is awake and not
+    // ready.
+    let (agent_failure, unschedulable) = if sleep == Sleep::Awake && !agent_ready {
+        let pods = ctx.agent_pods.get(&format!("{ns}/{name}")).await?;
+        (pod_failure(&pods, now), unschedulable_wait(&pods, now))
     } else {
-        (None, false)
+        (None, None)
     };
     let failure_event = agent_failure.clone();
     let facts = Facts::Provisioned {
@@ -351,19 +509,12 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         sleep,
         agent_ready,
         agent_failure,
-        url: service_url(
-            ctx.config.service_addresses,
-            names::agent_url(&name, &ns),
-            &applied_service,
-            names::AGENT_PORT,
-            "",
-        )
-        .unwrap_or_else(|| names::agent_url(&name, &ns)),
+        url: agent_address(ws, ctx.config.service_addresses, applied.service.as_ref()),
         runtime,
         storage: StorageState {
-            sized: volume.sized,
-            reason: volume.reason,
-            message: volume.message,
+            sized: applied.volume.sized,
+            reason: applied.volume.reason,
+            message: applied.volume.message,
         },
     };
     let old_phase = ws.status.as_ref().map(|s| s.phase);
@@ -386,18 +537,6 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    // Failing pods, and pods still being placed or started, are looked at again with a growing
-    // delay (2 s to 5 min): the Deployment's status says nothing until a pod becomes ready (a
-    // pod scheduled after the last Deployment event, then stuck pulling its image, was never
-    // reported). A pod kept off every node on purpose costs no reconciles.
-    let agent_key = format!("{}/agent", key(ws));
-    let starting = facts_failing(&facts) || deciding;
-    let agent_check = if starting {
-        Some(backoff(ctx.failed(&agent_key)))
-    } else {
-        ctx.succeeded(&agent_key);
-        None
-    };
     match (old_phase, sleep) {
         (Some(p), Sleep::Idle | Sleep::Suspended) if p != Phase::Hibernated => {
             info!("hibernated");
@@ -423,34 +562,19 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         }
         _ => {}
     }
-    // Look again at the idle deadline; otherwise changes arrive through the watches, and an
-    // hourly pass catches anything missed.
+    // Look again at the idle deadline, and when a pod kept off every node for want of a
+    // volume or memory has waited long enough to count as failing; otherwise changes arrive
+    // through the watches (the Deployment's ready replicas, the pods' trouble), and an hourly
+    // pass catches anything missed.
     Ok(Action::requeue(
-        wake_check
-            .unwrap_or(Duration::from_secs(3600))
-            .min(agent_check.unwrap_or(Duration::from_secs(3600)))
-            .min(Duration::from_secs(3600)),
+        [
+            wake_check,
+            unschedulable.map(|d| d + Duration::from_secs(1)),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(Duration::from_secs(3600), Duration::min),
     ))
-}
-
-/// The tenant volume's claim as the API server has it, if it exists.
-async fn volume_as_it_is(ctx: &Context, ns: &str, name: &str) -> Result<Option<ExistingVolume>> {
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(pvcs
-        .get_opt(&names::agent(name))
-        .await?
-        .as_ref()
-        .and_then(ExistingVolume::of))
-}
-
-fn facts_failing(facts: &Facts) -> bool {
-    matches!(
-        facts,
-        Facts::Provisioned {
-            agent_failure: Some(_),
-            ..
-        }
-    )
 }
 
 /// A spec that cannot be reconciled as written: a Failed status naming every problem and one
@@ -490,6 +614,11 @@ async fn write_status(
         return Ok(false);
     }
     let changed_meaning = old.is_none_or(|o| !same_meaning(o, &new));
+    if old.is_none() {
+        let mut after = ws.clone();
+        after.status = Some(new.clone());
+        ctx.triggers.expect(&after, trigger);
+    }
     let api: Api<UserWorkspace> = Api::namespaced(
         ctx.client.clone(),
         &ws.namespace()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clawdbot_api::workspace::UserWorkspace;
 use clawdbot_operator::config::OperatorConfig;
-use clawdbot_operator::run::{Settings, run};
+use clawdbot_operator::run::{Settings, run, run_with_metrics};
 use clawdbot_testkit::wait_for;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -95,6 +95,50 @@ pub async fn start_operator_with(
     let handle = tokio::spawn(run(client.clone(), settings, listener, async move {
         let _ = rx.await;
     }));
+    Operator {
+        identity: identity.into(),
+        metrics_url,
+        stop: Some(tx),
+        handle,
+    }
+}
+
+/// [`start_operator`] with its own client, whose every request is counted in its metrics
+/// (`clawdbot_operator_api_requests_total` by verb).
+pub async fn start_counted_operator(ns: &str, identity: &str) -> Operator {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(&clawdbot_testkit::env::get().kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let metrics = std::sync::Arc::new(clawdbot_operator::metrics::Metrics::new());
+    let client = clawdbot_operator::metrics::counted_client(config, &metrics).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let settings = Settings {
+        config: OperatorConfig::default(),
+        watch_namespace: Some(ns.to_string()),
+        lease_namespace: ns.to_string(),
+        lease_name: "clawdbot-operator".into(),
+        identity: identity.to_string(),
+        lease_duration: Duration::from_secs(3),
+        concurrency: 16,
+    };
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(run_with_metrics(
+        client,
+        settings,
+        metrics,
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     Operator {
         identity: identity.into(),
         metrics_url,
