@@ -108,6 +108,8 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 }
 
 struct Run {
+    /// Deleted after the row is printed: a namespace of thousands of objects takes minutes.
+    namespaces: [String; 2],
     plain: Duration,
     operator: Duration,
     peak_rss_mib: f64,
@@ -282,9 +284,8 @@ async fn run(client: &Client, n: usize) -> Run {
     peak = peak.max(rss_kib(pid, "VmHWM:"));
     let _ = child.kill();
     let _ = child.wait();
-    delete_namespace(client, &plain_ns).await;
-    delete_namespace(client, &ns).await;
     Run {
+        namespaces: [plain_ns, ns],
         plain,
         operator,
         peak_rss_mib: peak as f64 / 1024.0,
@@ -308,7 +309,6 @@ async fn main() {
     println!(
         "tenants | plain client (s) | operator converged (s) | ratio | requests per tenant | reconciles per tenant | operator peak RSS (MiB) | reconciles in the next 30 s"
     );
-    let mut breakdowns = Vec::new();
     for n in sizes {
         let r = run(&client, n).await;
         println!(
@@ -327,13 +327,13 @@ async fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        breakdowns.push(format!(
+        println!(
             "{n:>7} tenants, per tenant until converged: requests by verb: {}; reconcile triggers by source: {}",
             per_tenant(&r.requests_by_verb),
             per_tenant(&r.triggers),
-        ));
-    }
-    for line in breakdowns {
-        println!("{line}");
+        );
+        for ns in &r.namespaces {
+            delete_namespace(&client, ns).await;
+        }
     }
 }
