@@ -26,7 +26,7 @@ use clawdbot_operator::config::OperatorConfig;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
@@ -121,14 +121,19 @@ struct Run {
     triggers: Vec<(String, u64)>,
 }
 
-/// The sum of the operator's counters whose lines start with `prefix`, from its metrics.
-async fn counter(port: u16, prefix: &str) -> u64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+/// The operator's metrics page.
+async fn metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("metrics body");
+        .expect("metrics body")
+}
+
+/// The sum of the operator's counters whose lines start with `prefix`, from its metrics.
+async fn counter(port: u16, prefix: &str) -> u64 {
+    let text = metrics(port).await;
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -152,12 +157,7 @@ async fn requests(port: u16) -> u64 {
 /// The operator's counters of one family by label value (`name{label="value"} n`), for the
 /// breakdowns printed under the table.
 async fn breakdown(port: u16, family: &str) -> Vec<(String, u64)> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let text = metrics(port).await;
     text.lines()
         .filter(|l| l.starts_with(&format!("{family}{{")))
         .filter_map(|l| {
@@ -172,6 +172,33 @@ async fn delete_namespace(client: &Client, ns: &str) {
     if std::env::var_os("BENCH_KEEP").is_some() {
         return;
     }
+    // The operator has been stopped, so nothing would remove the workspaces' finalizers and
+    // the namespace would stay Terminating.
+    let workspaces: Api<UserWorkspace> = Api::namespaced(client.clone(), ns);
+    let names = workspaces
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("workspaces")
+        .items
+        .into_iter()
+        .map(|w| w.name_any());
+    stream::iter(names)
+        .map(|name| {
+            let workspaces = workspaces.clone();
+            async move {
+                let no_finalizers = serde_json::json!({"metadata": {"finalizers": null}});
+                let _ = workspaces
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&no_finalizers),
+                    )
+                    .await;
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
     let api: Api<Namespace> = Api::all(client.clone());
     let _ = api.delete(ns, &DeleteParams::background()).await;
     clawdbot_testkit::wait_for(
