@@ -445,11 +445,14 @@ async fn idle_workspace_hibernates_and_wakes_on_activity() {
 }
 
 fn reconcile_count(metrics: &str) -> u64 {
+    reconciles_of(metrics, "userworkspace")
+}
+
+fn reconciles_of(metrics: &str, controller: &str) -> u64 {
+    let prefix = format!("clawdbot_operator_reconciles_total{{controller=\"{controller}\"");
     metrics
         .lines()
-        .filter(|l| {
-            l.starts_with("clawdbot_operator_reconciles_total{controller=\"userworkspace\"")
-        })
+        .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -1009,7 +1012,23 @@ async fn a_new_tenant_converges_in_one_reconcile_and_an_unchanged_one_writes_not
         }
     })
     .await;
+    // Its status write comes back as a watch event and a second reconcile of the endpoint,
+    // which has nothing to write: its children are as it applied them.
     let before = op.metrics().await;
+    wait_for("the endpoint's echo reconcile", TIMEOUT, || {
+        let op = &op;
+        async move { (reconciles_of(&op.metrics().await, "modelendpoint") >= 2).then_some(()) }
+    })
+    .await;
+    let echoed = op.metrics().await;
+    for verb in ["patch", "patch_status", "create"] {
+        assert_eq!(
+            requests(&echoed, verb),
+            requests(&before, verb),
+            "the endpoint's echo reconcile sent a {verb}\n{echoed}"
+        );
+    }
+    let before = echoed;
     create(&client, &ns, &workspace("carol", SIMPLE_SPEC)).await;
     let w = wait_ws(&client, &ns, "carol", "provisioned", |w| {
         condition(w, PROVISIONED).is_some_and(|c| c.status == "True")

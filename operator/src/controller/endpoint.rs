@@ -14,11 +14,12 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{instrument, warn};
 
-use super::{Context, apply, key};
+use super::{Context, apply, apply_changed, key};
 use crate::build::model::{
     build_cache_pvc, build_server_deployment, build_server_service, endpoint_url,
 };
 use crate::build::service_url;
+use crate::build::tenant::stamp;
 use crate::error::{Error, Result, backoff};
 use crate::status::set_condition;
 
@@ -75,31 +76,41 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    // A reconcile that only sees its own status echo, or a Deployment's status that moved,
+    // writes nothing: children are applied only when their desired object changed or drifted.
     if let Some(pvc) = build_cache_pvc(ep)? {
-        apply(ctx, &pvc).await?;
+        apply_changed(ctx, &stamp(pvc)?).await?;
     }
     let (service, deployment) = (
-        build_server_service(ep)?,
-        build_server_deployment(ep, &ctx.config)?,
+        stamp(build_server_service(ep)?)?,
+        stamp(build_server_deployment(ep, &ctx.config)?)?,
     );
-    let (applied_service, deployment) =
-        futures::try_join!(apply(ctx, &service), apply::<Deployment>(ctx, &deployment))?;
-    let ready = deployment
-        .status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+    let (applied_service, ready) = futures::try_join!(
+        async {
+            match ctx.applied.unchanged(&service) {
+                Some(_) => Ok(None),
+                None => apply(ctx, &service).await.map(Some),
+            }
+        },
+        apply_changed::<Deployment>(ctx, &deployment)
+    )?;
+    let ready = ready.unwrap_or(0).clamp(0, i64::from(i32::MAX)) as i32;
     status.ready_replicas = ready;
-    status.url = Some(
-        service_url(
-            ctx.config.service_addresses,
-            endpoint_url(ep)?,
-            &applied_service,
-            ep.spec.engine.port(),
-            "/v1",
-        )
-        .unwrap_or(endpoint_url(ep)?),
-    );
+    // An unchanged Service keeps the address written when it was applied.
+    let dns = endpoint_url(ep)?;
+    status.url = match &applied_service {
+        Some(svc) => Some(
+            service_url(
+                ctx.config.service_addresses,
+                dns.clone(),
+                svc,
+                ep.spec.engine.port(),
+                "/v1",
+            )
+            .unwrap_or(dns),
+        ),
+        None => status.url.or(Some(dns)),
+    };
     status.served_models = ep.spec.models.iter().map(|m| m.name.clone()).collect();
     if ready > 0 {
         set_condition(
