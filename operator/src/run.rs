@@ -398,6 +398,9 @@ async fn workspace_controller(
             watcher::Config::default().any_semantic(),
         )
         .default_backoff()
+        // Nothing reads who wrote which field; cached for thousands of tenants, the
+        // managedFields would be a good part of the operator's memory.
+        .modify(|ws| ws.managed_fields_mut().clear())
         .reflect(writer),
         ctx.triggers.clone(),
         ctrl::workspace::trigger,
@@ -412,6 +415,7 @@ async fn workspace_controller(
     let endpoint_events = changes::tracked(
         watcher::watcher(api::<ModelEndpoint>(client, ns), watcher::Config::default())
             .default_backoff()
+            .modify(|ep| ep.managed_fields_mut().clear())
             .reflect(endpoints),
         ctx.applied.clone(),
     )
@@ -511,9 +515,12 @@ async fn endpoint_controller(
     halt: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (client, ns) = (&client, &settings.watch_namespace);
+    // Only model servers: the tenants' thousands of Deployments and Services are no concern
+    // of this controller, and decoding each of their events twice would be.
     let children = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={}",
-        names::MANAGED_BY
+        "app.kubernetes.io/managed-by={},app.kubernetes.io/name={}",
+        names::MANAGED_BY,
+        names::MODEL_SERVER_APP
     ));
     Controller::new(
         api::<ModelEndpoint>(client, ns),

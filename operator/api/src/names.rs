@@ -101,13 +101,13 @@ pub fn lease_field_manager(prefix: &str, identity: &str) -> String {
     name
 }
 
+/// `app.kubernetes.io/name` of a ModelEndpoint's children.
+pub const MODEL_SERVER_APP: &str = "clawdbot-model-server";
+
 /// The recommended labels for a ModelEndpoint's objects.
 pub fn model_endpoint_labels(endpoint: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            "app.kubernetes.io/name".into(),
-            "clawdbot-model-server".into(),
-        ),
+        ("app.kubernetes.io/name".into(), MODEL_SERVER_APP.into()),
         ("app.kubernetes.io/instance".into(), endpoint.to_string()),
         ("app.kubernetes.io/component".into(), "model-server".into()),
         ("app.kubernetes.io/part-of".into(), "clawdbot-cloud".into()),
@@ -119,10 +119,7 @@ pub fn model_endpoint_labels(endpoint: &str) -> BTreeMap<String, String> {
 /// Labels selecting a ModelEndpoint's server pods.
 pub fn model_endpoint_selector(endpoint: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            "app.kubernetes.io/name".into(),
-            "clawdbot-model-server".into(),
-        ),
+        ("app.kubernetes.io/name".into(), MODEL_SERVER_APP.into()),
         (LABEL_MODEL_ENDPOINT.into(), endpoint.to_string()),
     ])
 }
