@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clawdbot_api::conditions::*;
 use clawdbot_api::plan::Runtime;
 use clawdbot_api::workspace::{Phase, UserWorkspaceStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -224,13 +224,7 @@ pub fn pod_failure(pods: &[Pod], now: DateTime<Utc>) -> Option<String> {
                 })
             });
         stuck.or_else(|| {
-            let c = status.conditions.iter().flatten().find(|c| {
-                c.type_ == "PodScheduled"
-                    && c.status == "False"
-                    && c.message.as_deref().is_some_and(unschedulable_for_good)
-            })?;
-            let since = c.last_transition_time.as_ref().map(from_time)?;
-            let waited = (now - since).to_std().unwrap_or_default();
+            let (c, waited) = kept_off_nodes(pod, now)?;
             (waited >= UNSCHEDULABLE_GRACE).then(|| {
                 format!(
                     "pod {name}: {}: {}",
@@ -248,18 +242,24 @@ pub fn pod_failure(pods: &[Pod], now: DateTime<Utc>) -> Option<String> {
 pub fn unschedulable_wait(pods: &[Pod], now: DateTime<Utc>) -> Option<Duration> {
     pods.iter()
         .filter_map(|pod| {
-            let c = pod.status.as_ref()?.conditions.iter().flatten().find(|c| {
-                c.type_ == "PodScheduled"
-                    && c.status == "False"
-                    && c.message.as_deref().is_some_and(unschedulable_for_good)
-            })?;
-            let since = c.last_transition_time.as_ref().map(from_time)?;
-            let waited = (now - since).to_std().unwrap_or_default();
+            let (_, waited) = kept_off_nodes(pod, now)?;
             UNSCHEDULABLE_GRACE
                 .checked_sub(waited)
                 .filter(|d| !d.is_zero())
         })
         .min()
+}
+
+/// The scheduler's condition on a pod it keeps off every node for want of something that
+/// will not come by itself, and how long the pod has waited so far.
+fn kept_off_nodes(pod: &Pod, now: DateTime<Utc>) -> Option<(&PodCondition, Duration)> {
+    let c = pod.status.as_ref()?.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.message.as_deref().is_some_and(unschedulable_for_good)
+    })?;
+    let since = c.last_transition_time.as_ref().map(from_time)?;
+    Some((c, (now - since).to_std().unwrap_or_default()))
 }
 
 /// What of one pod may make [`pod_failure`] say something: its failure as if the grace for
