@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -71,47 +71,51 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let sub = registry.sub_registry_with_prefix("clawdbot_operator");
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        sub.register(
+        let reconciles = registered(
+            sub,
             "reconciles",
             "Reconciles by controller and result",
-            reconciles.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let errors = Family::<ErrorLabels, Counter>::default();
-        sub.register(
+        let errors = registered(
+            sub,
             "reconcile_errors",
             "Reconcile errors by controller and category",
-            errors.clone(),
+            Family::<ErrorLabels, Counter>::default(),
         );
-        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ])
-        });
-        sub.register(
+        let duration = registered(
+            sub,
             "reconcile_duration_seconds",
             "Reconcile duration",
-            duration.clone(),
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
         );
-        let tenants = Family::<PhaseLabels, Gauge>::default();
-        sub.register("tenants", "UserWorkspaces by phase", tenants.clone());
-        let leader = Gauge::default();
-        sub.register(
+        let tenants = registered(
+            sub,
+            "tenants",
+            "UserWorkspaces by phase",
+            Family::<PhaseLabels, Gauge>::default(),
+        );
+        let leader = registered(
+            sub,
             "leader",
             "1 while this replica holds the leader lease",
-            leader.clone(),
+            Gauge::default(),
         );
-        let api_requests = Family::<VerbLabels, Counter>::default();
-        sub.register(
+        let api_requests = registered(
+            sub,
             "api_requests",
             "Requests to the Kubernetes API server by verb (get includes list; patch_status is a status write; lease and event requests apart)",
-            api_requests.clone(),
+            Family::<VerbLabels, Counter>::default(),
         );
-        let triggers = Family::<SourceLabels, Counter>::default();
-        sub.register(
+        let triggers = registered(
+            sub,
             "workspace_triggers",
             "Watch events that asked for a UserWorkspace reconcile, by the kind that changed",
-            triggers.clone(),
+            Family::<SourceLabels, Counter>::default(),
         );
         for phase in Phase::ALL {
             tenants
@@ -239,6 +243,12 @@ fn verb<B>(req: &http::Request<B>) -> &'static str {
         http::Method::DELETE => "delete",
         _ => "other",
     }
+}
+
+/// Registers a metric and hands back the handle the operator updates.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{instrument, warn};
 
-use super::{Context, apply, apply_changed, key};
+use super::{Context, apply_changed, apply_if_changed, key};
 use crate::build::model::{
     build_cache_pvc, build_server_deployment, build_server_service, endpoint_url,
 };
@@ -86,12 +86,7 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
         stamp(build_server_deployment(ep, &ctx.config)?)?,
     );
     let (applied_service, ready) = futures::try_join!(
-        async {
-            match ctx.applied.unchanged(&service) {
-                Some(_) => Ok(None),
-                None => apply(ctx, &service).await.map(Some),
-            }
-        },
+        apply_if_changed(ctx, &service),
         apply_changed::<Deployment>(ctx, &deployment)
     )?;
     let ready = ready.unwrap_or(0).clamp(0, i64::from(i32::MAX)) as i32;

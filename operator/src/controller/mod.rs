@@ -124,16 +124,28 @@ pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     ObjectRef::from_obj(obj).to_string()
 }
 
-/// Server-side apply of a child with the operator's one field manager. The result is
-/// remembered so that its watch event is not taken for a change.
-pub async fn apply<K>(ctx: &Context, obj: &K) -> Result<K>
-where
+/// What the operator applies: a namespaced object it can send and read back.
+pub trait Child:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+{
+}
+
+impl<K> Child for K where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + Debug
         + Serialize
-        + DeserializeOwned,
+        + DeserializeOwned
 {
+}
+
+/// Server-side apply of a child with the operator's one field manager. The result is
+/// remembered so that its watch event is not taken for a change.
+pub async fn apply<K: Child>(ctx: &Context, obj: &K) -> Result<K> {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let _in_flight = ctx.applied.begin(obj);
@@ -151,17 +163,19 @@ where
 /// [`apply`], unless the operator's last accepted apply of this child was made from the same
 /// desired object and the child has not changed since (see [`changes`](crate::changes)).
 /// Returns the child's ready replicas (of a workload; `None` for other kinds).
-pub async fn apply_changed<K>(ctx: &Context, obj: &K) -> Result<Option<i64>>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
+pub async fn apply_changed<K: Child>(ctx: &Context, obj: &K) -> Result<Option<i64>> {
     if let Some(ready) = ctx.applied.unchanged(obj) {
         return Ok(ready);
     }
     let applied = apply(ctx, obj).await?;
     Ok(crate::changes::fingerprint(&applied).ready_replicas)
+}
+
+/// [`apply`] when [`apply_changed`] would apply, returning what the API server answered;
+/// `None` for a child unchanged since the last accepted apply.
+pub async fn apply_if_changed<K: Child>(ctx: &Context, obj: &K) -> Result<Option<K>> {
+    match ctx.applied.unchanged(obj) {
+        Some(_) => Ok(None),
+        None => apply(ctx, obj).await.map(Some),
+    }
 }

@@ -28,7 +28,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::{Context, apply, apply_changed, key};
+use super::{Context, apply, apply_changed, apply_if_changed, key};
 use crate::build::agent::{self, AgentInputs};
 use crate::build::model::endpoint_url;
 use crate::build::service_url;
@@ -335,12 +335,7 @@ async fn apply_tenant(
         apply_changed(ctx, &config_map),
         apply_gateway_secret(ctx, gateway_secret),
         apply_changed(ctx, &pvc),
-        async {
-            match ctx.applied.unchanged(&service) {
-                Some(_) => Ok(None),
-                None => apply(ctx, &service).await.map(Some),
-            }
-        },
+        apply_if_changed(ctx, &service),
         apply_changed(ctx, &network_policy),
         async {
             match &dedicated_endpoint {
