@@ -305,7 +305,12 @@ async fn an_openclaw_workspace_runs_on_the_node_and_answers_web_chat() {
     node::require_image(OPENCLAW_IMAGE, "openclaw");
     let llm = FakeLlm::start_on(Flavor::OpenAi, &node::host_ip()).await;
     llm.require_api_key(API_KEY);
-    llm.push(Reply::text("OpenClaw, answering from a pod."));
+    // The answer to every model call, not only the first: OpenClaw may call the model more
+    // than once for a turn (a CI run saw an earlier call take the one scripted reply, and the
+    // turn get the fake's echo of OpenClaw's internal context instead).
+    for _ in 0..4 {
+        llm.push(Reply::text("OpenClaw, answering from a pod."));
+    }
     let operator = Operator::start(&w.kube, &w.namespace, operator_config(llm.base_url())).await;
     let mut config = w.config();
     config.limits.agent_timeout = Duration::from_secs(120);
