@@ -38,6 +38,26 @@ pub fn service_url(
     }
 }
 
+/// The URL to write for a Service the operator may not have applied this time: from the
+/// server's answer when it did, else the URL written before (an unchanged Service keeps its
+/// ClusterIP; a recreated one is applied again), else the DNS name.
+pub fn applied_service_url(
+    mode: ServiceAddresses,
+    dns_url: String,
+    applied: Option<&Service>,
+    written: Option<String>,
+    port: u16,
+    path: &str,
+) -> String {
+    match (mode, applied) {
+        (ServiceAddresses::Dns, _) => dns_url,
+        (ServiceAddresses::ClusterIp, Some(svc)) => {
+            service_url(mode, dns_url.clone(), svc, port, path).unwrap_or(dns_url)
+        }
+        (ServiceAddresses::ClusterIp, None) => written.unwrap_or(dns_url),
+    }
+}
+
 /// Metadata of a child object: name, namespace, labels and the controller owner reference.
 pub(crate) fn child_meta<K: Resource<DynamicType = ()>>(
     owner: &K,

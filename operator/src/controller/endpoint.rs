@@ -15,10 +15,10 @@ use kube::{Resource, ResourceExt};
 use tracing::{instrument, warn};
 
 use super::{Context, apply_changed, apply_if_changed, key};
+use crate::build::applied_service_url;
 use crate::build::model::{
     build_cache_pvc, build_server_deployment, build_server_service, endpoint_url,
 };
-use crate::build::service_url;
 use crate::build::tenant::stamp;
 use crate::error::{Error, Result, backoff};
 use crate::status::set_condition;
@@ -91,21 +91,14 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
     )?;
     let ready = ready.unwrap_or(0).clamp(0, i64::from(i32::MAX)) as i32;
     status.ready_replicas = ready;
-    // An unchanged Service keeps the address written when it was applied.
-    let dns = endpoint_url(ep)?;
-    status.url = match &applied_service {
-        Some(svc) => Some(
-            service_url(
-                ctx.config.service_addresses,
-                dns.clone(),
-                svc,
-                ep.spec.engine.port(),
-                "/v1",
-            )
-            .unwrap_or(dns),
-        ),
-        None => status.url.or(Some(dns)),
-    };
+    status.url = Some(applied_service_url(
+        ctx.config.service_addresses,
+        endpoint_url(ep)?,
+        applied_service.as_ref(),
+        status.url.take(),
+        ep.spec.engine.port(),
+        "/v1",
+    ));
     status.served_models = ep.spec.models.iter().map(|m| m.name.clone()).collect();
     if ready > 0 {
         set_condition(

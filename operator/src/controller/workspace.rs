@@ -30,8 +30,8 @@ use tracing::{info, instrument, warn};
 
 use super::{Context, apply, apply_changed, apply_if_changed, key};
 use crate::build::agent::{self, AgentInputs};
+use crate::build::applied_service_url;
 use crate::build::model::endpoint_url;
-use crate::build::service_url;
 use crate::build::storage::{self, ExistingVolume, VolumePlan};
 use crate::build::tenant::{TenantObjects, build_tenant, volume_claim, with_token};
 use crate::config::ServiceAddresses;
@@ -393,25 +393,6 @@ async fn apply_gateway_secret(ctx: &Context, secret: Secret) -> Result<Option<i6
     Ok(None)
 }
 
-/// The agent's address for `status.url`: the Service's DNS name, or without cluster DNS its
-/// ClusterIP. A Service unchanged since the last apply keeps the address written then (a
-/// recreated one is applied again, and its new ClusterIP written).
-fn agent_address(ws: &UserWorkspace, mode: ServiceAddresses, applied: Option<&Service>) -> String {
-    let (name, ns) = (ws.name_any(), ws.namespace().unwrap_or_default());
-    let dns = names::agent_url(&name, &ns);
-    match (mode, applied) {
-        (ServiceAddresses::Dns, _) => dns,
-        (ServiceAddresses::ClusterIp, Some(svc)) => {
-            service_url(mode, dns.clone(), svc, names::AGENT_PORT, "").unwrap_or(dns)
-        }
-        (ServiceAddresses::ClusterIp, None) => ws
-            .status
-            .as_ref()
-            .and_then(|s| s.url.clone())
-            .unwrap_or(dns),
-    }
-}
-
 async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     let ns = ws
         .namespace()
@@ -504,7 +485,14 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
         sleep,
         agent_ready,
         agent_failure,
-        url: agent_address(ws, ctx.config.service_addresses, applied.service.as_ref()),
+        url: applied_service_url(
+            ctx.config.service_addresses,
+            names::agent_url(&ws.name_any(), &ws.namespace().unwrap_or_default()),
+            applied.service.as_ref(),
+            ws.status.as_ref().and_then(|s| s.url.clone()),
+            names::AGENT_PORT,
+            "",
+        ),
         runtime,
         storage: StorageState {
             sized: applied.volume.sized,
