@@ -449,10 +449,17 @@ fn reconcile_count(metrics: &str) -> u64 {
 }
 
 fn reconciles_of(metrics: &str, controller: &str) -> u64 {
-    let prefix = format!("clawdbot_operator_reconciles_total{{controller=\"{controller}\"");
+    counter_sum(
+        metrics,
+        &format!("clawdbot_operator_reconciles_total{{controller=\"{controller}\""),
+    )
+}
+
+/// The sum of the samples whose lines start with `prefix` (a counter over its other labels).
+fn counter_sum(metrics: &str, prefix: &str) -> u64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -982,15 +989,10 @@ async fn an_upgrade_grows_the_volume_where_its_class_allows_and_says_why_not_els
 
 /// The operator's count of its requests to the API server with this verb.
 fn requests(metrics: &str, verb: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with(&format!(
-                "clawdbot_operator_api_requests_total{{verb=\"{verb}\"}}"
-            ))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    counter_sum(
+        metrics,
+        &format!("clawdbot_operator_api_requests_total{{verb=\"{verb}\"}}"),
+    )
 }
 
 /// A new tenant converges in one reconcile (the finalizer is patched in on the way); a second
