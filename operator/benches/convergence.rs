@@ -7,7 +7,10 @@
 //! in its own process, so its memory is its own. It also prints the operator's reconciles
 //! until convergence and in the 30 s after (an idle fleet should cost none). To see what
 //! triggers them: `BENCH_OPERATOR_LOG=info,clawdbot_operator=debug
-//! BENCH_OPERATOR_LOG_FILE=/tmp/op.log` (each passing child change is logged).
+//! BENCH_OPERATOR_LOG_FILE=/tmp/op.log` (each passing child change is logged). To see what
+//! holds its memory: `BENCH_OPERATOR_WRAPPER=heaptrack` (the profile lands in the working
+//! directory; the RSS column is then the wrapper's). `BENCH_PLAIN_APPLY=1` makes the plain
+//! client write with server-side apply instead of creates.
 //!
 //! Requests per tenant are the operator's own count (`clawdbot_operator_api_requests_total`,
 //! a counting layer on its client: reads, writes, watches, lease renewals, events) until
@@ -47,6 +50,9 @@ fn workspace(name: &str, ns: &str) -> UserWorkspace {
 /// the objects the operator applies (same build, same annotations), without owners.
 async fn plain_client(client: &Client, ns: &str, n: usize) -> Duration {
     let cfg = OperatorConfig::default();
+    // BENCH_PLAIN_APPLY=1: the plain client writes with server-side apply, as the operator
+    // does, instead of creates (what the apply itself costs the API server).
+    let apply = std::env::var_os("BENCH_PLAIN_APPLY").is_some();
     let started = Instant::now();
     stream::iter(0..n)
         .map(|i| {
@@ -72,10 +78,19 @@ async fn plain_client(client: &Client, ns: &str, n: usize) -> Duration {
                     ($obj:expr) => {{
                         let mut o = $obj.expect("build");
                         o.meta_mut().owner_references = None;
-                        Api::namespaced(client.clone(), &ns)
-                            .create(&pp, &o)
+                        let api = Api::namespaced(client.clone(), &ns);
+                        if apply {
+                            let name = o.meta().name.clone().unwrap_or_default();
+                            api.patch(
+                                &name,
+                                &PatchParams::apply("bench").force(),
+                                &Patch::Apply(&o),
+                            )
                             .await
                             .map(|_| ())
+                        } else {
+                            api.create(&pp, &o).await.map(|_| ())
+                        }
                     }};
                 }
                 let t = tenant::build_tenant(&inputs, &ws.spec.storage.size).expect("build");
@@ -236,7 +251,17 @@ async fn run(client: &Client, n: usize) -> Run {
         .local_addr()
         .expect("addr")
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_operator"))
+    // BENCH_OPERATOR_WRAPPER runs the operator under a profiler (e.g. `heaptrack`); the RSS
+    // then measured is the wrapper's and the figures are not comparable.
+    let mut command = match std::env::var_os("BENCH_OPERATOR_WRAPPER") {
+        Some(wrapper) => {
+            let mut c = std::process::Command::new(wrapper);
+            c.arg(env!("CARGO_BIN_EXE_operator"));
+            c
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_operator")),
+    };
+    let mut child = command
         .env("KUBECONFIG", &clawdbot_testkit::env::get().kubeconfig)
         .env("WATCH_NAMESPACE", &ns)
         .env("POD_NAMESPACE", &ns)
@@ -338,6 +363,9 @@ async fn main() {
         .collect();
     let client = clawdbot_testkit::kube::client().await;
     clawdbot_testkit::kube::install_crds(&client).await;
+    if std::env::var_os("BENCH_PLAIN_APPLY").is_some() {
+        println!("(the plain client writes with server-side apply, BENCH_PLAIN_APPLY)");
+    }
     println!(
         "tenants | plain client (s) | operator converged (s) | ratio | requests per tenant | reconciles per tenant | operator peak RSS (MiB) | reconciles in the next 30 s"
     );
