@@ -350,14 +350,12 @@ async fn the_chart_installs_on_the_node_answers_chat_follows_tenants_and_uninsta
     let base = format!("http://{ip}:80");
     // A Ready pod is not yet a reachable Service: the endpoints controller and then kube-proxy
     // have to follow (a connection in that gap is refused; seen once in CI, 2026-12-02).
-    let reachable = Instant::now();
-    while let Err(e) = tokio::net::TcpStream::connect((ip.as_str(), 80)).await {
-        assert!(
-            reachable.elapsed() < Duration::from_secs(60),
-            "the router's Service {ip}:80 still refuses connections 60 s after its pod was Ready: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "the router's Service to accept connections after its pod was Ready",
+        Duration::from_secs(60),
+        || async { tokio::net::TcpStream::connect((ip.as_str(), 80)).await.ok() },
+    )
+    .await;
     let secret = Api::<Secret>::namespaced(kube.clone(), &ns)
         .get(&format!("{}-secrets", release.name))
         .await
