@@ -48,11 +48,10 @@ fn workspace(name: &str, ns: &str) -> UserWorkspace {
 
 /// Creates the 7 tenant objects of `n` tenants with a plain client, 32 requests in flight:
 /// the objects the operator applies (same build, same annotations), without owners.
-async fn plain_client(client: &Client, ns: &str, n: usize) -> Duration {
+/// With `apply` (BENCH_PLAIN_APPLY) it writes with server-side apply, as the operator does,
+/// instead of creates: what the apply itself costs the API server.
+async fn plain_client(client: &Client, ns: &str, n: usize, apply: bool) -> Duration {
     let cfg = OperatorConfig::default();
-    // BENCH_PLAIN_APPLY=1: the plain client writes with server-side apply, as the operator
-    // does, instead of creates (what the apply itself costs the API server).
-    let apply = std::env::var_os("BENCH_PLAIN_APPLY").is_some();
     let started = Instant::now();
     stream::iter(0..n)
         .map(|i| {
@@ -228,9 +227,9 @@ async fn delete_namespace(client: &Client, ns: &str) {
     .await;
 }
 
-async fn run(client: &Client, n: usize) -> Run {
+async fn run(client: &Client, n: usize, plain_apply: bool) -> Run {
     let plain_ns = clawdbot_testkit::kube::fresh_namespace(client, "bench-plain").await;
-    let plain = plain_client(client, &plain_ns, n).await;
+    let plain = plain_client(client, &plain_ns, n, plain_apply).await;
     // The cluster works on the plain client's objects long after they are created (a
     // ReplicaSet and a pod per Deployment, to schedule and start): the operator is measured on
     // a cluster as quiet as the one the plain client had, not while that work goes on.
@@ -363,14 +362,15 @@ async fn main() {
         .collect();
     let client = clawdbot_testkit::kube::client().await;
     clawdbot_testkit::kube::install_crds(&client).await;
-    if std::env::var_os("BENCH_PLAIN_APPLY").is_some() {
+    let plain_apply = std::env::var_os("BENCH_PLAIN_APPLY").is_some();
+    if plain_apply {
         println!("(the plain client writes with server-side apply, BENCH_PLAIN_APPLY)");
     }
     println!(
         "tenants | plain client (s) | operator converged (s) | ratio | requests per tenant | reconciles per tenant | operator peak RSS (MiB) | reconciles in the next 30 s"
     );
     for n in sizes {
-        let r = run(&client, n).await;
+        let r = run(&client, n, plain_apply).await;
         println!(
             "{n:>7} | {:>16.1} | {:>22.1} | {:>5.2} | {:>19.2} | {:>21.2} | {:>23.1} | {:>27}",
             r.plain.as_secs_f64(),
