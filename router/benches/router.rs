@@ -16,7 +16,9 @@
 //! message: the router process's utime+stime (`/proc/<pid>/stat`) over the rate's window,
 //! divided by the messages that reached the agent. Then a closed loop with 64 in flight gives
 //! the most messages/s of each path. The router's own stage means (`router_stage_seconds`,
-//! scraped from its /metrics) say where its time goes.
+//! scraped from its /metrics) say where its time goes. `BENCH_PERF=<rate>` records a profile
+//! of the router at that rate; `BENCH_PERF_STAT=<rate>` counts its syscalls and context
+//! switches per routed message (`perf stat`), which is what a message's hops cost.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -141,9 +143,14 @@ async fn bench() {
         for (i, router) in routers.iter().enumerate() {
             let before = Stages::read(router).await;
             let profile = router.profile(rate, seconds);
+            let counts = router.count(rate, seconds);
             let routed = open_loop(&agent, router, &users, rate, seconds, true).await;
             if let Some(mut perf) = profile {
                 let _ = perf.wait();
+            }
+            if let Some((mut perf, out)) = counts {
+                let _ = perf.wait();
+                print_counts(rate, i, &out, routed.received);
             }
             let stages = Stages::read(router).await.since(&before);
             print_row(rate, &format!("router{i}"), &routed, &direct);
@@ -193,6 +200,43 @@ async fn bench() {
         }
     }
     println!("(load average at the end: {})", load_average());
+}
+
+/// What `BENCH_PERF_STAT` counts: every syscall, the scheduler's switches, and the calls a
+/// message's hops are made of (socket reads and writes, the runtime's parking and waking).
+const COUNTED: &[&str] = &[
+    "context-switches",
+    "cpu-migrations",
+    "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_futex",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_epoll_ctl",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_read",
+    "syscalls:sys_enter_write",
+    "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_accept4",
+    "syscalls:sys_enter_sched_yield",
+    "syscalls:sys_enter_madvise",
+];
+
+/// `perf stat -x ,` output (value,unit,event,...) as counts per routed message.
+fn print_counts(rate: u64, router: usize, out: &str, messages: u64) {
+    let Ok(text) = std::fs::read_to_string(out) else {
+        println!("{rate:>6} [{router}] (no perf stat output in {out})");
+        return;
+    };
+    let per: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let n: f64 = f.first()?.trim().parse().ok()?;
+            let name = f.get(2)?.trim_start_matches("syscalls:sys_enter_");
+            Some(format!("{name} {:.1}", n / messages.max(1) as f64))
+        })
+        .collect();
+    println!("{rate:>6} [{router}] per message: {}", per.join(", "));
 }
 
 /// One line of the table; `direct` is the same rate's direct run, for what the router adds.
@@ -414,6 +458,34 @@ impl RouterProcess {
             .spawn()
             .map_err(|e| println!("(no perf: {e})"))
             .ok()
+    }
+
+    /// With `BENCH_PERF_STAT=<rate>`: `perf stat` of the router's syscalls and context
+    /// switches for the routed run at that rate, into `/tmp/router-<pid>.stat`; printed per
+    /// message after the run. Says how many hops (wake-ups, socket calls) a message costs.
+    fn count(&self, rate: u64, seconds: u64) -> Option<(Child, String)> {
+        if env_or("BENCH_PERF_STAT", 0u64) != rate {
+            return None;
+        }
+        let out = format!("/tmp/router-{}.stat", self.pid);
+        let events = COUNTED.join(",");
+        Command::new("perf")
+            .args([
+                "stat",
+                "-x",
+                ",",
+                "-e",
+                &events,
+                "-p",
+                &self.pid.to_string(),
+            ])
+            .args(["-o", &out, "--", "sleep", &seconds.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| println!("(no perf: {e})"))
+            .ok()
+            .map(|child| (child, out))
     }
 
     fn cpu(&self) -> Cpu {

@@ -154,16 +154,20 @@ impl Core {
     ) -> Arc<Self> {
         let claim = claim_time(&config);
         let tasks = TaskTracker::new();
-        let (pool, redis, confirms) = (db.clone(), limits.clone(), tasks.clone());
+        // Each statement in flight keeps its connection (see `KeptConnections`).
+        let kept = store::KeptConnections::new(db.clone(), BATCHES_IN_FLIGHT);
+        let (redis, confirms) = (limits.clone(), tasks.clone());
         let recorder = Batcher::spawn(
             BATCH_ROWS,
             BATCHES_IN_FLIGHT,
             move |rows: Vec<NewInbound>| {
-                let (pool, redis, confirms) = (pool.clone(), redis.clone(), confirms.clone());
+                let (kept, redis, confirms) = (kept.clone(), redis.clone(), confirms.clone());
                 async move {
-                    let ids = store::record_inbound_batch(&pool, &rows, claim)
+                    let mut conn = kept.take().await.map_err(|e| e.to_string())?;
+                    let ids = store::record_inbound_batch(&mut conn, &rows, claim)
                         .await
                         .map_err(|e| e.to_string())?;
+                    kept.keep(conn);
                     // One Redis round trip for the batch, off the webhooks' path.
                     let recorded: Vec<bool> = ids.iter().map(Option::is_some).collect();
                     confirms.spawn(async move {
@@ -181,15 +185,16 @@ impl Core {
                 }
             },
         );
-        let pool = db.clone();
+        let kept = store::KeptConnections::new(db.clone(), BATCHES_IN_FLIGHT);
         let finisher = Batcher::spawn(BATCH_ROWS, BATCHES_IN_FLIGHT, move |rows: Vec<Finish>| {
-            let pool = pool.clone();
+            let kept = kept.clone();
             async move {
-                let n = rows.len();
-                store::finish_batch(&pool, &rows)
+                let mut conn = kept.take().await.map_err(|e| e.to_string())?;
+                store::finish_batch(&mut conn, &rows)
                     .await
-                    .map(|()| vec![(); n])
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                kept.keep(conn);
+                Ok(vec![(); rows.len()])
             }
         });
         Arc::new(Core {

@@ -1,13 +1,15 @@
 //! Postgres: users, channel connections, connection codes, the inbound message record and
 //! usage. Every query is here, so the schema has one reader.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use crate::inbound::Inbound;
@@ -33,6 +35,63 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await?;
     migrate(&pool).await?;
     Ok(pool)
+}
+
+/// Connections a group-commit writer keeps between its statements instead of handing them
+/// back to the pool: sqlx tests every connection that comes back to the pool with a round
+/// trip of its own (a `Sync`), which doubled the round trips, and the wake-ups, of each group
+/// commit. A connection is handed back (and so tested) only after an error, or when it sat
+/// unused for longer than [`KEPT_IDLE`], so that the pool's own lifetime rules still apply.
+#[derive(Clone)]
+pub struct KeptConnections {
+    pool: PgPool,
+    idle: Arc<Mutex<Vec<Kept>>>,
+    keep: usize,
+}
+
+/// A kept connection and when it was last handed back.
+type Kept = (PoolConnection<Postgres>, Instant);
+
+/// A kept connection unused for this long goes back to the pool when it is next looked at.
+pub const KEPT_IDLE: Duration = Duration::from_secs(30);
+
+impl KeptConnections {
+    /// Keeps at most `keep` connections of `pool`.
+    pub fn new(pool: PgPool, keep: usize) -> Self {
+        KeptConnections {
+            pool,
+            idle: Arc::default(),
+            keep,
+        }
+    }
+
+    /// A kept connection, or one from the pool when none is kept. Hand it to [`Self::keep`]
+    /// after a statement succeeded on it; dropped instead (after an error), it goes back to
+    /// the pool, which tests it and closes it if it is broken.
+    pub async fn take(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let kept = {
+            let mut idle = self.idle.lock().expect("kept connections lock");
+            idle.retain(|(_, since)| since.elapsed() < KEPT_IDLE);
+            idle.pop()
+        };
+        match kept {
+            Some((conn, _)) => Ok(conn),
+            None => self.pool.acquire().await,
+        }
+    }
+
+    /// Keeps `conn` for the next statement, unless `keep` are kept already.
+    pub fn keep(&self, conn: PoolConnection<Postgres>) {
+        let mut idle = self.idle.lock().expect("kept connections lock");
+        if idle.len() < self.keep {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    /// How many connections are kept now.
+    pub fn kept(&self) -> usize {
+        self.idle.lock().expect("kept connections lock").len()
+    }
 }
 
 /// Applies `migrations/` (idempotent; concurrent replicas serialise on sqlx's advisory lock).
@@ -258,7 +317,7 @@ impl NewInbound {
 /// Records many messages in one statement. Per row: its id, or `None` when the message was
 /// recorded before (a platform retry), also when the same message is twice in the batch.
 pub async fn record_inbound_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     rows: &[NewInbound],
     claim: Duration,
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
@@ -282,7 +341,7 @@ pub async fn record_inbound_batch(
     )
     .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
     .bind(claim.as_secs_f64())
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     let mut ids: std::collections::HashMap<(String, String), i64> = inserted
         .into_iter()
@@ -319,7 +378,7 @@ pub struct Finish {
 
 /// Marks many messages done (their content is dropped) and records their usage, in one
 /// statement.
-pub async fn finish_batch(pool: &PgPool, rows: &[Finish]) -> Result<(), sqlx::Error> {
+pub async fn finish_batch(conn: &mut PgConnection, rows: &[Finish]) -> Result<(), sqlx::Error> {
     fn column<'a, T>(rows: &'a [Finish], f: impl Fn(&'a UsageEntry) -> T) -> Vec<Option<T>> {
         rows.iter().map(|r| r.usage.as_ref().map(&f)).collect()
     }
@@ -350,7 +409,7 @@ pub async fn finish_batch(pool: &PgPool, rows: &[Finish]) -> Result<(), sqlx::Er
         i32::try_from(u.usage.web_searches).unwrap_or(i32::MAX)
     }))
     .bind(column(rows, |u| u.model.as_str()))
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -714,3 +714,44 @@ async fn the_admin_cli_creates_users_workspaces_and_codes() {
         .unwrap();
     assert_eq!(redeemed, Some(user));
 }
+
+/// The group commits keep their Postgres connections between statements (no test round trip
+/// of the pool's on each return); a connection whose statement failed is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_connections_are_kept_between_statements_but_not_after_an_error() {
+    use clawdbot_router::store::{KeptConnections, connect};
+    let pool = connect(&support::fresh_database().await, 4)
+        .await
+        .expect("connect");
+    let backend = |mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>| async move {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("backend pid");
+        (pid, conn)
+    };
+    let kept = KeptConnections::new(pool.clone(), 1);
+
+    let (first, conn) = backend(kept.take().await.expect("take")).await;
+    kept.keep(conn);
+    assert_eq!(kept.kept(), 1);
+    let (again, conn) = backend(kept.take().await.expect("take")).await;
+    assert_eq!(again, first, "the kept connection is the one used next");
+    assert_eq!(kept.kept(), 0, "a connection in use is not kept twice");
+
+    // At most `keep` are kept: the second goes back to the pool.
+    let other = kept.take().await.expect("take from the pool");
+    kept.keep(conn);
+    kept.keep(other);
+    assert_eq!(kept.kept(), 1);
+
+    // After an error the caller drops the connection: it is not handed out again.
+    let mut conn = kept.take().await.expect("take");
+    sqlx::query("SELECT 1/0")
+        .execute(&mut *conn)
+        .await
+        .expect_err("division by zero");
+    drop(conn);
+    assert_eq!(kept.kept(), 0);
+    backend(kept.take().await.expect("take after an error")).await;
+}
