@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-/// How long a dedupe key is kept once the message is safely recorded: past the platforms'
-/// retry horizon (Telegram and Meta retry for up to about a day).
+/// How long a dedupe key is kept: past the platforms' retry horizon (Telegram and Meta retry
+/// for up to about a day).
 const DEDUPE_TTL_SECS: u64 = 48 * 3600;
-/// How long a dedupe key lives while the message is being recorded: if this replica dies
-/// before recording it, the platform's next retry gets through.
-const DEDUPE_PENDING_SECS: u64 = 30;
+/// How long a claim stands while its message is being recorded: if its replica dies before
+/// recording it, a platform retry after this gets through.
+const DEDUPE_PENDING_MS: u64 = 30_000;
 
 /// Outcome of the rate and quota check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,11 +33,15 @@ pub enum Admission {
 pub enum Delivery {
     /// First seen now: this delivery records it.
     New,
-    /// Another delivery claimed it less than `DEDUPE_PENDING_SECS` ago and has not confirmed
-    /// the record (it may still be writing it, or its replica died): retry later.
+    /// Another delivery claimed it less than `DEDUPE_PENDING_MS` ago: it may still be
+    /// recording it, or have recorded it (Postgres knows), or its replica may have died.
     BeingRecorded,
-    /// Recorded: a platform retry, answered without doing anything.
+    /// Known recorded: a platform retry, answered without doing anything.
     Recorded,
+    /// Claimed longer ago than `DEDUPE_PENDING_MS`, and this delivery has taken the claim
+    /// over: the message was recorded (nearly always; Postgres knows) or its replica died
+    /// before recording it. Not counted against the limits.
+    Lapsed,
 }
 
 /// The rate and quota check as a Lua function, shared by [`ADMIT_SCRIPT`] and
@@ -67,19 +71,33 @@ const ADMIT_SCRIPT: &str = concat!(
     "return admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
 );
 
-/// Claims a message id (1 = being recorded, for `ARGV[1]` seconds) unless it is claimed
-/// already, and only then, when given the rate and quota keys (`KEYS[2]`, `KEYS[3]`), counts
-/// it against them (`ARGV[2]`, `ARGV[3]`): a retry is not counted twice. Returns the earlier
-/// state of the id (0 = none) and the admission's verdict and count (0, 0 when not counted).
-/// One round trip for what took two; the keys live on one server (no Redis Cluster here).
+/// Claims a message id unless it is claimed already, and only then, when given the rate and
+/// quota keys (`KEYS[2]`, `KEYS[3]`), counts it against them (`ARGV[3]`, `ARGV[4]`): a retry
+/// is not counted twice. The key lives `ARGV[2]` seconds (the retry horizon) from the first
+/// delivery and holds the claim's deadline (Redis's clock, ms): nothing needs to write it
+/// again once the message is recorded, so a message costs one Redis round trip. A claim past
+/// its deadline (`ARGV[1]` ms) is taken over (state 3). Values 1 (a claim for as long as the
+/// key lives) and 2 (recorded) are those of earlier versions, still understood. Returns the
+/// earlier state of the id (0 none, 1 being recorded, 2 recorded, 3 lapsed) and the
+/// admission's verdict and count (0, 0 when not counted). The keys live on one server (no
+/// Redis Cluster here).
 const BEGIN_SCRIPT: &str = concat!(
     admit_lua!(),
     r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[1])
 local v = redis.call('GET', KEYS[1])
-if v then return {tonumber(v), 0, 0} end
-redis.call('SET', KEYS[1], 1, 'EX', ARGV[1])
+if v then
+  local n = tonumber(v)
+  if n == 2 then return {2, 0, 0} end
+  if n == 1 or n > now then return {1, 0, 0} end
+  redis.call('SET', KEYS[1], deadline, 'KEEPTTL')
+  return {3, 0, 0}
+end
+redis.call('SET', KEYS[1], deadline, 'EX', ARGV[2])
 if #KEYS < 3 then return {0, 0, 0} end
-local a = admit(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+local a = admit(KEYS[2], KEYS[3], ARGV[3], ARGV[4])
 return {0, a[1], a[2]}
 "
 );
@@ -146,7 +164,7 @@ impl Limits {
         let mut call = self
             .begin
             .key(self.key(format_args!("dedupe:{channel}:{id}")));
-        call.arg(DEDUPE_PENDING_SECS);
+        call.arg(DEDUPE_PENDING_MS).arg(DEDUPE_TTL_SECS);
         if let Some(a) = admit {
             let (rate, quota) = self.admit_keys(a.user, now);
             call.key(rate).key(quota).arg(a.per_minute).arg(a.per_day);
@@ -156,6 +174,7 @@ impl Limits {
         let delivery = match state {
             0 => Delivery::New,
             1 => Delivery::BeingRecorded,
+            3 => Delivery::Lapsed,
             _ => Delivery::Recorded,
         };
         let admission = match (delivery, admit) {
@@ -168,8 +187,8 @@ impl Limits {
         })
     }
 
-    /// The messages are recorded: keep their keys past the retry horizon. One pipelined round
-    /// trip for a whole group commit.
+    /// The messages are known recorded: later retries need not ask Postgres. One pipelined
+    /// round trip for them all.
     pub async fn dedupe_confirm(&self, ids: &[(&str, &str)]) -> Result<(), redis::RedisError> {
         if ids.is_empty() {
             return Ok(());

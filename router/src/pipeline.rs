@@ -156,31 +156,17 @@ impl Core {
         let tasks = TaskTracker::new();
         // Each statement in flight keeps its connection (see `KeptConnections`).
         let kept = store::KeptConnections::new(db.clone(), BATCHES_IN_FLIGHT);
-        let (redis, confirms) = (limits.clone(), tasks.clone());
         let recorder = Batcher::spawn(
             BATCH_ROWS,
             BATCHES_IN_FLIGHT,
             move |rows: Vec<NewInbound>| {
-                let (kept, redis, confirms) = (kept.clone(), redis.clone(), confirms.clone());
+                let kept = kept.clone();
                 async move {
                     let mut conn = kept.take().await.map_err(|e| e.to_string())?;
                     let ids = store::record_inbound_batch(&mut conn, &rows, claim)
                         .await
                         .map_err(|e| e.to_string())?;
                     kept.keep(conn);
-                    // One Redis round trip for the batch, off the webhooks' path.
-                    let recorded: Vec<bool> = ids.iter().map(Option::is_some).collect();
-                    confirms.spawn(async move {
-                        let keys: Vec<(&str, &str)> = rows
-                            .iter()
-                            .zip(recorded)
-                            .filter(|(_, recorded)| *recorded)
-                            .map(|(r, _)| (r.channel.as_str(), r.external_id.as_str()))
-                            .collect();
-                        if let Err(e) = redis.dedupe_confirm(&keys).await {
-                            tracing::warn!(error = %e, "could not extend dedupe keys");
-                        }
-                    });
                     Ok(ids)
                 }
             },
@@ -248,11 +234,38 @@ impl Core {
                 self.metrics.message(&msg.channel, "duplicate");
                 return Ok(Accepted::Duplicate);
             }
-            Delivery::BeingRecorded => {
-                // Not "duplicate": if that delivery's replica died before recording it, an
-                // acknowledged retry would be the message lost.
-                self.metrics.message(&msg.channel, "in_progress");
-                return Err(ApiError::InProgress);
+            Delivery::BeingRecorded | Delivery::Lapsed => {
+                // The claim is not rewritten once its message is recorded (a Redis round trip
+                // per message less): Postgres says whether it was. Only platform retries and
+                // deliveries racing each other get here.
+                let lapsed = delivery == Delivery::Lapsed;
+                match store::is_recorded(&self.db, &msg.channel, &msg.external_id).await {
+                    Ok(true) => {
+                        if lapsed {
+                            // Later retries need not ask again.
+                            let key = [(msg.channel.as_str(), msg.external_id.as_str())];
+                            if let Err(e) = self.limits.dedupe_confirm(&key).await {
+                                tracing::warn!(error = %e, "could not mark a dedupe key recorded");
+                            }
+                        }
+                        self.metrics.message(&msg.channel, "duplicate");
+                        return Ok(Accepted::Duplicate);
+                    }
+                    // The claim lapsed unrecorded (its replica died): this delivery has taken it
+                    // over and records the message; `handle` counts it.
+                    Ok(false) if lapsed => {}
+                    // Not "duplicate": if that delivery's replica dies before recording it, an
+                    // acknowledged retry would be the message lost.
+                    Ok(false) => {
+                        self.metrics.message(&msg.channel, "in_progress");
+                        return Err(ApiError::InProgress);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not look up a claimed message");
+                        self.metrics.message(&msg.channel, "in_progress");
+                        return Err(ApiError::InProgress);
+                    }
+                }
             }
         }
         let row = NewInbound::of(&msg).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -271,7 +284,6 @@ impl Core {
         self.metrics.stage("record", started);
         match recorded {
             Ok(Some(id)) => {
-                // The recorder confirms the dedupe key (one Redis call per batch).
                 let _ = recorded_tx.send(Some(id));
                 Ok(Accepted::New(id))
             }

@@ -141,6 +141,21 @@ impl Connection {
     }
 }
 
+/// Whether a platform message id is recorded (a retry of it, or a delivery that raced it).
+pub async fn is_recorded(
+    pool: &PgPool,
+    channel: &str,
+    external_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM inbound_messages WHERE channel = $1 AND external_id = $2)",
+    )
+    .bind(channel)
+    .bind(external_id)
+    .fetch_one(pool)
+    .await
+}
+
 /// The user behind a chat account, if connected.
 pub async fn lookup_connection(
     pool: &PgPool,

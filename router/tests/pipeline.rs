@@ -138,6 +138,54 @@ async fn a_retry_after_a_replica_died_before_recording_is_delivered() {
     r.shutdown().await;
 }
 
+/// A claim is a deadline in the dedupe key, not rewritten once its message is recorded: past
+/// the deadline, a retry of a recorded message is still a duplicate (Postgres says so, and the
+/// key then says it too), and a retry of a message whose replica died is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_claim_lapsed_is_a_duplicate_if_recorded_and_delivered_if_not() {
+    let chat = 5_100_301;
+    let (w, r, agent, _tenant) = one_chat(Plan::Free, chat).await;
+    let first = telegram_text_update(94, chat, "recorded");
+    assert_eq!(w.telegram_update(&r, &first).await.status().as_u16(), 200);
+    w.telegram.wait_for_messages(chat, 1, T).await;
+    // The key holds the claim's deadline (ms) for the retry horizon: no confirmation needed.
+    let deadline: i64 = on_dedupe_key(&w, "GET", "telegram", "94").await;
+    assert!(
+        deadline > chrono::Utc::now().timestamp_millis(),
+        "{deadline}"
+    );
+    assert!(dedupe_ttl(&w, "telegram", "94").await > 86_400);
+
+    // Both claims lapsed (a deadline in the past): 94 was recorded, 95 never was.
+    let mut conn = redis_conn().await;
+    for (id, ttl) in [("94", 86_400), ("95", 60)] {
+        redis::cmd("SET")
+            .arg(format!("{}dedupe:telegram:{id}", w.redis_prefix))
+            .arg(1_000)
+            .arg("EX")
+            .arg(ttl)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("lapsed claim");
+    }
+    assert_eq!(w.telegram_update(&r, &first).await.status().as_u16(), 200);
+    let marked: i64 = on_dedupe_key(&w, "GET", "telegram", "94").await;
+    assert_eq!(
+        marked, 2,
+        "a lapsed claim found recorded is marked recorded"
+    );
+    let died = telegram_text_update(95, chat, "after a crash");
+    assert_eq!(w.telegram_update(&r, &died).await.status().as_u16(), 200);
+    let sent = w.telegram.wait_for_messages(chat, 2, T).await;
+    assert!(sent[1].text.ends_with(": after a crash"), "{sent:?}");
+    // Give a stray second answer to 94 the time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.telegram.sent_to(chat).len(), 2);
+    assert_eq!(agent.calls().len(), 2);
+    assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 2);
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_redis_forgot_is_stopped_by_the_record_and_gets_no_reply() {
     let chat = 5_100_101;
