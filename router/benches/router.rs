@@ -437,55 +437,38 @@ impl RouterProcess {
     /// With `BENCH_PERF=<rate>`: `perf record` of the router (flat, 999 Hz) for the routed run
     /// at that rate, into `/tmp/router-<pid>.perf` (`perf report -i ... --sort sym`).
     fn profile(&self, rate: u64, seconds: u64) -> Option<Child> {
-        if env_or("BENCH_PERF", 0u64) != rate {
-            return None;
-        }
         let out = format!("/tmp/router-{}.perf", self.pid);
+        let child = self.perf("BENCH_PERF", rate, seconds, &["record", "-F", "999"], &out)?;
         println!("(perf record of the router at {rate} msg/s into {out})");
-        Command::new("perf")
-            .args([
-                "record",
-                "-F",
-                "999",
-                "-p",
-                &self.pid.to_string(),
-                "-o",
-                &out,
-            ])
-            .args(["--", "sleep", &seconds.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| println!("(no perf: {e})"))
-            .ok()
+        Some(child)
     }
 
     /// With `BENCH_PERF_STAT=<rate>`: `perf stat` of the router's syscalls and context
     /// switches for the routed run at that rate, into `/tmp/router-<pid>.stat`; printed per
     /// message after the run. Says how many hops (wake-ups, socket calls) a message costs.
     fn count(&self, rate: u64, seconds: u64) -> Option<(Child, String)> {
-        if env_or("BENCH_PERF_STAT", 0u64) != rate {
-            return None;
-        }
         let out = format!("/tmp/router-{}.stat", self.pid);
         let events = COUNTED.join(",");
+        let args = ["stat", "-x", ",", "-e", &events];
+        let child = self.perf("BENCH_PERF_STAT", rate, seconds, &args, &out)?;
+        Some((child, out))
+    }
+
+    /// `perf <args> -p <router> -o <out> -- sleep <seconds>`, when the environment variable
+    /// `var` names this rate.
+    fn perf(&self, var: &str, rate: u64, seconds: u64, args: &[&str], out: &str) -> Option<Child> {
+        if env_or(var, 0u64) != rate {
+            return None;
+        }
         Command::new("perf")
-            .args([
-                "stat",
-                "-x",
-                ",",
-                "-e",
-                &events,
-                "-p",
-                &self.pid.to_string(),
-            ])
-            .args(["-o", &out, "--", "sleep", &seconds.to_string()])
+            .args(args)
+            .args(["-p", &self.pid.to_string(), "-o", out])
+            .args(["--", "sleep", &seconds.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| println!("(no perf: {e})"))
             .ok()
-            .map(|child| (child, out))
     }
 
     fn cpu(&self) -> Cpu {

@@ -187,22 +187,16 @@ impl Limits {
         })
     }
 
-    /// The messages are known recorded: later retries need not ask Postgres. One pipelined
-    /// round trip for them all.
-    pub async fn dedupe_confirm(&self, ids: &[(&str, &str)]) -> Result<(), redis::RedisError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (channel, id) in ids {
-            pipe.cmd("SET")
-                .arg(self.key(format_args!("dedupe:{channel}:{id}")))
-                .arg(2)
-                .arg("EX")
-                .arg(DEDUPE_TTL_SECS)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut self.conn.clone()).await
+    /// The message is known recorded: later retries need not ask Postgres.
+    pub async fn dedupe_confirm(&self, channel: &str, id: &str) -> Result<(), redis::RedisError> {
+        let key = self.key(format_args!("dedupe:{channel}:{id}"));
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(2)
+            .arg("EX")
+            .arg(DEDUPE_TTL_SECS)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
     }
 
     /// Recording failed: let the platform's retry through.

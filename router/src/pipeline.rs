@@ -162,12 +162,9 @@ impl Core {
             move |rows: Vec<NewInbound>| {
                 let kept = kept.clone();
                 async move {
-                    let mut conn = kept.take().await.map_err(|e| e.to_string())?;
-                    let ids = store::record_inbound_batch(&mut conn, &rows, claim)
+                    kept.run(async |conn| store::record_inbound_batch(conn, &rows, claim).await)
                         .await
-                        .map_err(|e| e.to_string())?;
-                    kept.keep(conn);
-                    Ok(ids)
+                        .map_err(|e| e.to_string())
                 }
             },
         );
@@ -175,12 +172,10 @@ impl Core {
         let finisher = Batcher::spawn(BATCH_ROWS, BATCHES_IN_FLIGHT, move |rows: Vec<Finish>| {
             let kept = kept.clone();
             async move {
-                let mut conn = kept.take().await.map_err(|e| e.to_string())?;
-                store::finish_batch(&mut conn, &rows)
+                kept.run(async |conn| store::finish_batch(conn, &rows).await)
                     .await
-                    .map_err(|e| e.to_string())?;
-                kept.keep(conn);
-                Ok(vec![(); rows.len()])
+                    .map(|()| vec![(); rows.len()])
+                    .map_err(|e| e.to_string())
             }
         });
         Arc::new(Core {
@@ -243,8 +238,9 @@ impl Core {
                     Ok(true) => {
                         if lapsed {
                             // Later retries need not ask again.
-                            let key = [(msg.channel.as_str(), msg.external_id.as_str())];
-                            if let Err(e) = self.limits.dedupe_confirm(&key).await {
+                            let confirmed =
+                                self.limits.dedupe_confirm(&msg.channel, &msg.external_id);
+                            if let Err(e) = confirmed.await {
                                 tracing::warn!(error = %e, "could not mark a dedupe key recorded");
                             }
                         }

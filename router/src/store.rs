@@ -65,27 +65,30 @@ impl KeptConnections {
         }
     }
 
-    /// A kept connection, or one from the pool when none is kept. Hand it to [`Self::keep`]
-    /// after a statement succeeded on it; dropped instead (after an error), it goes back to
-    /// the pool, which tests it and closes it if it is broken.
-    pub async fn take(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    /// Runs `statement` on a kept connection, or on one from the pool when none is kept, and
+    /// keeps the connection if the statement succeeded. After an error it goes back to the
+    /// pool, which tests it and closes it if it is broken.
+    pub async fn run<T>(
+        &self,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
         let kept = {
             let mut idle = self.idle.lock().expect("kept connections lock");
             idle.retain(|(_, since)| since.elapsed() < KEPT_IDLE);
             idle.pop()
         };
-        match kept {
-            Some((conn, _)) => Ok(conn),
-            None => self.pool.acquire().await,
+        let mut conn = match kept {
+            Some((conn, _)) => conn,
+            None => self.pool.acquire().await?,
+        };
+        let result = statement(&mut conn).await;
+        if result.is_ok() {
+            let mut idle = self.idle.lock().expect("kept connections lock");
+            if idle.len() < self.keep {
+                idle.push((conn, Instant::now()));
+            }
         }
-    }
-
-    /// Keeps `conn` for the next statement, unless `keep` are kept already.
-    pub fn keep(&self, conn: PoolConnection<Postgres>) {
-        let mut idle = self.idle.lock().expect("kept connections lock");
-        if idle.len() < self.keep {
-            idle.push((conn, Instant::now()));
-        }
+        result
     }
 
     /// How many connections are kept now.

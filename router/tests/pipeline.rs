@@ -768,38 +768,40 @@ async fn the_admin_cli_creates_users_workspaces_and_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_connections_are_kept_between_statements_but_not_after_an_error() {
     use clawdbot_router::store::{KeptConnections, connect};
+    async fn backend(conn: &mut sqlx::PgConnection) -> Result<i32, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await
+    }
     let pool = connect(&support::fresh_database().await, 4)
         .await
         .expect("connect");
-    let backend = |mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>| async move {
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *conn)
-            .await
-            .expect("backend pid");
-        (pid, conn)
-    };
     let kept = KeptConnections::new(pool.clone(), 1);
 
-    let (first, conn) = backend(kept.take().await.expect("take")).await;
-    kept.keep(conn);
+    let first = kept.run(backend).await.expect("first statement");
     assert_eq!(kept.kept(), 1);
-    let (again, conn) = backend(kept.take().await.expect("take")).await;
+    let again = kept.run(backend).await.expect("second statement");
     assert_eq!(again, first, "the kept connection is the one used next");
-    assert_eq!(kept.kept(), 0, "a connection in use is not kept twice");
 
-    // At most `keep` are kept: the second goes back to the pool.
-    let other = kept.take().await.expect("take from the pool");
-    kept.keep(conn);
-    kept.keep(other);
+    // A connection in use is not handed out twice, and at most `keep` are kept: the inner
+    // statement, run while the kept connection is in use, gets another from the pool and
+    // that one is kept; the outer one then goes back to the pool.
+    let (outer, inner) = kept
+        .run(async |conn| {
+            let inner = kept.run(backend).await?;
+            Ok((backend(conn).await?, inner))
+        })
+        .await
+        .expect("nested statements");
+    assert_eq!(outer, first);
+    assert_ne!(inner, outer);
     assert_eq!(kept.kept(), 1);
+    assert_eq!(kept.run(backend).await.expect("next statement"), inner);
 
-    // After an error the caller drops the connection: it is not handed out again.
-    let mut conn = kept.take().await.expect("take");
-    sqlx::query("SELECT 1/0")
-        .execute(&mut *conn)
+    // A connection whose statement failed is not kept.
+    kept.run(async |conn| sqlx::query("SELECT 1/0").execute(conn).await)
         .await
         .expect_err("division by zero");
-    drop(conn);
     assert_eq!(kept.kept(), 0);
-    backend(kept.take().await.expect("take after an error")).await;
+    kept.run(backend).await.expect("a statement after an error");
 }
