@@ -1041,7 +1041,16 @@ async fn a_new_tenant_converges_in_one_reconcile_and_an_unchanged_one_writes_not
             .iter()
             .any(|f| f == names::WORKSPACE_FINALIZER)
     );
-    let m = op.metrics().await;
+    // The status is written inside the reconcile and the reconcile is counted when it returns:
+    // the status can be seen a moment before the count (one CI run read 0 here).
+    let m = wait_for("the reconcile to be counted", TIMEOUT, || {
+        let op = &op;
+        async move {
+            let m = op.metrics().await;
+            (reconcile_count(&m) >= 1).then_some(m)
+        }
+    })
+    .await;
     assert_eq!(
         reconcile_count(&m),
         1,
