@@ -10,7 +10,8 @@
 //! BENCH_OPERATOR_LOG_FILE=/tmp/op.log` (each passing child change is logged). To see what
 //! holds its memory: `BENCH_OPERATOR_WRAPPER=heaptrack` (the profile lands in the working
 //! directory; the RSS column is then the wrapper's). `BENCH_PLAIN_APPLY=1` makes the plain
-//! client write with server-side apply instead of creates.
+//! client write with server-side apply instead of creates. `BENCH_OPERATOR_BIN=<path>` runs
+//! that operator binary instead of this build's (an A/B of two builds).
 //!
 //! Requests per tenant are the operator's own count (`clawdbot_operator_api_requests_total`,
 //! a counting layer on its client: reads, writes, watches, lease renewals, events) until
@@ -252,13 +253,17 @@ async fn run(client: &Client, n: usize, plain_apply: bool) -> Run {
         .port();
     // BENCH_OPERATOR_WRAPPER runs the operator under a profiler (e.g. `heaptrack`); the RSS
     // then measured is the wrapper's and the figures are not comparable.
+    // BENCH_OPERATOR_BIN runs another build of the operator (two builds compared in one
+    // sitting).
+    let operator = std::env::var_os("BENCH_OPERATOR_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_operator").into());
     let mut command = match std::env::var_os("BENCH_OPERATOR_WRAPPER") {
         Some(wrapper) => {
             let mut c = std::process::Command::new(wrapper);
-            c.arg(env!("CARGO_BIN_EXE_operator"));
+            c.arg(&operator);
             c
         }
-        None => std::process::Command::new(env!("CARGO_BIN_EXE_operator")),
+        None => std::process::Command::new(&operator),
     };
     let mut child = command
         .env("KUBECONFIG", &clawdbot_testkit::env::get().kubeconfig)

@@ -20,8 +20,8 @@
 //! since: then its record is dropped. After a restart the record is empty and every child is
 //! applied once (idempotent), which is also what repairs drift made while no operator ran.
 //!
-//! The workspaces themselves: the operator writes each one twice (finalizer, status), and each
-//! write comes back as a watch event. [`Triggers`] remembers what those writes will look like
+//! The workspaces themselves: the operator writes their status (and removes the finalizer an
+//! earlier operator put on some), and each write comes back as a watch event. [`Triggers`] remembers what those writes will look like
 //! so that their echoes do not reconcile the workspace again.
 
 use std::collections::{HashMap, VecDeque};
@@ -346,8 +346,8 @@ pub struct Triggers {
     quiet: Mutex<HashMap<String, VecDeque<u64>>>,
 }
 
-/// How many of its own writes of one workspace the operator expects at once (finalizer and
-/// status of one reconcile, with room for the next reconcile's).
+/// How many of its own writes of one workspace the operator expects at once (a status write,
+/// or the legacy finalizer's removal, with room for the next reconciles').
 const EXPECTED: usize = 4;
 
 impl Triggers {

@@ -401,7 +401,18 @@ async fn workspace_controller(
         // Nothing reads who wrote which field; cached for thousands of tenants, the
         // managedFields would be a good part of the operator's memory.
         .modify(|ws| ws.managed_fields_mut().clear())
-        .reflect(writer),
+        .reflect(writer)
+        .inspect_ok({
+            // A deleted workspace is never reconciled again (no finalizer holds it): what
+            // its deletion asks of the operator is done here.
+            let ctx = ctx.clone();
+            move |event| {
+                if let watcher::Event::Delete(ws) = event {
+                    let (ws, ctx) = (ws.clone(), ctx.clone());
+                    tokio::spawn(async move { ctrl::workspace::deleted(&ws, &ctx).await });
+                }
+            }
+        }),
         ctx.triggers.clone(),
         ctrl::workspace::trigger,
     )
@@ -437,16 +448,18 @@ async fn workspace_controller(
         .owns_stream(owned::<ConfigMap>(client, ns, &children, &ctx))
         .owns_stream(owned::<Secret>(client, ns, &children, &ctx))
         .owns_stream(owned::<ServiceAccount>(client, ns, &children, &ctx))
-        .owns_stream(owned_seen::<PersistentVolumeClaim>(
-            client,
-            ns,
-            &children,
-            &ctx,
-            {
+        // A retained volume has no owner (see `build::tenant::volume_claim`): its workspace
+        // is found by the label every claim carries.
+        .watches_stream(
+            owned_seen::<PersistentVolumeClaim>(client, ns, &children, &ctx, {
                 let ctx = ctx.clone();
                 move |event| ctx.volumes.observe(event, volume_entry, ExistingVolume::of)
+            }),
+            |pvc| {
+                let ws = pvc.labels().get(names::LABEL_WORKSPACE).cloned();
+                ws.map(|ws| ObjectRef::new(&ws).within(&pvc.namespace().unwrap_or_default()))
             },
-        ))
+        )
         .watches_stream(agent_pods(client, ns, &ctx), |pod| {
             let ws = pod.labels().get(names::LABEL_WORKSPACE).cloned();
             ws.map(|ws| ObjectRef::new(&ws).within(&pod.namespace().unwrap_or_default()))

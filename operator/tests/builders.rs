@@ -508,3 +508,56 @@ fn build_tenant_returns_every_object_stamped_with_what_it_says() {
     assert_eq!(changed(&t, &asleep).len(), 1);
     assert_eq!(asleep.deployment.spec.as_ref().unwrap().replicas, Some(0));
 }
+
+/// The retention policy is the volume claim's owner reference (as a StatefulSet's claim
+/// retention policy is): `Delete` makes the workspace its owner, so garbage collection takes
+/// it with the workspace; `Retain`, the default, leaves it unowned. Changing the policy
+/// changes the claim's stamp, so the claim is applied again.
+#[test]
+fn the_volume_claim_is_owned_by_the_workspace_only_when_its_retention_is_delete() {
+    use clawdbot_api::workspace::RetentionPolicy;
+    use clawdbot_operator::build::tenant::build_tenant;
+    use clawdbot_operator::changes::DESIRED_HASH;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use kube::Resource;
+
+    let cfg = OperatorConfig::default();
+    let size = Quantity("1Gi".into());
+    let retained = ws(LITE);
+    assert_eq!(retained.spec.storage.retention, RetentionPolicy::Retain);
+    let mut deleted = retained.clone();
+    deleted.spec.storage.retention = RetentionPolicy::Delete;
+    let keep = build_tenant(&inputs(&retained, &cfg, true), &size).unwrap();
+    let drop = build_tenant(&inputs(&deleted, &cfg, true), &size).unwrap();
+
+    assert!(keep.pvc.meta().owner_references.is_none());
+    let owners = drop.pvc.meta().owner_references.clone().unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].kind, "UserWorkspace");
+    assert_eq!(owners[0].name, "alice");
+    assert_eq!(owners[0].uid, retained.meta().uid.clone().unwrap());
+    // Every other child is owned either way.
+    for t in [&keep, &drop] {
+        assert_eq!(
+            t.deployment.meta().owner_references.as_ref().unwrap().len(),
+            1
+        );
+        assert_eq!(
+            t.config_map.meta().owner_references.as_ref().unwrap().len(),
+            1
+        );
+    }
+    let stamp = |t: &clawdbot_operator::build::tenant::TenantObjects| {
+        t.pvc.meta().annotations.as_ref().unwrap()[DESIRED_HASH].clone()
+    };
+    assert_ne!(stamp(&keep), stamp(&drop));
+    assert_eq!(
+        keep.deployment.meta().annotations.as_ref().unwrap()[DESIRED_HASH],
+        drop.deployment.meta().annotations.as_ref().unwrap()[DESIRED_HASH]
+    );
+    // The claim keeps its labels either way: a retained volume can be found by its workspace.
+    assert_eq!(
+        keep.pvc.meta().labels.as_ref().unwrap()[names::LABEL_WORKSPACE],
+        "alice"
+    );
+}

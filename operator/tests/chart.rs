@@ -998,7 +998,7 @@ tenants:
     })
     .await;
 
-    // Deletion with retention Delete: the finalizer deletes the volume, then lets go.
+    // Deletion with retention Delete: garbage collection takes the volume with the workspace.
     Api::<UserWorkspace>::namespaced(admin.clone(), &ns)
         .delete("alice", &DeleteParams::default())
         .await

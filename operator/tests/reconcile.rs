@@ -82,12 +82,18 @@ async fn workspace_becomes_a_running_tenant() {
     assert_eq!(condition(&ws, PROVISIONED).unwrap().status, "True");
     assert_eq!(condition(&ws, READY).unwrap().reason, REASON_AGENT_STARTING);
     assert_eq!(condition(&ws, MODEL_READY).unwrap().status, "False");
-    assert!(
-        ws.finalizers()
-            .contains(&names::WORKSPACE_FINALIZER.to_string())
-    );
+    // No finalizer: deletion is garbage collection's.
+    assert!(ws.finalizers().is_empty(), "{:?}", ws.finalizers());
 
-    // Every child exists and is owned by the workspace.
+    // Every child exists and is owned by the workspace; the volume is not (retention: Retain,
+    // the default, keeps it after the workspace).
+    assert!(
+        exists::<PersistentVolumeClaim>(&client, &ns, &names::agent("alice"))
+            .await
+            .unwrap()
+            .owner_references()
+            .is_empty()
+    );
     let uid = ws.uid().unwrap();
     let name = names::agent("alice");
     let owners = vec![
@@ -102,11 +108,6 @@ async fn workspace_becomes_a_running_tenant() {
             .owner_references()
             .to_vec(),
         exists::<Secret>(&client, &ns, &names::gateway_token_secret("alice"))
-            .await
-            .unwrap()
-            .owner_references()
-            .to_vec(),
-        exists::<PersistentVolumeClaim>(&client, &ns, &name)
             .await
             .unwrap()
             .owner_references()
@@ -287,6 +288,29 @@ async fn delete_and_wait_gone(client: &Client, ns: &str, name: &str) {
     .await;
 }
 
+/// The reasons of the events about `name`, once `reason` is among them (events are
+/// published by the operator after the deletion it reports, asynchronously).
+async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
+    wait_for(
+        &format!("event {reason} for {name}"),
+        TIMEOUT,
+        || async move {
+            let reasons: Vec<String> = events_for(client, ns, name)
+                .await
+                .into_iter()
+                .map(|e| e.1)
+                .collect();
+            reasons.iter().any(|r| r == reason).then_some(reasons)
+        },
+    )
+    .await
+}
+
+/// The volume claim's owner reference carries `storage.retention` (no finalizer): `Retain`
+/// leaves it unowned and it outlives the workspace, `Delete` makes the workspace its owner and
+/// garbage collection takes it; a policy changed on a live workspace moves the reference. A
+/// workspace that still carries the finalizer of an earlier operator is let go by it, with
+/// its retention honoured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_honours_the_retention_policy() {
     let (client, ns) = setup("delete").await;
@@ -295,17 +319,63 @@ async fn deletion_honours_the_retention_policy() {
     create(&client, &ns, &workspace("keep", SIMPLE_SPEC)).await;
     let delete_spec = format!("{SIMPLE_SPEC}storage: {{size: 1Gi, retention: Delete}}\n");
     create(&client, &ns, &workspace("drop", &delete_spec)).await;
-    for n in ["keep", "drop"] {
-        wait_ws(&client, &ns, n, "provisioned", |w| {
+    create(&client, &ns, &workspace("switch", SIMPLE_SPEC)).await;
+    let mut legacy = workspace("legacy", &delete_spec);
+    legacy.metadata.finalizers = Some(vec![names::WORKSPACE_FINALIZER.to_string()]);
+    create(&client, &ns, &legacy).await;
+    let mut uids = std::collections::HashMap::new();
+    for n in ["keep", "drop", "switch", "legacy"] {
+        let w = wait_ws(&client, &ns, n, "provisioned", |w| {
             condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
         })
         .await;
+        uids.insert(n, w.uid().unwrap());
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let owner_of = |name: &'static str| {
+        let pvcs = pvcs.clone();
+        async move {
+            pvcs.get(&names::agent(name))
+                .await
+                .expect("volume")
+                .owner_references()
+                .iter()
+                .map(|o| o.uid.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(owner_of("keep").await, Vec::<String>::new());
+    assert_eq!(owner_of("drop").await, vec![uids["drop"].clone()]);
+    assert_eq!(owner_of("legacy").await, vec![uids["legacy"].clone()]);
+    assert_eq!(owner_of("switch").await, Vec::<String>::new());
+
+    // Retain -> Delete on a live workspace: the claim gets its owner.
+    let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "switch",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"storage": {"retention": "Delete"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("the switched volume to be owned", TIMEOUT, || {
+        let pvcs = pvcs.clone();
+        let uid = uids["switch"].clone();
+        async move {
+            let p = pvcs.get(&names::agent("switch")).await.ok()?;
+            p.owner_references()
+                .iter()
+                .any(|o| o.uid == uid)
+                .then_some(())
+        }
+    })
+    .await;
+
+    for n in ["keep", "drop", "switch", "legacy"] {
+        delete_and_wait_gone(&client, &ns, n).await;
     }
 
-    delete_and_wait_gone(&client, &ns, "keep").await;
-    delete_and_wait_gone(&client, &ns, "drop").await;
-
-    // Garbage collection removes the owned children of both.
+    // Garbage collection removes the owned children of all.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     wait_for("garbage collection of the Deployments", TIMEOUT, || {
         let deployments = deployments.clone();
@@ -318,47 +388,51 @@ async fn deletion_honours_the_retention_policy() {
         }
     })
     .await;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    // Retain: the volume stays, released from its owner.
+    // Delete: the volumes go (a PVC with the protection finalizer may linger as terminating).
+    for n in ["drop", "switch", "legacy"] {
+        wait_for(&format!("the volume of {n} to go"), TIMEOUT, || {
+            let pvcs = pvcs.clone();
+            async move {
+                match pvcs.get_opt(&names::agent(n)).await.ok()? {
+                    None => Some(()),
+                    Some(p) => p.metadata.deletion_timestamp.map(|_| ()),
+                }
+            }
+        })
+        .await;
+    }
+    // Retain: the volume stays, unowned, still labelled with its workspace.
     let kept = pvcs
         .get(&names::agent("keep"))
         .await
         .expect("retained volume");
+    assert!(kept.metadata.deletion_timestamp.is_none());
     assert!(
         kept.owner_references().is_empty(),
         "{:?}",
         kept.owner_references()
     );
     assert_eq!(kept.labels()["clawdbot.io/workspace"], "keep");
-    // Delete: the volume goes (a PVC with the protection finalizer may linger as terminating).
-    wait_for("the Delete volume to go", TIMEOUT, || {
-        let pvcs = pvcs.clone();
-        async move {
-            match pvcs.get_opt(&names::agent("drop")).await.ok()? {
-                None => Some(()),
-                Some(p) => p.metadata.deletion_timestamp.map(|_| ()),
-            }
-        }
+
+    wait_event(&client, &ns, "keep", "VolumeRetained").await;
+    // A workspace of the same name takes the retained volume up again: the same claim.
+    create(&client, &ns, &workspace("keep", SIMPLE_SPEC)).await;
+    wait_ws(&client, &ns, "keep", "provisioned again", |w| {
+        condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
     })
     .await;
-    let reasons: Vec<String> = events_for(&client, &ns, "keep")
-        .await
-        .into_iter()
-        .map(|e| e.1)
-        .collect();
-    assert!(
-        reasons.contains(&"VolumeRetained".to_string()),
-        "{reasons:?}"
-    );
-    let reasons: Vec<String> = events_for(&client, &ns, "drop")
-        .await
-        .into_iter()
-        .map(|e| e.1)
-        .collect();
-    assert!(
-        reasons.contains(&"VolumeDeleted".to_string()),
-        "{reasons:?}"
-    );
+    let again = pvcs.get(&names::agent("keep")).await.expect("volume");
+    assert_eq!(again.uid(), kept.uid());
+    assert!(again.owner_references().is_empty());
+    for n in ["drop", "switch", "legacy"] {
+        let reasons = wait_event(&client, &ns, n, "VolumeDeleted").await;
+        // One event per deletion, also where the legacy finalizer did the cleanup.
+        assert_eq!(
+            reasons.iter().filter(|r| *r == "VolumeDeleted").count(),
+            1,
+            "{n}: {reasons:?}"
+        );
+    }
     op.stop().await.unwrap();
 }
 
@@ -995,7 +1069,7 @@ fn requests(metrics: &str, verb: &str) -> u64 {
     )
 }
 
-/// A new tenant converges in one reconcile (the finalizer is patched in on the way); a second
+/// A new tenant converges in one reconcile (six applies, a create, a status patch); a second
 /// reconcile of a tenant that did not change writes nothing (no apply, no status patch); and a
 /// child someone edits or deletes is still repaired (issue 15).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1036,11 +1110,7 @@ async fn a_new_tenant_converges_in_one_reconcile_and_an_unchanged_one_writes_not
         condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
     })
     .await;
-    assert!(
-        w.finalizers()
-            .iter()
-            .any(|f| f == names::WORKSPACE_FINALIZER)
-    );
+    assert!(w.finalizers().is_empty(), "{:?}", w.finalizers());
     // The status is written inside the reconcile and the reconcile is counted when it returns:
     // the status can be seen a moment before the count (one CI run read 0 here).
     let m = wait_for("the reconcile to be counted", TIMEOUT, || {
@@ -1056,18 +1126,18 @@ async fn a_new_tenant_converges_in_one_reconcile_and_an_unchanged_one_writes_not
         1,
         "one reconcile for a new tenant\n{m}"
     );
-    // The finalizer and six applies; the gateway Secret created (it gets a new token); one
+    // Six applies (no finalizer); the gateway Secret created (it gets a new token); one
     // status patch. No read: what the reconcile reads comes from the watches.
     let sent = |verb| requests(&m, verb) - requests(&before, verb);
     assert_eq!(
         (sent("patch"), sent("create"), sent("patch_status")),
-        (7, 1, 1),
+        (6, 1, 1),
         "{m}"
     );
 
     // Someone else's finalizer is a reason to reconcile, and nothing else changed.
     let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);
-    let both = serde_json::json!({"metadata": {"finalizers": [names::WORKSPACE_FINALIZER, "example.com/keep"]}});
+    let both = serde_json::json!({"metadata": {"finalizers": ["example.com/keep"]}});
     api.patch("carol", &PatchParams::default(), &Patch::Merge(&both))
         .await
         .unwrap();
@@ -1084,8 +1154,8 @@ async fn a_new_tenant_converges_in_one_reconcile_and_an_unchanged_one_writes_not
             "a reconcile of an unchanged tenant sent a {verb}\n{again}"
         );
     }
-    let only_ours = serde_json::json!({"metadata": {"finalizers": [names::WORKSPACE_FINALIZER]}});
-    api.patch("carol", &PatchParams::default(), &Patch::Merge(&only_ours))
+    let none = serde_json::json!({"metadata": {"finalizers": null}});
+    api.patch("carol", &PatchParams::default(), &Patch::Merge(&none))
         .await
         .unwrap();
 

@@ -3,7 +3,7 @@
 //! (see [`changes`](crate::changes)).
 
 use clawdbot_api::model_endpoint::ModelEndpoint;
-use clawdbot_api::workspace::UserWorkspace;
+use clawdbot_api::workspace::{RetentionPolicy, UserWorkspace};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
@@ -61,8 +61,15 @@ pub fn build_tenant(inputs: &AgentInputs<'_>, volume: &Quantity) -> Result<Tenan
 
 /// The tenant's volume claim at `size`: part of [`build_tenant`], and built again at the size
 /// the claim keeps when the API server refuses to grow it.
+///
+/// The retention policy is carried by the owner reference, as a StatefulSet's
+/// `persistentVolumeClaimRetentionPolicy` is: `Delete` makes the workspace the claim's owner,
+/// so garbage collection removes it with the workspace; `Retain` leaves it unowned, so it
+/// outlives the workspace and a workspace of the same name takes it up again. No finalizer
+/// is needed, and a new tenant is spared its write (issue 15).
 pub fn volume_claim(ws: &UserWorkspace, size: &Quantity) -> Result<PersistentVolumeClaim> {
-    stamp(agent::build_pvc_sized(ws, true, size)?)
+    let owned = ws.spec.storage.retention == RetentionPolicy::Delete;
+    stamp(agent::build_pvc_sized(ws, owned, size)?)
 }
 
 /// The gateway-token Secret with its token.

@@ -1,13 +1,13 @@
-//! UserWorkspace reconcile: finalizer -> validate -> resolve references -> check -> build
+//! UserWorkspace reconcile: validate -> resolve references -> check -> build
 //! every desired object (pure) -> apply what changed -> status (when it changed).
 //!
-//! A new tenant converges in one reconcile: the finalizer is patched in and the reconcile goes
-//! on with the object the patch returned, and the echoes of the operator's own writes
-//! (finalizer, children, status) do not trigger another (see [`changes`](crate::changes)).
-//! What the reconcile reads comes from the controller's watches (ModelEndpoints, the tenant
-//! volume, the agent pods: [`cache`](crate::cache)), so a new tenant costs the finalizer
-//! patch, seven applies and one status patch, and a tenant that did not change costs no
-//! request (issue 15: about thirty requests in three reconciles per new tenant before).
+//! A new tenant converges in one reconcile, and the echoes of the operator's own writes
+//! (children, status) do not trigger another (see [`changes`](crate::changes)). What the
+//! reconcile reads comes from the controller's watches (ModelEndpoints, the tenant volume, the
+//! agent pods: [`cache`](crate::cache)), so a new tenant costs six applies, one create and one
+//! status patch, and a tenant that did not change costs no request (issue 15: about thirty
+//! requests in three reconciles per new tenant before). Deletion needs no finalizer: the
+//! owner references carry it, the volume's following `storage.retention`.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -93,8 +93,11 @@ fn has_finalizer(ws: &UserWorkspace) -> bool {
         .any(|f| f == names::WORKSPACE_FINALIZER)
 }
 
-/// Deletion runs the cleanup and then lets the object go; otherwise the finalizer is put in
-/// place (in the same reconcile: it need not cost a round of its own) and the tenant applied.
+/// A tenant is applied until it is deleted; deletion is garbage collection's (every child is
+/// owned by the workspace, the volume only under `retention: Delete`, see
+/// [`volume_claim`]), so a new tenant carries no finalizer and is spared its write (issue 15).
+/// A workspace that still carries the finalizer of an earlier operator is cleaned up by it
+/// and let go.
 async fn reconcile_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     if ws.meta().deletion_timestamp.is_some() {
         if has_finalizer(ws) {
@@ -109,17 +112,34 @@ async fn reconcile_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action
         }
         return Ok(Action::await_change());
     }
-    if has_finalizer(ws) {
-        return apply_workspace(ws, ctx).await;
-    }
-    let mut finalizers = ws.finalizers().to_vec();
-    finalizers.push(names::WORKSPACE_FINALIZER.to_string());
-    let ws = set_finalizers(ws, finalizers, ctx).await?;
-    apply_workspace(&ws, ctx).await
+    apply_workspace(ws, ctx).await
 }
 
-/// Replaces the finalizers, on the version of the object that was read (a conflict is retried
-/// through the error policy rather than overwriting someone else's change).
+/// A workspace is gone (its watch saw the deletion): its phase leaves the metrics and an event
+/// says what became of its volume, which garbage collection removes under `retention: Delete`
+/// and leaves alone under `Retain` (also for a workspace the legacy finalizer let go).
+pub async fn deleted(ws: &UserWorkspace, ctx: &Context) {
+    ctx.metrics.set_phase(&key(ws), None);
+    let claim = names::agent(&ws.name_any());
+    let (reason, note) = match ws.spec.storage.retention {
+        RetentionPolicy::Retain => (
+            "VolumeRetained",
+            format!("kept PersistentVolumeClaim {claim} (retention: Retain)"),
+        ),
+        RetentionPolicy::Delete => (
+            "VolumeDeleted",
+            format!(
+                "PersistentVolumeClaim {claim} is deleted with the workspace (retention: Delete)"
+            ),
+        ),
+    };
+    ctx.event(ws, EventType::Normal, reason, "Delete", note)
+        .await;
+}
+
+/// Replaces the finalizers (only to remove the legacy one), on the version of the object that
+/// was read (a conflict is retried through the error policy rather than overwriting someone
+/// else's change).
 async fn set_finalizers(
     ws: &UserWorkspace,
     finalizers: Vec<String>,
@@ -634,54 +654,36 @@ fn same_meaning(a: &UserWorkspaceStatus, b: &UserWorkspaceStatus) -> bool {
         })
 }
 
-/// Deletion: honour the volume's retention policy, then let garbage collection remove the
-/// owned children. Idempotent: a second run finds nothing left to do.
-async fn cleanup(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
+/// Deletion of a workspace that carries the legacy finalizer: the volume is made to follow
+/// the retention policy now, in case no apply of this operator moved its owner reference yet
+/// (the workspace was deleted before it ran); garbage collection does the rest, and
+/// [`deleted`] reports it. Idempotent: a second run finds nothing left to do.
+async fn cleanup(ws: &UserWorkspace, ctx: &Context) -> Result<()> {
     let ns = ws
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    let pvc_name = names::agent(&ws.name_any());
-    ctx.metrics.set_phase(&key(ws), None);
-    let Some(pvc) = pvcs.get_opt(&pvc_name).await? else {
-        return Ok(Action::await_change());
+    let Some(pvc) = pvcs.get_opt(&names::agent(&ws.name_any())).await? else {
+        return Ok(());
     };
+    let owned = pvc
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == ws.meta().uid.as_ref());
     match ws.spec.storage.retention {
-        RetentionPolicy::Retain => {
-            let owned = pvc
-                .owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == ws.meta().uid.as_ref());
-            if owned {
-                // Re-applying without the owner reference releases the volume from garbage
-                // collection; it keeps its labels so it can be found and restored.
-                // At its own size: the spec's may differ (never shrink, maybe not grown).
-                let size = ExistingVolume::of(&pvc)
-                    .map_or_else(|| ws.spec.storage.size.clone(), |v| v.request);
-                apply(ctx, &agent::build_pvc_sized(ws, false, &size)?).await?;
-                ctx.event(
-                    ws,
-                    EventType::Normal,
-                    "VolumeRetained",
-                    "Delete",
-                    format!("kept PersistentVolumeClaim {pvc_name} (retention: Retain)"),
-                )
-                .await;
-            }
+        RetentionPolicy::Retain if owned => {
+            // Re-applying without the owner reference releases the volume from garbage
+            // collection; it keeps its labels so it can be found and restored.
+            // At its own size: the spec's may differ (never shrink, maybe not grown).
+            let size = ExistingVolume::of(&pvc)
+                .map_or_else(|| ws.spec.storage.size.clone(), |v| v.request);
+            apply(ctx, &agent::build_pvc_sized(ws, false, &size)?).await?;
         }
-        RetentionPolicy::Delete => {
-            if pvc.metadata.deletion_timestamp.is_none() {
-                pvcs.delete(&pvc_name, &DeleteParams::background()).await?;
-                ctx.event(
-                    ws,
-                    EventType::Normal,
-                    "VolumeDeleted",
-                    "Delete",
-                    format!("deleted PersistentVolumeClaim {pvc_name} (retention: Delete)"),
-                )
-                .await;
-            }
+        RetentionPolicy::Delete if pvc.metadata.deletion_timestamp.is_none() => {
+            pvcs.delete(&pvc.name_any(), &DeleteParams::background())
+                .await?;
         }
+        _ => {}
     }
-    Ok(Action::await_change())
+    Ok(())
 }

@@ -201,7 +201,7 @@ pub async fn get_workspace(
 }
 
 /// Deletes a user's workspace and key Secret (gone already is fine). The volume follows the
-/// workspace's retention policy, which the operator's finalizer carries out.
+/// workspace's retention policy (the claim's owner reference, set by the operator).
 pub async fn delete_workspace(client: &Client, namespace: &str, user: Uuid) -> Result<()> {
     let name = workspace_name(user);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
