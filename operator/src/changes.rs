@@ -36,6 +36,12 @@ use serde::Serialize;
 /// Annotation on every child: a hash of the desired object the operator applied it from.
 pub const DESIRED_HASH: &str = "clawdbot.io/desired-hash";
 
+/// Annotation on a child the operator created with a POST: the [`DESIRED_HASH`] it was
+/// created from. Only the create sets it, so it stays until the create's field ownership is
+/// handed over to apply (see `controller::apply`), and says whether the desired object has
+/// changed since the create.
+pub const CREATED_HASH: &str = "clawdbot.io/created-hash";
+
 /// What an object says that the operator acts on: its content and its ready replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fingerprint {

@@ -1069,7 +1069,7 @@ fn requests(metrics: &str, verb: &str) -> u64 {
     )
 }
 
-/// A new tenant converges in one reconcile (six applies, a create, a status patch); a second
+/// A new tenant converges in one reconcile (seven creates, a status patch); a second
 /// reconcile of a tenant that did not change writes nothing (no apply, no status patch); and a
 /// child someone edits or deletes is still repaired (issue 15).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1126,12 +1126,13 @@ async fn a_new_tenant_converges_in_one_reconcile_and_an_unchanged_one_writes_not
         1,
         "one reconcile for a new tenant\n{m}"
     );
-    // Six applies (no finalizer); the gateway Secret created (it gets a new token); one
-    // status patch. No read: what the reconcile reads comes from the watches.
+    // Seven creates (six children and the gateway Secret with a new token: a new tenant's
+    // children do not exist yet, and a create costs the API server less than an apply; no
+    // finalizer); one status patch. No read: what the reconcile reads comes from the watches.
     let sent = |verb| requests(&m, verb) - requests(&before, verb);
     assert_eq!(
         (sent("patch"), sent("create"), sent("patch_status")),
-        (6, 1, 1),
+        (0, 7, 1),
         "{m}"
     );
 
@@ -1202,6 +1203,112 @@ async fn a_new_tenant_converges_in_one_reconcile_and_an_unchanged_one_writes_not
             .unwrap()
             .get(names::GATEWAY_TOKEN_KEY)
             .is_some_and(|t| !t.0.is_empty())
+    );
+    op.stop().await.unwrap();
+}
+
+/// A new tenant's children are created (POST), so the operator's field manager owns them
+/// through an `Update` entry, which an apply does not take over. The first apply of a changed
+/// child hands that entry over, so a field the new desired object drops is removed rather
+/// than left behind; after it, the manager has one `Apply` entry. An operator restarted in
+/// between (no record of its writes) does the same; its apply of an unchanged child (every
+/// child is applied once after a restart) hands nothing over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_child_is_handed_over_to_apply_and_loses_what_the_spec_drops() {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+
+    let (client, ns) = setup("handover").await;
+    let op = start_operator(&client, &ns, "op-a").await;
+    create_endpoint(&client, &ns, "shared").await;
+    let limited = format!("{SIMPLE_SPEC}resources: {{limits: {{cpu: 700m}}}}\n");
+    create(&client, &ns, &workspace("dora", &limited)).await;
+    create(&client, &ns, &workspace("erin", &limited)).await;
+    create(&client, &ns, &workspace("fay", &limited)).await;
+    for n in ["dora", "erin", "fay"] {
+        wait_ws(&client, &ns, n, "provisioned", |w| {
+            condition(w, PROVISIONED).is_some_and(|c| c.status == "True")
+        })
+        .await;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let limits = |d: &Deployment| -> ResourceRequirements {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .resources
+            .clone()
+            .unwrap()
+    };
+    let ours = |d: &Deployment| -> Vec<String> {
+        let mut ops: Vec<String> = d
+            .managed_fields()
+            .iter()
+            .filter(|e| e.manager.as_deref() == Some(names::FIELD_MANAGER))
+            .map(|e| e.operation.clone().unwrap_or_default())
+            .collect();
+        ops.sort();
+        ops
+    };
+    for n in ["dora", "erin", "fay"] {
+        let d = deployments.get(&names::agent(n)).await.unwrap();
+        assert_eq!(ours(&d), ["Update"], "created, not applied");
+        assert_eq!(
+            limits(&d).limits.unwrap()["cpu"],
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("700m".into())
+        );
+    }
+
+    // dora's limit is dropped while this operator runs; erin's after a restart.
+    let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);
+    let unlimited = serde_json::json!({"spec": {"resources": null}});
+    api.patch("dora", &PatchParams::default(), &Patch::Merge(&unlimited))
+        .await
+        .unwrap();
+    let unlimited_seen = |name: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            wait_for(&format!("{name}'s cpu limit to go"), TIMEOUT, || {
+                let deployments = deployments.clone();
+                async move {
+                    let d = deployments.get(&names::agent(name)).await.ok()?;
+                    let l = limits(&d).limits.unwrap_or_default();
+                    (!l.contains_key("cpu")).then_some(d)
+                }
+            })
+            .await
+        }
+    };
+    let d = unlimited_seen("dora").await;
+    assert_eq!(ours(&d), ["Apply"], "{:?}", d.managed_fields());
+    // The memory limit it still sets is still there.
+    assert!(limits(&d).limits.unwrap().contains_key("memory"));
+
+    op.stop().await.unwrap();
+    api.patch("erin", &PatchParams::default(), &Patch::Merge(&unlimited))
+        .await
+        .unwrap();
+    let op = start_operator(&client, &ns, "op-b").await;
+    let d = unlimited_seen("erin").await;
+    assert_eq!(ours(&d), ["Apply"], "{:?}", d.managed_fields());
+    assert!(limits(&d).limits.unwrap().contains_key("memory"));
+    // fay did not change: applied once by the new operator, nothing handed over.
+    let d = wait_for("fay's workload applied after the restart", TIMEOUT, || {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get(&names::agent("fay")).await.ok()?;
+            (ours(&d).len() == 2).then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(ours(&d), ["Apply", "Update"], "{:?}", d.managed_fields());
+    assert_eq!(
+        limits(&d).limits.unwrap()["cpu"],
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("700m".into())
     );
     op.stop().await.unwrap();
 }

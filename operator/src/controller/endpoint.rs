@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{instrument, warn};
 
-use super::{Context, apply_changed, apply_if_changed, key};
+use super::{Context, Unknown, apply_changed, apply_if_changed, key};
 use crate::build::applied_service_url;
 use crate::build::model::{
     build_cache_pvc, build_server_deployment, build_server_service, endpoint_url,
@@ -79,15 +79,15 @@ async fn apply_endpoint(ep: &ModelEndpoint, ctx: &Context) -> Result<Action> {
     // A reconcile that only sees its own status echo, or a Deployment's status that moved,
     // writes nothing: children are applied only when their desired object changed or drifted.
     if let Some(pvc) = build_cache_pvc(ep)? {
-        apply_changed(ctx, &stamp(pvc)?).await?;
+        apply_changed(ctx, &stamp(pvc)?, Unknown::Apply).await?;
     }
     let (service, deployment) = (
         stamp(build_server_service(ep)?)?,
         stamp(build_server_deployment(ep, &ctx.config)?)?,
     );
     let (applied_service, ready) = futures::try_join!(
-        apply_if_changed(ctx, &service),
-        apply_changed::<Deployment>(ctx, &deployment)
+        apply_if_changed(ctx, &service, Unknown::Apply),
+        apply_changed::<Deployment>(ctx, &deployment, Unknown::Apply)
     )?;
     let ready = ready.unwrap_or(0).clamp(0, i64::from(i32::MAX)) as i32;
     status.ready_replicas = ready;

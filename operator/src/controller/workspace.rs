@@ -22,13 +22,13 @@ use clawdbot_api::workspace::{
     ModelProvider, Phase, RetentionPolicy, UserWorkspace, UserWorkspaceStatus,
 };
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::{Context, apply, apply_changed, apply_if_changed, key};
+use super::{Context, Unknown, apply, apply_changed, apply_if_changed, create, key};
 use crate::build::agent::{self, AgentInputs};
 use crate::build::applied_service_url;
 use crate::build::model::endpoint_url;
@@ -339,7 +339,7 @@ async fn apply_tenant(
     } = desired;
     if volume.grows
         && let Some(existing) = existing_volume
-        && let Err(e) = apply_changed(ctx, &pvc).await
+        && let Err(e) = apply_changed(ctx, &pvc, Unknown::Apply).await
     {
         match e {
             Error::Kube(kube::Error::Api(refusal)) if [403, 422].contains(&refusal.code) => {
@@ -350,21 +350,29 @@ async fn apply_tenant(
             e => return Err(e),
         }
     }
+    // A workspace that never had a status has never been applied: its children do not exist
+    // (one that does, say a retained volume, answers the create with a conflict and is
+    // applied).
+    let unknown = if ws.status.is_none() {
+        Unknown::Create
+    } else {
+        Unknown::Apply
+    };
     let (_, _, _, _, service, _, _) = futures::try_join!(
-        apply_changed(ctx, &service_account),
-        apply_changed(ctx, &config_map),
+        apply_changed(ctx, &service_account, unknown),
+        apply_changed(ctx, &config_map, unknown),
         apply_gateway_secret(ctx, gateway_secret),
-        apply_changed(ctx, &pvc),
-        apply_if_changed(ctx, &service),
-        apply_changed(ctx, &network_policy),
+        apply_changed(ctx, &pvc, unknown),
+        apply_if_changed(ctx, &service, unknown),
+        apply_changed(ctx, &network_policy, unknown),
         async {
             match &dedicated_endpoint {
-                Some(ep) => apply_changed(ctx, ep).await,
+                Some(ep) => apply_changed(ctx, ep, unknown).await,
                 None => Ok(None),
             }
         },
     )?;
-    let ready_replicas = apply_changed(ctx, &deployment).await?.unwrap_or(0);
+    let ready_replicas = apply_changed(ctx, &deployment, unknown).await?.unwrap_or(0);
     Ok(Applied {
         ready_replicas,
         service,
@@ -381,26 +389,12 @@ async fn apply_gateway_secret(ctx: &Context, secret: Secret) -> Result<Option<i6
     }
     let ns = secret.namespace().unwrap_or_default();
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
-    if !ctx.applied.known(&secret) {
-        let new = with_token(secret.clone(), &agent::generate_token());
-        let _in_flight = ctx.applied.begin(&new);
-        match api
-            .create(
-                &PostParams {
-                    field_manager: Some(names::FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                },
-                &new,
-            )
-            .await
-        {
-            Ok(created) => {
-                ctx.applied.record(&created);
-                return Ok(None);
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+    if !ctx.applied.known(&secret)
+        && create(ctx, &with_token(secret.clone(), &agent::generate_token()))
+            .await?
+            .is_some()
+    {
+        return Ok(None);
     }
     let token = api
         .get_opt(&secret.name_any())
