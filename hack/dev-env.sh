@@ -103,12 +103,15 @@ EOK
 start_control_plane() {
   if ! api_ready; then
     # A half-started control plane: stopped and waited for (a dying etcd still counts as
-    # alive, and `launch` would then start nothing).
+    # alive, and `launch` would then start nothing). etcd's quota: 8 GiB rather than the
+    # default 2, which six 1,000-tenant convergence runs and a 5,000 one filled in one sitting
+    # ("mvcc: database space exceeded": every write refused until a reset).
     stop_pids "$D/etcd.pid" "$D/apiserver.pid"
     launch etcd etcd --data-dir "$D/etcd-data" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
       --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
       --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-      --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync
+      --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync \
+      --quota-backend-bytes=8589934592
     # PodNodeSelector: a namespace annotated scheduler.alpha.kubernetes.io/node-selector keeps
     # its pods off the node (tests that play the kubelet's part themselves use that).
     # --kubelet-preferred-address-types: the node name resolves nowhere here.

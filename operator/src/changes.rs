@@ -29,6 +29,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt, future};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::Resource;
 use kube::runtime::watcher;
 use serde::Serialize;
@@ -415,11 +416,83 @@ where
         })
     })
 }
+/// The managed fields of an object with `manager`'s `Update` entry (a create's) handed over
+/// to its `Apply` entry, when that entry owns a field the `Apply` entry does not (the apply
+/// left it behind): its fields joined to those of the `Apply` entry (made one if there is
+/// none), the rest as they are. `None` when there is nothing to hand over.
+pub fn handed_over(meta: &ObjectMeta, manager: &str) -> Option<Vec<ManagedFieldsEntry>> {
+    let entries = meta.managed_fields.as_ref()?;
+    let ours = |e: &ManagedFieldsEntry, op: &str| {
+        e.manager.as_deref() == Some(manager)
+            && e.operation.as_deref() == Some(op)
+            && e.subresource.as_deref().unwrap_or_default().is_empty()
+    };
+    let update = entries.iter().find(|e| ours(e, "Update"))?.clone();
+    let applied = entries
+        .iter()
+        .find(|e| ours(e, "Apply"))
+        .and_then(|e| e.fields_v1.as_ref());
+    let created = update.fields_v1.as_ref().map(|f| &f.0);
+    if !created.is_some_and(|c| beyond(c, applied.map(|a| &a.0))) {
+        return None;
+    }
+    let mut out: Vec<ManagedFieldsEntry> = entries
+        .iter()
+        .filter(|e| !ours(e, "Update"))
+        .cloned()
+        .collect();
+    match out.iter_mut().find(|e| ours(e, "Apply")) {
+        Some(apply) => {
+            let mut fields = apply.fields_v1.take().map(|f| f.0).unwrap_or_default();
+            if let Some(theirs) = update.fields_v1 {
+                union(&mut fields, theirs.0);
+            }
+            apply.fields_v1 = Some(FieldsV1(fields));
+        }
+        None => out.push(ManagedFieldsEntry {
+            operation: Some("Apply".into()),
+            ..update
+        }),
+    }
+    Some(out)
+}
+
+/// Whether field set `a` holds a field that `b` does not (FieldsV1: a tree of JSON objects
+/// whose leaves are empty objects).
+fn beyond(a: &serde_json::Value, b: Option<&serde_json::Value>) -> bool {
+    match a.as_object() {
+        Some(fields) if !fields.is_empty() => fields
+            .iter()
+            .any(|(k, v)| beyond(v, b.and_then(|b| b.get(k)))),
+        // A leaf: `b` has it or not.
+        _ => b.is_none(),
+    }
+}
+
+/// Joins two field sets (FieldsV1: a tree of JSON objects).
+fn union(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(existing) => union(existing, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (into @ serde_json::Value::Null, from) => *into = from,
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
 
     fn cm(rv: &str, data: &str, managed_at: i64) -> ConfigMap {
         ConfigMap {
@@ -713,5 +786,84 @@ mod tests {
         .collect()
         .await;
         assert_eq!(passed, ["4", "5"]);
+    }
+
+    fn entry(manager: &str, op: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(op.into()),
+            api_version: Some("v1".into()),
+            fields_type: Some("FieldsV1".into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        }
+    }
+
+    fn with_entries(entries: Vec<ManagedFieldsEntry>) -> ObjectMeta {
+        ObjectMeta {
+            managed_fields: Some(entries),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_created_childs_entry_is_handed_over_only_when_the_apply_left_a_field_behind() {
+        let created = json!({"f:data": {".": {}, "f:x": {}, "f:y": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}});
+        let controller = entry(
+            "kube-controller-manager",
+            "Update",
+            json!({"f:status": {"f:replicas": {}}}),
+        );
+
+        // No Apply entry at all (an apply always leaves one, but the case is well defined):
+        // the create's entry becomes it.
+        let out = handed_over(
+            &with_entries(vec![entry("op", "Update", created.clone())]),
+            "op",
+        )
+        .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].operation.as_deref(), Some("Apply"));
+        assert_eq!(out[0].fields_v1.as_ref().unwrap().0, created);
+
+        // Applied since with every field it had: nothing to hand over.
+        let same = with_entries(vec![
+            entry("op", "Update", created.clone()),
+            entry("op", "Apply", created.clone()),
+            controller.clone(),
+        ]);
+        assert!(handed_over(&same, "op").is_none());
+
+        // Applied without data.y: the create's entry still holds it, so it is handed over:
+        // one Apply entry with both field sets, the other manager's entry untouched.
+        let fewer = json!({"f:data": {".": {}, "f:x": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}, "f:spec": {"f:z": {}}});
+        let out = handed_over(
+            &with_entries(vec![
+                entry("op", "Update", created.clone()),
+                controller.clone(),
+                entry("op", "Apply", fewer),
+            ]),
+            "op",
+        )
+        .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], controller);
+        assert_eq!(out[1].operation.as_deref(), Some("Apply"));
+        assert_eq!(
+            out[1].fields_v1.as_ref().unwrap().0,
+            json!({"f:data": {".": {}, "f:x": {}, "f:y": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}, "f:spec": {"f:z": {}}})
+        );
+
+        // Someone else's Update entry, or an entry of a subresource, is not the create's.
+        let others = with_entries(vec![
+            entry("someone", "Update", created.clone()),
+            ManagedFieldsEntry {
+                subresource: Some("status".into()),
+                ..entry("op", "Update", created.clone())
+            },
+            entry("op", "Apply", json!({})),
+        ]);
+        assert!(handed_over(&others, "op").is_none());
+        assert!(handed_over(&ObjectMeta::default(), "op").is_none());
     }
 }

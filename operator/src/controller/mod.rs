@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use clawdbot_api::model_endpoint::ModelEndpoint;
 use clawdbot_api::names::FIELD_MANAGER;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -21,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::build::storage::ExistingVolume;
 use crate::cache::Index;
-use crate::changes::{Applied, CREATED_HASH, DESIRED_HASH, Triggers};
+use crate::changes::{Applied, CREATED_HASH, DESIRED_HASH, Triggers, handed_over};
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -198,77 +197,6 @@ pub async fn apply<K: Child>(ctx: &Context, obj: &K) -> Result<K> {
     Ok(applied)
 }
 
-/// The managed fields of an object with `manager`'s `Update` entry (a create's) handed over
-/// to its `Apply` entry, when that entry owns a field the `Apply` entry does not (the apply
-/// left it behind): its fields joined to those of the `Apply` entry (made one if there is
-/// none), the rest as they are. `None` when there is nothing to hand over.
-pub fn handed_over(meta: &ObjectMeta, manager: &str) -> Option<Vec<ManagedFieldsEntry>> {
-    let entries = meta.managed_fields.as_ref()?;
-    let ours = |e: &ManagedFieldsEntry, op: &str| {
-        e.manager.as_deref() == Some(manager)
-            && e.operation.as_deref() == Some(op)
-            && e.subresource.as_deref().unwrap_or_default().is_empty()
-    };
-    let update = entries.iter().find(|e| ours(e, "Update"))?.clone();
-    let applied = entries
-        .iter()
-        .find(|e| ours(e, "Apply"))
-        .and_then(|e| e.fields_v1.as_ref());
-    let created = update.fields_v1.as_ref().map(|f| &f.0);
-    if !created.is_some_and(|c| beyond(c, applied.map(|a| &a.0))) {
-        return None;
-    }
-    let mut out: Vec<ManagedFieldsEntry> = entries
-        .iter()
-        .filter(|e| !ours(e, "Update"))
-        .cloned()
-        .collect();
-    match out.iter_mut().find(|e| ours(e, "Apply")) {
-        Some(apply) => {
-            let mut fields = apply.fields_v1.take().map(|f| f.0).unwrap_or_default();
-            if let Some(theirs) = update.fields_v1 {
-                union(&mut fields, theirs.0);
-            }
-            apply.fields_v1 = Some(FieldsV1(fields));
-        }
-        None => out.push(ManagedFieldsEntry {
-            operation: Some("Apply".into()),
-            ..update
-        }),
-    }
-    Some(out)
-}
-
-/// Whether field set `a` holds a field that `b` does not (FieldsV1: a tree of JSON objects
-/// whose leaves are empty objects).
-fn beyond(a: &serde_json::Value, b: Option<&serde_json::Value>) -> bool {
-    match a.as_object() {
-        Some(fields) if !fields.is_empty() => fields
-            .iter()
-            .any(|(k, v)| beyond(v, b.and_then(|b| b.get(k)))),
-        // A leaf: `b` has it or not.
-        _ => b.is_none(),
-    }
-}
-
-/// Joins two field sets (FieldsV1: a tree of JSON objects).
-fn union(into: &mut serde_json::Value, from: serde_json::Value) {
-    match (into, from) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            for (k, v) in b {
-                match a.get_mut(&k) {
-                    Some(existing) => union(existing, v),
-                    None => {
-                        a.insert(k, v);
-                    }
-                }
-            }
-        }
-        (into @ serde_json::Value::Null, from) => *into = from,
-        _ => {}
-    }
-}
-
 /// Creates a child with a POST, for a child that should not exist yet (a new tenant's): the
 /// API server does less for a create than for an apply (the plain client of the convergence
 /// benchmark took 9% longer applying than creating, issue 15). `None` when it exists after
@@ -345,85 +273,4 @@ async fn write<K: Child>(ctx: &Context, obj: &K, unknown: Unknown) -> Result<K> 
         return Ok(created);
     }
     apply(ctx, obj).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn entry(manager: &str, op: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
-        ManagedFieldsEntry {
-            manager: Some(manager.into()),
-            operation: Some(op.into()),
-            api_version: Some("v1".into()),
-            fields_type: Some("FieldsV1".into()),
-            fields_v1: Some(FieldsV1(fields)),
-            ..Default::default()
-        }
-    }
-
-    fn meta(entries: Vec<ManagedFieldsEntry>) -> ObjectMeta {
-        ObjectMeta {
-            managed_fields: Some(entries),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_created_childs_entry_is_handed_over_only_when_the_apply_left_a_field_behind() {
-        let created = json!({"f:data": {".": {}, "f:x": {}, "f:y": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}});
-        let controller = entry(
-            "kube-controller-manager",
-            "Update",
-            json!({"f:status": {"f:replicas": {}}}),
-        );
-
-        // No Apply entry at all (an apply always leaves one, but the case is well defined):
-        // the create's entry becomes it.
-        let out = handed_over(&meta(vec![entry("op", "Update", created.clone())]), "op").unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].operation.as_deref(), Some("Apply"));
-        assert_eq!(out[0].fields_v1.as_ref().unwrap().0, created);
-
-        // Applied since with every field it had: nothing to hand over.
-        let same = meta(vec![
-            entry("op", "Update", created.clone()),
-            entry("op", "Apply", created.clone()),
-            controller.clone(),
-        ]);
-        assert!(handed_over(&same, "op").is_none());
-
-        // Applied without data.y: the create's entry still holds it, so it is handed over:
-        // one Apply entry with both field sets, the other manager's entry untouched.
-        let fewer = json!({"f:data": {".": {}, "f:x": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}, "f:spec": {"f:z": {}}});
-        let out = handed_over(
-            &meta(vec![
-                entry("op", "Update", created.clone()),
-                controller.clone(),
-                entry("op", "Apply", fewer),
-            ]),
-            "op",
-        )
-        .unwrap();
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0], controller);
-        assert_eq!(out[1].operation.as_deref(), Some("Apply"));
-        assert_eq!(
-            out[1].fields_v1.as_ref().unwrap().0,
-            json!({"f:data": {".": {}, "f:x": {}, "f:y": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}, "f:spec": {"f:z": {}}})
-        );
-
-        // Someone else's Update entry, or an entry of a subresource, is not the create's.
-        let others = meta(vec![
-            entry("someone", "Update", created.clone()),
-            ManagedFieldsEntry {
-                subresource: Some("status".into()),
-                ..entry("op", "Update", created.clone())
-            },
-            entry("op", "Apply", json!({})),
-        ]);
-        assert!(handed_over(&others, "op").is_none());
-        assert!(handed_over(&ObjectMeta::default(), "op").is_none());
-    }
 }
