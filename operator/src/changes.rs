@@ -21,8 +21,9 @@
 //! applied once (idempotent), which is also what repairs drift made while no operator ran.
 //!
 //! The workspaces themselves: the operator writes their status (and removes the finalizer an
-//! earlier operator put on some), and each write comes back as a watch event. [`Triggers`] remembers what those writes will look like
-//! so that their echoes do not reconcile the workspace again.
+//! earlier operator put on some), and each write comes back as a watch event. [`Triggers`]
+//! remembers what those writes will look like so that their echoes do not reconcile the
+//! workspace again.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -226,10 +227,14 @@ impl Applied {
 }
 
 fn desired_hash<K: Resource>(obj: &K) -> Option<&str> {
+    annotation(obj, DESIRED_HASH)
+}
+
+fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
     obj.meta()
         .annotations
         .as_ref()?
-        .get(DESIRED_HASH)
+        .get(key)
         .map(String::as_str)
 }
 
@@ -416,11 +421,40 @@ where
         })
     })
 }
+
+/// A desired object as the operator creates it (POST): stamped with [`CREATED_HASH`], the
+/// [`DESIRED_HASH`] it is created from.
+pub fn as_created<K: Resource + Clone>(desired: &K) -> K {
+    let mut obj = desired.clone();
+    if let Some(hash) = desired_hash(desired) {
+        obj.meta_mut()
+            .annotations
+            .get_or_insert_default()
+            .insert(CREATED_HASH.into(), hash.into());
+    }
+    obj
+}
+
+/// What an apply's answer asks of `manager` before its apply is complete: the managed fields
+/// that hand the create's `Update` entry over to the `Apply` entry, when the child was created
+/// by the operator from a desired object other than the one just applied (the create's entry
+/// would keep what the new one dropped). `None` for any other child, and for a created child
+/// applied from the object it was created from: the create's entry always holds fields the
+/// apply's does not (what the API server defaulted), so the hashes, not the field sets, tell
+/// whether anything was dropped.
+pub fn handover<K: Resource>(applied: &K, manager: &str) -> Option<Vec<ManagedFieldsEntry>> {
+    let created_from = annotation(applied, CREATED_HASH)?;
+    if Some(created_from) == desired_hash(applied) {
+        return None;
+    }
+    handed_over(applied.meta(), manager)
+}
+
 /// The managed fields of an object with `manager`'s `Update` entry (a create's) handed over
 /// to its `Apply` entry, when that entry owns a field the `Apply` entry does not (the apply
 /// left it behind): its fields joined to those of the `Apply` entry (made one if there is
 /// none), the rest as they are. `None` when there is nothing to hand over.
-pub fn handed_over(meta: &ObjectMeta, manager: &str) -> Option<Vec<ManagedFieldsEntry>> {
+fn handed_over(meta: &ObjectMeta, manager: &str) -> Option<Vec<ManagedFieldsEntry>> {
     let entries = meta.managed_fields.as_ref()?;
     let ours = |e: &ManagedFieldsEntry, op: &str| {
         e.manager.as_deref() == Some(manager)
@@ -865,5 +899,37 @@ mod tests {
         ]);
         assert!(handed_over(&others, "op").is_none());
         assert!(handed_over(&ObjectMeta::default(), "op").is_none());
+    }
+
+    /// Only a child created from another desired object than the one applied is handed over.
+    #[test]
+    fn a_created_child_is_handed_over_only_once_its_desired_object_changed() {
+        let created = json!({"f:data": {".": {}, "f:x": {}}});
+        let mut child = ConfigMap {
+            metadata: with_entries(vec![
+                entry("op", "Update", created),
+                entry("op", "Apply", json!({"f:data": {"f:x": {}}})),
+            ]),
+            ..ConfigMap::default()
+        };
+        let stamp = |c: &mut ConfigMap, key: &str, v: &str| {
+            c.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(key.into(), v.into());
+        };
+        stamp(&mut child, DESIRED_HASH, "h1");
+        // Applied, never created: nothing to hand over.
+        assert!(handover(&child, "op").is_none());
+        // Created from h1 and applied from h1 (a restart's apply): defaults only, kept.
+        let created_from_h1 = as_created(&child);
+        assert_eq!(annotation(&created_from_h1, CREATED_HASH), Some("h1"));
+        assert!(handover(&created_from_h1, "op").is_none());
+        // Applied from h2: handed over.
+        let mut changed = created_from_h1.clone();
+        stamp(&mut changed, DESIRED_HASH, "h2");
+        let fields = handover(&changed, "op").unwrap();
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields[0].operation.as_deref(), Some("Apply"));
     }
 }

@@ -367,6 +367,13 @@ fn pod_group(pod: &Pod) -> Option<(String, String)> {
     ))
 }
 
+/// The workspace an object belongs to, by the label every tenant object carries (for those
+/// the workspace does not own: a retained volume, the Deployment's pods).
+fn labelled_workspace<K: kube::Resource>(obj: K) -> Option<ObjectRef<UserWorkspace>> {
+    let ws = obj.labels().get(names::LABEL_WORKSPACE)?;
+    Some(ObjectRef::new(ws).within(&obj.namespace().unwrap_or_default()))
+}
+
 /// A tenant volume's claim as it is, for [`Context::volumes`].
 fn volume_entry(pvc: &PersistentVolumeClaim) -> Option<(String, String)> {
     Some((
@@ -455,15 +462,9 @@ async fn workspace_controller(
                 let ctx = ctx.clone();
                 move |event| ctx.volumes.observe(event, volume_entry, ExistingVolume::of)
             }),
-            |pvc| {
-                let ws = pvc.labels().get(names::LABEL_WORKSPACE).cloned();
-                ws.map(|ws| ObjectRef::new(&ws).within(&pvc.namespace().unwrap_or_default()))
-            },
+            labelled_workspace,
         )
-        .watches_stream(agent_pods(client, ns, &ctx), |pod| {
-            let ws = pod.labels().get(names::LABEL_WORKSPACE).cloned();
-            ws.map(|ws| ObjectRef::new(&ws).within(&pod.namespace().unwrap_or_default()))
-        })
+        .watches_stream(agent_pods(client, ns, &ctx), labelled_workspace)
         .owns_stream(owned::<NetworkPolicy>(client, ns, &children, &ctx))
         .watches_stream(endpoint_events, move |ep| {
             let ns = ep.namespace();

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::build::storage::ExistingVolume;
 use crate::cache::Index;
-use crate::changes::{Applied, CREATED_HASH, DESIRED_HASH, Triggers, handed_over};
+use crate::changes::{Applied, Triggers, as_created, handover};
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -149,13 +149,11 @@ impl<K> Child for K where
 /// A child the operator created with a POST ([`create`]) is owned by an `Update` entry of its
 /// field manager, which an apply does not take over: a field a later desired object drops
 /// would stay, owned by that entry. The first apply of a desired object other than the one
-/// the child was created from ([`CREATED_HASH`]) hands the entry over ([`handed_over`]: its
-/// fields join the manager's `Apply` entry, guarded by the resourceVersion the apply
-/// returned) and applies again, which removes what the desired object no longer has (the
-/// created-hash annotation too). Two more requests, once per created child that changes; an
-/// apply of the object it was created from (an operator restart applies every child once)
-/// costs nothing more. The create's entry always holds fields the apply's does not (what the
-/// API server defaulted), so the hash, not the field sets, tells whether anything was dropped.
+/// the child was created from hands the entry over ([`handover`]: its fields join the
+/// manager's `Apply` entry, guarded by the resourceVersion the apply returned) and applies
+/// again, which removes what the desired object no longer has (the created-hash annotation
+/// too). Two more requests, once per created child that changes; an apply of the object it
+/// was created from (an operator restart applies every child once) costs nothing more.
 pub async fn apply<K: Child>(ctx: &Context, obj: &K) -> Result<K> {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
@@ -164,17 +162,7 @@ pub async fn apply<K: Child>(ctx: &Context, obj: &K) -> Result<K> {
     let mut applied = api
         .patch(&obj.name_any(), &params, &Patch::Apply(obj))
         .await?;
-    let annotation = |o: &K, key: &str| {
-        o.meta()
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(key).cloned())
-    };
-    let created_from = annotation(&applied, CREATED_HASH);
-    if created_from.is_some()
-        && created_from != annotation(&applied, DESIRED_HASH)
-        && let Some(fields) = handed_over(applied.meta(), FIELD_MANAGER)
-    {
+    if let Some(fields) = handover(&applied, FIELD_MANAGER) {
         // A merge patch replaces the list whole; the resourceVersion makes it apply to the
         // version the apply returned, or fail with a conflict (retried by the reconcile).
         let handover = serde_json::json!({
@@ -209,16 +197,7 @@ pub async fn create<K: Child>(ctx: &Context, obj: &K) -> Result<Option<K>> {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    let mut obj = obj.clone();
-    if let Some(hash) = obj
-        .meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(DESIRED_HASH).cloned())
-    {
-        obj.annotations_mut().insert(CREATED_HASH.into(), hash);
-    }
-    match api.create(&params, &obj).await {
+    match api.create(&params, &as_created(obj)).await {
         Ok(created) => {
             ctx.applied.record(&created);
             Ok(Some(created))

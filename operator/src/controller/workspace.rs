@@ -4,8 +4,8 @@
 //! A new tenant converges in one reconcile, and the echoes of the operator's own writes
 //! (children, status) do not trigger another (see [`changes`](crate::changes)). What the
 //! reconcile reads comes from the controller's watches (ModelEndpoints, the tenant volume, the
-//! agent pods: [`cache`](crate::cache)), so a new tenant costs six applies, one create and one
-//! status patch, and a tenant that did not change costs no request (issue 15: about thirty
+//! agent pods: [`cache`](crate::cache)), so a new tenant costs seven creates (its children do
+//! not exist yet) and one status patch, and a tenant that did not change costs no request (issue 15: about thirty
 //! requests in three reconciles per new tenant before). Deletion needs no finalizer: the
 //! owner references carry it, the volume's following `storage.retention`.
 
