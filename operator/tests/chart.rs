@@ -344,6 +344,10 @@ fn schema_rejects_bad_values_with_a_message_naming_them() {
         ),
         ("operator.replicas=-1", &["/operator/replicas", "-1"]),
         (
+            "router.settings.workerThreads=0",
+            &["/router/settings/workerThreads", "0"],
+        ),
+        (
             "tenants[0].name=Bad_Name,tenants[0].ownerId=u",
             &["/tenants/0/name", "Bad_Name"],
         ),
@@ -716,6 +720,19 @@ fn billing_settings_reach_the_router_and_its_keys_only_from_the_secret() {
     // ROUTER_DASHBOARD_ORIGIN, and says so).
     let env = router_env(&docs(&render_ok("clawdbot", NEW_KUBE, STORES)));
     assert!(!env.contains_key("BILLING_RETURN_URL"));
+}
+
+#[test]
+fn the_routers_worker_threads_come_from_values() {
+    let env = router_env(&docs(&render_ok("clawdbot", NEW_KUBE, STORES)));
+    assert_eq!(env["ROUTER_WORKER_THREADS"], "1");
+    let set = ["--set", "router.settings.workerThreads=3"];
+    let env = router_env(&docs(&render_ok(
+        "clawdbot",
+        NEW_KUBE,
+        &[STORES, &set[..]].concat(),
+    )));
+    assert_eq!(env["ROUTER_WORKER_THREADS"], "3");
 }
 
 /// A rendered Secret's data, decoded (k8s-openapi decodes the base64).

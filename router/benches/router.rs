@@ -219,6 +219,7 @@ const COUNTED: &[&str] = &[
     "syscalls:sys_enter_accept4",
     "syscalls:sys_enter_sched_yield",
     "syscalls:sys_enter_madvise",
+    "page-faults",
 ];
 
 /// `perf stat -x ,` output (value,unit,event,...) as counts per routed message.

@@ -8,8 +8,23 @@ use clawdbot_router::{Config, Router, launch};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    // Sized by the configuration, not by the node's cores (tokio's default): at the rates one
+    // replica sees, every worker beyond the first is mostly woken to find nothing to do. One
+    // thread needs no work stealing at all (linkerd2-proxy makes the same choice).
+    let mut runtime = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.into());
+            b
+        }
+    };
+    runtime.enable_all().build()?.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -17,7 +32,6 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
-    let config = Config::parse();
     tracing::info!(?config, "starting");
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
     let metrics = tokio::net::TcpListener::bind(config.server.metrics_listen).await?;

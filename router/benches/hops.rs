@@ -1,0 +1,365 @@
+//! The floor under the router's CPU per message on this machine: what a message's hops cost
+//! when nothing else is done.
+//!
+//!   cargo bench -p clawdbot-router --bench hops
+//!
+//! A relay process (this binary, started again with `HOPS_RELAY=<echo address>`) answers each
+//! request after `BENCH_HOPS` (default 6: the router's Redis claim, record, agent call, Telegram
+//! send, finish, and the webhook's own answer counted as the request) sequential round trips to
+//! an echo server in this process, on connections it keeps, from the request's own task: no
+//! HTTP, no JSON, no task hand-over, no allocation per hop. It runs on tokio's default runtime,
+//! as the router does. An open loop at each of `BENCH_RATES` (default 200,500,1000,2000)
+//! requests/s for `BENCH_SECONDS` (default 5) over 64 kept connections, then a closed loop with
+//! 64 in flight, prints per rate: the relay's CPU per request (utime+stime from
+//! `/proc/<pid>/stat` over the window, as the router benchmark measures the router), its
+//! context switches per request (`/proc/<pid>/status`, all threads), and latency p50/p99.
+//! `BENCH_HOPS=1,6` runs each hop count in turn; `BENCH_DRIVER=0,1` runs each also with every
+//! hop handed to a task that owns the connection and answers through a oneshot, the shape of
+//! hyper's client connections, the Redis multiplexer and the router's group commits.
+//!
+//! The router's figure at a rate cannot be below this one for the same hops: what is left
+//! between them is the router's own work.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Connections from the load generator to the relay, and requests in flight in the closed loop.
+const CONNECTIONS: usize = 64;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_list(name: &str, default: &str) -> Vec<u64> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+fn main() {
+    if let Ok(echo) = std::env::var("HOPS_RELAY") {
+        let hops: usize = env_or("HOPS_RELAY_HOPS", 6);
+        let driver = std::env::var("HOPS_RELAY_DRIVER").is_ok_and(|v| v == "1");
+        // The router's runtime: `#[tokio::main]`, one worker per core.
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(relay(echo.parse().expect("echo address"), hops, driver));
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(bench());
+}
+
+/// Reads exactly one 8-byte frame; `None` when the peer closed.
+async fn frame(s: &mut TcpStream) -> Option<[u8; 8]> {
+    let mut b = [0u8; 8];
+    s.read_exact(&mut b).await.ok()?;
+    Some(b)
+}
+
+type Hop = ([u8; 8], tokio::sync::oneshot::Sender<[u8; 8]>);
+
+/// A task owning one connection to the echo server: each hop handed to it is written, its
+/// answer read and sent back.
+fn driver(mut s: TcpStream) -> tokio::sync::mpsc::Sender<Hop> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Hop>(16);
+    tokio::spawn(async move {
+        while let Some((req, answer)) = rx.recv().await {
+            s.write_all(&req).await.expect("hop write");
+            let _ = answer.send(frame(&mut s).await.expect("hop read"));
+        }
+    });
+    tx
+}
+
+/// The relay: for each request, `hops` round trips to the echo server, then the answer.
+async fn relay(echo: SocketAddr, hops: usize, handed_over: bool) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("{}", listener.local_addr().expect("addr"));
+    std::io::stdout().flush().expect("stdout");
+    loop {
+        let (mut inbound, _) = listener.accept().await.expect("accept");
+        inbound.set_nodelay(true).expect("nodelay");
+        tokio::spawn(async move {
+            let outbound = TcpStream::connect(echo).await.expect("echo");
+            outbound.set_nodelay(true).expect("nodelay");
+            let (mut outbound, to_driver) = if handed_over {
+                (None, Some(driver(outbound)))
+            } else {
+                (Some(outbound), None)
+            };
+            while let Some(req) = frame(&mut inbound).await {
+                for _ in 0..hops {
+                    if let Some(s) = outbound.as_mut() {
+                        s.write_all(&req).await.expect("hop write");
+                        frame(s).await.expect("hop read");
+                    } else if let Some(tx) = &to_driver {
+                        let (answer, answered) = tokio::sync::oneshot::channel();
+                        tx.send((req, answer)).await.expect("driver");
+                        answered.await.expect("hop answer");
+                    }
+                }
+                if inbound.write_all(&req).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn echo_server(listener: TcpListener) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        s.set_nodelay(true).expect("nodelay");
+        tokio::spawn(async move {
+            while let Some(b) = frame(&mut s).await {
+                if s.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// CPU ticks (utime + stime) and context switches (voluntary + involuntary, all threads) of
+/// a process.
+fn usage(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15; the first after the paren is field 3.
+    let ticks =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let mut switches = 0;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += n.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    (ticks, switches)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Relay {
+    fn start(echo: SocketAddr, hops: usize, driver: bool) -> Relay {
+        let mut child = Command::new(std::env::current_exe().expect("this binary"))
+            .env("HOPS_RELAY", echo.to_string())
+            .env("HOPS_RELAY_HOPS", hops.to_string())
+            .env("HOPS_RELAY_DRIVER", if driver { "1" } else { "0" })
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the relay");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("relay address");
+        Relay {
+            addr: line.trim().parse().expect("relay address"),
+            child,
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one loop measured.
+struct Run {
+    requests: u64,
+    elapsed: Duration,
+    cpu_us_per_request: f64,
+    switches_per_request: f64,
+    latency: Histogram<u64>,
+}
+
+/// `rate` = 0: closed loop, every connection sending its next request as soon as the last
+/// one is answered.
+async fn run(relay: &Relay, rate: u64, seconds: u64) -> Run {
+    let mut conns = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let s = TcpStream::connect(relay.addr).await.expect("relay");
+        s.set_nodelay(true).expect("nodelay");
+        conns.push(s);
+    }
+    // Warm each connection (and the relay's connection to the echo server) up.
+    for s in &mut conns {
+        s.write_all(&[0; 8]).await.expect("warm-up");
+        frame(s).await.expect("warm-up");
+    }
+    let latency = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+    ));
+    let pid = relay.child.id();
+    let (ticks0, switches0) = usage(pid);
+    let start = Instant::now();
+    let requests = if rate == 0 {
+        let deadline = start + Duration::from_secs(seconds);
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .map(|mut s| {
+                let latency = latency.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let sent = Instant::now();
+                        s.write_all(&[1; 8]).await.expect("send");
+                        frame(&mut s).await.expect("answer");
+                        let us = sent.elapsed().as_micros() as u64;
+                        latency.lock().expect("histogram").record(us.max(1)).ok();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut n = 0;
+        for t in tasks {
+            n += t.await.expect("closed loop");
+        }
+        n
+    } else {
+        let (free_tx, mut free_rx) = tokio::sync::mpsc::unbounded_channel::<TcpStream>();
+        for s in conns {
+            free_tx.send(s).expect("pool");
+        }
+        let total = rate * seconds;
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let mut tasks = Vec::with_capacity(total as usize);
+        for i in 0..total {
+            let due = start + interval * i as u32;
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+            let mut s = free_rx.recv().await.expect("a free connection");
+            let (latency, free_tx) = (latency.clone(), free_tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                s.write_all(&[1; 8]).await.expect("send");
+                frame(&mut s).await.expect("answer");
+                let us = sent.elapsed().as_micros() as u64;
+                latency.lock().expect("histogram").record(us.max(1)).ok();
+                let _ = free_tx.send(s);
+            }));
+        }
+        for t in tasks {
+            t.await.expect("request");
+        }
+        total
+    };
+    let elapsed = start.elapsed();
+    let (ticks1, switches1) = usage(pid);
+    let cpu_us = (ticks1 - ticks0) as f64 / clock_ticks() * 1e6;
+    let latency = latency.lock().expect("histogram").clone();
+    Run {
+        requests,
+        elapsed,
+        cpu_us_per_request: cpu_us / requests.max(1) as f64,
+        switches_per_request: (switches1 - switches0) as f64 / requests.max(1) as f64,
+        latency,
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+async fn bench() {
+    let rates = env_list("BENCH_RATES", "200,500,1000,2000");
+    let seconds: u64 = env_or("BENCH_SECONDS", 5);
+    let hops = env_list("BENCH_HOPS", "6");
+    let drivers = env_list("BENCH_DRIVER", "0");
+    let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let echo_addr = echo.local_addr().expect("addr");
+    tokio::spawn(echo_server(echo));
+    println!(
+        "(load average at the start: {})",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "{:>5} {:>6} {:>8} {:>10} {:>12} {:>14} {:>9} {:>9}",
+        "hops", "driver", "rate", "done/s", "relay CPU us", "switches/req", "p50 ms", "p99 ms"
+    );
+    for (&h, &d) in hops
+        .iter()
+        .flat_map(|h| drivers.iter().map(move |d| (h, d)))
+    {
+        let relay = Relay::start(echo_addr, h as usize, d == 1);
+        for &rate in rates.iter().chain(std::iter::once(&0)) {
+            let r = run(&relay, rate, seconds).await;
+            let label = if rate == 0 {
+                "closed".to_string()
+            } else {
+                rate.to_string()
+            };
+            println!(
+                "{:>5} {:>6} {:>8} {:>10.0} {:>12.0} {:>14.1} {:>9.2} {:>9.2}",
+                h,
+                if d == 1 { "yes" } else { "no" },
+                label,
+                r.requests as f64 / r.elapsed.as_secs_f64(),
+                r.cpu_us_per_request,
+                r.switches_per_request,
+                ms(&r.latency, 0.5),
+                ms(&r.latency, 0.99),
+            );
+        }
+    }
+    println!(
+        "(load average at the end: {})",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}
