@@ -20,6 +20,9 @@
 //! The router's figure at a rate cannot be below this one for the same hops: what is left
 //! between them is the router's own work.
 
+#[path = "common/proc_stat.rs"]
+mod proc_stat;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use proc_stat::{clock_ticks, cpu_ticks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -144,16 +148,6 @@ async fn echo_server(listener: TcpListener) {
 /// CPU ticks (utime + stime) and context switches (voluntary + involuntary, all threads) of
 /// a process.
 fn usage(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat format")
-        .1
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15; the first after the paren is field 3.
-    let ticks =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     let mut switches = 0;
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
     for task in tasks.flatten() {
@@ -167,16 +161,7 @@ fn usage(pid: u32) -> (u64, u64) {
             }
         }
     }
-    (ticks, switches)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    (cpu_ticks(&pid.to_string()), switches)
 }
 
 struct Relay {

@@ -20,6 +20,8 @@
 //! of the router at that rate; `BENCH_PERF_STAT=<rate>` counts its syscalls and context
 //! switches per routed message (`perf stat`), which is what a message's hops cost.
 
+#[path = "common/proc_stat.rs"]
+mod proc_stat;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -35,6 +37,7 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{Api, PostParams};
+use proc_stat::{clock_ticks, cpu_ticks};
 use support::{ADMIN_TOKEN, TELEGRAM_SECRET, TELEGRAM_TOKEN, TestAgent, World};
 use uuid::Uuid;
 
@@ -293,34 +296,11 @@ struct Cpu {
     at: Instant,
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat`.
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
 impl Cpu {
     /// utime + stime of `pid` ("self" for this process).
     fn of(pid: &str) -> Cpu {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-        // The command name may hold spaces: the fields are counted after its closing paren.
-        // utime and stime are fields 14 and 15; the first after the paren is field 3.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .expect("stat format")
-            .1
-            .split_whitespace()
-            .collect();
-        let field = |n: usize| fields[n - 3].parse::<u64>().expect("stat field");
         Cpu {
-            ticks: field(14) + field(15),
+            ticks: cpu_ticks(pid),
             at: Instant::now(),
         }
     }
