@@ -7,24 +7,20 @@
 //! `BENCH_REQUESTS` (default 5000) requests of each kind, alternating, one at a time over one
 //! keep-alive connection; then `BENCH_LOGINS` (default 40) logins, 1 and then 4 in flight.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::Instant;
 
+use common::env_or;
 use hdrhistogram::Histogram;
 use support::World;
 use support::api::ApiClient;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -20,8 +20,8 @@
 //! The router's figure at a rate cannot be below this one for the same hops: what is left
 //! between them is the router's own work.
 
-#[path = "common/proc_stat.rs"]
-mod proc_stat;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -29,28 +29,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{clock_ticks, cpu_ticks, env_list, env_or, load_average};
 use hdrhistogram::Histogram;
-use proc_stat::{clock_ticks, cpu_ticks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Connections from the load generator to the relay, and requests in flight in the closed loop.
 const CONNECTIONS: usize = 64;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn env_list(name: &str, default: &str) -> Vec<u64> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect()
-}
 
 fn main() {
     if let Ok(echo) = std::env::var("HOPS_RELAY") {
@@ -79,19 +64,49 @@ async fn frame(s: &mut TcpStream) -> Option<[u8; 8]> {
     Some(b)
 }
 
+/// One round trip: a frame written, its answer read; `None` when the peer closed.
+async fn round_trip(s: &mut TcpStream, req: [u8; 8]) -> Option<[u8; 8]> {
+    s.write_all(&req).await.ok()?;
+    frame(s).await
+}
+
 type Hop = ([u8; 8], tokio::sync::oneshot::Sender<[u8; 8]>);
 
-/// A task owning one connection to the echo server: each hop handed to it is written, its
-/// answer read and sent back.
-fn driver(mut s: TcpStream) -> tokio::sync::mpsc::Sender<Hop> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Hop>(16);
-    tokio::spawn(async move {
-        while let Some((req, answer)) = rx.recv().await {
-            s.write_all(&req).await.expect("hop write");
-            let _ = answer.send(frame(&mut s).await.expect("hop read"));
+/// How the relay reaches the echo server.
+enum Echo {
+    /// The request's own task does each round trip.
+    Direct(TcpStream),
+    /// A task owning the connection does them, answering through a oneshot.
+    Driver(tokio::sync::mpsc::Sender<Hop>),
+}
+
+impl Echo {
+    fn new(s: TcpStream, driver: bool) -> Echo {
+        if !driver {
+            return Echo::Direct(s);
         }
-    });
-    tx
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Hop>(16);
+        let mut s = s;
+        tokio::spawn(async move {
+            while let Some((req, answer)) = rx.recv().await {
+                let _ = answer.send(round_trip(&mut s, req).await.expect("hop"));
+            }
+        });
+        Echo::Driver(tx)
+    }
+
+    async fn hop(&mut self, req: [u8; 8]) {
+        match self {
+            Echo::Direct(s) => {
+                round_trip(s, req).await.expect("hop");
+            }
+            Echo::Driver(tx) => {
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                tx.send((req, answer)).await.expect("driver");
+                answered.await.expect("hop answer");
+            }
+        }
+    }
 }
 
 /// The relay: for each request, `hops` round trips to the echo server, then the answer.
@@ -105,21 +120,10 @@ async fn relay(echo: SocketAddr, hops: usize, handed_over: bool) {
         tokio::spawn(async move {
             let outbound = TcpStream::connect(echo).await.expect("echo");
             outbound.set_nodelay(true).expect("nodelay");
-            let (mut outbound, to_driver) = if handed_over {
-                (None, Some(driver(outbound)))
-            } else {
-                (Some(outbound), None)
-            };
+            let mut echo = Echo::new(outbound, handed_over);
             while let Some(req) = frame(&mut inbound).await {
                 for _ in 0..hops {
-                    if let Some(s) = outbound.as_mut() {
-                        s.write_all(&req).await.expect("hop write");
-                        frame(s).await.expect("hop read");
-                    } else if let Some(tx) = &to_driver {
-                        let (answer, answered) = tokio::sync::oneshot::channel();
-                        tx.send((req, answer)).await.expect("driver");
-                        answered.await.expect("hop answer");
-                    }
+                    echo.hop(req).await;
                 }
                 if inbound.write_all(&req).await.is_err() {
                     return;
@@ -206,6 +210,14 @@ struct Run {
     latency: Histogram<u64>,
 }
 
+/// One request to the relay, its latency recorded in microseconds.
+async fn timed(s: &mut TcpStream, latency: &Mutex<Histogram<u64>>) {
+    let sent = Instant::now();
+    round_trip(s, [1; 8]).await.expect("the relay's answer");
+    let us = sent.elapsed().as_micros() as u64;
+    latency.lock().expect("histogram").record(us.max(1)).ok();
+}
+
 /// `rate` = 0: closed loop, every connection sending its next request as soon as the last
 /// one is answered.
 async fn run(relay: &Relay, rate: u64, seconds: u64) -> Run {
@@ -217,8 +229,7 @@ async fn run(relay: &Relay, rate: u64, seconds: u64) -> Run {
     }
     // Warm each connection (and the relay's connection to the echo server) up.
     for s in &mut conns {
-        s.write_all(&[0; 8]).await.expect("warm-up");
-        frame(s).await.expect("warm-up");
+        round_trip(s, [0; 8]).await.expect("warm-up");
     }
     let latency = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
@@ -235,11 +246,7 @@ async fn run(relay: &Relay, rate: u64, seconds: u64) -> Run {
                 tokio::spawn(async move {
                     let mut n = 0u64;
                     while Instant::now() < deadline {
-                        let sent = Instant::now();
-                        s.write_all(&[1; 8]).await.expect("send");
-                        frame(&mut s).await.expect("answer");
-                        let us = sent.elapsed().as_micros() as u64;
-                        latency.lock().expect("histogram").record(us.max(1)).ok();
+                        timed(&mut s, &latency).await;
                         n += 1;
                     }
                     n
@@ -268,11 +275,7 @@ async fn run(relay: &Relay, rate: u64, seconds: u64) -> Run {
             let mut s = free_rx.recv().await.expect("a free connection");
             let (latency, free_tx) = (latency.clone(), free_tx.clone());
             tasks.push(tokio::spawn(async move {
-                let sent = Instant::now();
-                s.write_all(&[1; 8]).await.expect("send");
-                frame(&mut s).await.expect("answer");
-                let us = sent.elapsed().as_micros() as u64;
-                latency.lock().expect("histogram").record(us.max(1)).ok();
+                timed(&mut s, &latency).await;
                 let _ = free_tx.send(s);
             }));
         }
@@ -299,19 +302,14 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 async fn bench() {
-    let rates = env_list("BENCH_RATES", "200,500,1000,2000");
+    let rates: Vec<u64> = env_list("BENCH_RATES", "200,500,1000,2000");
     let seconds: u64 = env_or("BENCH_SECONDS", 5);
-    let hops = env_list("BENCH_HOPS", "6");
-    let drivers = env_list("BENCH_DRIVER", "0");
+    let hops: Vec<u64> = env_list("BENCH_HOPS", "6");
+    let drivers: Vec<u64> = env_list("BENCH_DRIVER", "0");
     let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let echo_addr = echo.local_addr().expect("addr");
     tokio::spawn(echo_server(echo));
-    println!(
-        "(load average at the start: {})",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("(load average at the start: {})", load_average());
     println!(
         "{:>5} {:>6} {:>8} {:>10} {:>12} {:>14} {:>9} {:>9}",
         "hops", "driver", "rate", "done/s", "relay CPU us", "switches/req", "p50 ms", "p99 ms"
@@ -341,10 +339,5 @@ async fn bench() {
             );
         }
     }
-    println!(
-        "(load average at the end: {})",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("(load average at the end: {})", load_average());
 }

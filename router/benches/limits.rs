@@ -9,19 +9,16 @@
 //! time (latency) and then with `BENCH_IN_FLIGHT` in flight (default 64, throughput), each
 //! `BENCH_ROUNDS` times (default 5); the medians of the rounds are printed.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use clawdbot_router::limits::Limits;
+use common::env_or;
 use hdrhistogram::Histogram;
 use uuid::Uuid;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Script calls (`EVAL`, `EVALSHA`) and all commands (including the ones a script runs) the
 /// Redis server has run (`INFO commandstats`). Other users of the shared server add to them:

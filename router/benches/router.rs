@@ -20,8 +20,8 @@
 //! of the router at that rate; `BENCH_PERF_STAT=<rate>` counts its syscalls and context
 //! switches per routed message (`perf stat`), which is what a message's hops cost.
 
-#[path = "common/proc_stat.rs"]
-mod proc_stat;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -33,11 +33,11 @@ use std::time::{Duration, Instant};
 
 use clawdbot_api::Plan;
 use clawdbot_api::gateway::{ChatCompletionRequest, SESSION_KEY_HEADER};
+use common::{clock_ticks, cpu_ticks, env_list, env_or, load_average};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{Api, PostParams};
-use proc_stat::{clock_ticks, cpu_ticks};
 use support::{ADMIN_TOKEN, TELEGRAM_SECRET, TELEGRAM_TOKEN, TestAgent, World};
 use uuid::Uuid;
 
@@ -45,22 +45,6 @@ use uuid::Uuid;
 // lighter it is the more of them the router gets.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A comma-separated list from the environment, or `default`.
-fn env_list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect()
-}
 
 /// Telegram update ids are 32-bit and must not repeat within a run (a repeat is a platform
 /// retry to the router): one counter for every phase.
@@ -281,12 +265,6 @@ fn print_row(rate: u64, name: &str, run: &Run, direct: &Run) {
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// CPU time of a process (all its threads, living and gone) at a moment.

@@ -13,6 +13,8 @@
 //!                 the agent's first answer, the Telegram send)
 //! Needs `hack/dev-env.sh up` (the node) and `hack/build-images.sh lite`.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -24,6 +26,7 @@ use clawdbot_api::{Plan, UserWorkspace, annotations, names};
 use clawdbot_testkit::fake_chat::telegram_text_update;
 use clawdbot_testkit::fake_llm::{FakeLlm, Flavor, Reply};
 use clawdbot_testkit::{node, wait_for};
+use common::env_or;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -37,13 +40,6 @@ struct Seen {
     annotation: Option<(String, Instant)>,
     pod_created: Option<(String, Instant)>,
     pod_ready: Option<(String, Instant)>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn quantile(v: &[f64], q: f64) -> f64 {

@@ -5,9 +5,9 @@
 //! (children, status) do not trigger another (see [`changes`](crate::changes)). What the
 //! reconcile reads comes from the controller's watches (ModelEndpoints, the tenant volume, the
 //! agent pods: [`cache`](crate::cache)), so a new tenant costs seven creates (its children do
-//! not exist yet) and one status patch, and a tenant that did not change costs no request (issue 15: about thirty
-//! requests in three reconciles per new tenant before). Deletion needs no finalizer: the
-//! owner references carry it, the volume's following `storage.retention`.
+//! not exist yet) and one status patch, and a tenant that did not change costs no request
+//! (issue 15: about thirty requests in three reconciles per new tenant before). Deletion needs
+//! no finalizer: the owner references carry it, the volume's following `storage.retention`.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
