@@ -204,8 +204,9 @@ impl Release {
             let lines: Vec<&str> = logs.lines().collect();
             let tail = lines[lines.len().saturating_sub(30)..].join("\n");
             out.push_str(&format!(
-                "pod {}: {:?}\n{tail}\n",
+                "pod {} at {:?}: {:?}\n{tail}\n",
                 p.name_any(),
+                p.status.as_ref().and_then(|s| s.pod_ip.as_ref()),
                 p.status.as_ref().map(|s| (&s.phase, &s.conditions))
             ));
         }
@@ -367,19 +368,24 @@ async fn the_chart_installs_on_the_node_answers_chat_follows_tenants_and_uninsta
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
         .expect("generated admin token");
     let http = reqwest::Client::new();
-    let token: Value = http
+    let response = http
         .post(format!("{base}/api/v1/web/token"))
         .bearer_auth(&admin)
         .json(&json!({"user_id": owners["alice"]}))
         .timeout(Duration::from_secs(30))
         .send()
         .await
-        .expect("web token")
-        .error_for_status()
-        .expect("web token status")
-        .json()
-        .await
-        .expect("token json");
+        .expect("web token");
+    // The body says who answered: the router's errors are `{"error": ...}` (a 404 here was seen
+    // once in CI, 2026-12-03, with nothing in the router's log).
+    let status = response.status();
+    let text = response.text().await.expect("web token body");
+    assert!(
+        status.is_success(),
+        "web token: {status} {text}\n{}",
+        release.diagnose().await
+    );
+    let token: Value = serde_json::from_str(&text).expect("token json");
     let token = token["token"].as_str().expect("token").to_string();
     let body = node::web_chat(
         &http,
