@@ -173,7 +173,9 @@ impl Metrics {
     }
 }
 
-/// Middleware counting and timing every request by its route template.
+/// Middleware counting and timing every request by its route template. Answers of 400 and
+/// above are also logged (route template, never the raw path or query, which may carry codes
+/// or tokens), so that a refused request can be told from one that never reached the router.
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().as_str().to_string();
@@ -184,6 +186,9 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
     let status = response.status().as_u16();
+    if status >= 400 {
+        tracing::info!(method, route, status, "request answered");
+    }
     metrics
         .http_requests
         .get_or_create(&HttpLabels {

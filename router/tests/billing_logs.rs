@@ -1,7 +1,8 @@
 //! No Stripe secret reaches a log line: every log line of the process (debug level, every
 //! crate, async-stripe's HTTP client included) is captured while billing runs a checkout, its
 //! webhooks, a forged webhook and a Stripe outage, and searched for the secret key and the
-//! webhook signing secret. One test in its own binary, so the capture is global.
+//! webhook signing secret, and for a secret in the path of a refused request. One test in its
+//! own binary, so the capture is global.
 
 mod support;
 
@@ -19,6 +20,8 @@ use support::logs::capture;
 const STRIPE_KEY: &str = "sk_test_51LOGTESTstripekey0000000000000";
 const WEBHOOK_SECRET: &str = "whsec_LOGTESTwebhooksecret000000000";
 const PRICE_PRO: &str = "price_1LogTestPro000000000000";
+/// Stands for a code or token someone put in a URL.
+const PATH_SECRET: &str = "pathsecret0LOGTEST";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_logs_of_billing_hold_no_stripe_secret() {
@@ -59,6 +62,14 @@ async fn the_logs_of_billing_hold_no_stripe_secret() {
         stripe.deliver_raw(&body, Some("t=1,v1=00")).await,
         StatusCode::BAD_REQUEST
     );
+    // A refused request is logged by its route template, never by its raw path or query.
+    let stray = reqwest::get(format!(
+        "{}/nowhere/{PATH_SECRET}?token={PATH_SECRET}",
+        r.base
+    ))
+    .await
+    .expect("stray request");
+    assert_eq!(stray.status(), StatusCode::NOT_FOUND);
     stripe.set_outage(true);
     let (s, _) = a.call(Method::POST, "/billing/portal", None).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
@@ -73,7 +84,20 @@ async fn the_logs_of_billing_hold_no_stripe_secret() {
         text.contains("payment provider call failed"),
         "and the outage's"
     );
+    let refused = |route: &str, status: &str| {
+        text.lines()
+            .any(|l| l.contains("request answered") && l.contains(route) && l.contains(status))
+    };
+    assert!(
+        refused("/webhooks/stripe", "status=400"),
+        "the forged webhook's refusal is logged"
+    );
+    assert!(
+        refused("unmatched", "status=404"),
+        "and the stray request's"
+    );
     for secret in [
+        PATH_SECRET,
         STRIPE_KEY,
         WEBHOOK_SECRET,
         &STRIPE_KEY[8..],
