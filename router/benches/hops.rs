@@ -29,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{clock_ticks, cpu_ticks, env_list, env_or, load_average};
+use common::{clock_ticks, env_list, env_or, load_average, usage};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -147,25 +147,6 @@ async fn echo_server(listener: TcpListener) {
             }
         });
     }
-}
-
-/// CPU ticks (utime + stime) and context switches (voluntary + involuntary, all threads) of
-/// a process.
-fn usage(pid: u32) -> (u64, u64) {
-    let mut switches = 0;
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
-    for task in tasks.flatten() {
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        for line in status.lines() {
-            if let Some(n) = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                switches += n.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    (cpu_ticks(&pid.to_string()), switches)
 }
 
 struct Relay {

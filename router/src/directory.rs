@@ -108,6 +108,9 @@ pub struct Directory {
     /// (and tried again on the tenant's next message) when this many are already in flight,
     /// so a burst of newly active tenants cannot flood the API server.
     patching: tokio::sync::Semaphore,
+    /// Annotations written (`router_activity_notes_total`): the router's one API server write
+    /// per tenant per activity window, to be seen apart from the messages.
+    notes: prometheus_client::metrics::counter::Counter,
 }
 
 /// How long one activity note (or wake) of a tenant stands before the next is sent.
@@ -125,7 +128,7 @@ const ACTIVITY_PATCHES: usize = 4;
 const ACTIVITY_WITHOUT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl Directory {
-    pub fn new(client: Client) -> Arc<Self> {
+    pub fn new(client: Client, notes: prometheus_client::metrics::counter::Counter) -> Arc<Self> {
         Arc::new(Directory {
             client,
             index: RwLock::new(Index::default()),
@@ -134,6 +137,7 @@ impl Directory {
             secrets_synced: AtomicBool::new(false),
             recent: std::sync::Mutex::new(HashMap::new()),
             patching: tokio::sync::Semaphore::new(ACTIVITY_PATCHES),
+            notes,
         })
     }
 
@@ -409,6 +413,7 @@ impl Directory {
         {
             Ok(_) => {
                 tracing::debug!(tenant = %key, wake, "annotated last activity");
+                self.notes.inc();
                 true
             }
             Err(e) => {

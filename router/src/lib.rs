@@ -224,7 +224,7 @@ impl Router {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let directory = Directory::new(kube);
+        let directory = Directory::new(kube, metrics.activity_notes.clone());
         let outbound: Vec<Arc<dyn outbound::Channel>> = channels
             .iter()
             .map(|c| Arc::clone(c) as Arc<dyn outbound::Channel>)

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub outbound_throttled: Family<ChannelLabels, Counter>,
     /// 1 while this replica holds the Discord Gateway lease (and so the connection).
     pub discord_gateway_connected: Gauge,
+    /// Last-activity annotations written to UserWorkspaces, wake signals included.
+    pub activity_notes: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -93,6 +95,7 @@ impl Metrics {
         });
         let outbound_throttled = Family::<ChannelLabels, Counter>::default();
         let discord_gateway_connected = Gauge::default();
+        let activity_notes = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -134,6 +137,11 @@ impl Metrics {
             "1 while this replica holds the Discord Gateway lease and connection",
             discord_gateway_connected.clone(),
         );
+        router.register(
+            "activity_notes",
+            "Last-activity annotations written to UserWorkspaces (wake signals included)",
+            activity_notes.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -144,6 +152,7 @@ impl Metrics {
             stage_seconds,
             outbound_throttled,
             discord_gateway_connected,
+            activity_notes,
         }
     }
 

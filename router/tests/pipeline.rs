@@ -411,6 +411,16 @@ async fn a_hibernated_tenant_is_woken_and_answers() {
             .and_then(|a| a.get(annotations::LAST_ACTIVITY).cloned())
     })
     .await;
+    // The write is counted where an admin sees the router's API server writes.
+    let notes: f64 = r
+        .core
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("router_activity_notes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("router_activity_notes_total in /metrics");
+    assert!(notes >= 1.0, "{notes} activity notes counted");
     assert!(
         agent.calls().is_empty(),
         "no call before the agent is ready"

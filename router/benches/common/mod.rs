@@ -56,3 +56,64 @@ pub fn clock_ticks() -> f64 {
             .unwrap_or(100.0)
     })
 }
+
+/// CPU ticks (utime + stime) and context switches (voluntary + involuntary, all threads) of
+/// a process.
+pub fn usage(pid: u32) -> (u64, u64) {
+    let mut switches = 0;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += n.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    (cpu_ticks(&pid.to_string()), switches)
+}
+
+/// The CPU time of the calling thread, in microseconds: the scheduler's own count in
+/// nanoseconds (`/proc/thread-self/schedstat`), not the 10 ms ticks of `stat`.
+pub fn thread_cpu_us() -> f64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns: u64 = s
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("schedstat format");
+    ns as f64 / 1e3
+}
+
+/// What one wake-up costs on this machine: a thread blocked reading a socket is woken by one
+/// byte and writes it back, `n` times, a `gap` apart (zero: back to back). Its CPU per round
+/// trip (one sleep, one wake, one read, one write) is the price of every hop a process waits
+/// for alone, whatever its code.
+pub fn wake_cost_us(gap: std::time::Duration, n: u32) -> f64 {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8];
+        b.read_exact(&mut byte).expect("first byte");
+        b.write_all(&byte).expect("echo");
+        // The first round trip warms up; the rest are counted.
+        let start = thread_cpu_us();
+        for _ in 0..n {
+            b.read_exact(&mut byte).expect("byte");
+            b.write_all(&byte).expect("echo");
+        }
+        (thread_cpu_us() - start) / n as f64
+    });
+    let mut byte = [1u8];
+    for _ in 0..=n {
+        a.write_all(&byte).expect("ping");
+        a.read_exact(&mut byte).expect("pong");
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+    }
+    echo.join().expect("echo thread")
+}
