@@ -23,13 +23,14 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{clock_ticks, env_list, env_or, load_average, usage};
+use common::{
+    RelayChild, Run, Since, env_list, env_or, latencies, load_average, load_generator, pace, total,
+};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,12 +50,7 @@ fn main() {
             .block_on(relay(echo.parse().expect("echo address"), hops, driver));
         return;
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(bench());
+    load_generator(bench());
 }
 
 /// Reads exactly one 8-byte frame; `None` when the peer closed.
@@ -149,46 +145,27 @@ async fn echo_server(listener: TcpListener) {
     }
 }
 
+/// The relay process: `hops` round trips to the echo server per request.
 struct Relay {
-    child: Child,
+    process: RelayChild,
     addr: SocketAddr,
 }
 
 impl Relay {
     fn start(echo: SocketAddr, hops: usize, driver: bool) -> Relay {
-        let mut child = Command::new(std::env::current_exe().expect("this binary"))
-            .env("HOPS_RELAY", echo.to_string())
-            .env("HOPS_RELAY_HOPS", hops.to_string())
-            .env("HOPS_RELAY_DRIVER", if driver { "1" } else { "0" })
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the relay");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("relay address");
+        let process = RelayChild::start(&[
+            ("HOPS_RELAY", echo.to_string()),
+            ("HOPS_RELAY_HOPS", hops.to_string()),
+            (
+                "HOPS_RELAY_DRIVER",
+                if driver { "1" } else { "0" }.to_string(),
+            ),
+        ]);
         Relay {
-            addr: line.trim().parse().expect("relay address"),
-            child,
+            addr: process.addr.parse().expect("relay address"),
+            process,
         }
     }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What one loop measured.
-struct Run {
-    requests: u64,
-    elapsed: Duration,
-    cpu_us_per_request: f64,
-    switches_per_request: f64,
-    latency: Histogram<u64>,
 }
 
 /// One request to the relay, its latency recorded in microseconds.
@@ -212,11 +189,9 @@ async fn run(relay: &Relay, rate: u64, seconds: u64) -> Run {
     for s in &mut conns {
         round_trip(s, [0; 8]).await.expect("warm-up");
     }
-    let latency = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
-    ));
-    let pid = relay.child.id();
-    let (ticks0, switches0) = usage(pid);
+    let latency = latencies();
+    let pid = relay.process.pid();
+    let since = Since::now(pid);
     let start = Instant::now();
     let requests = if rate == 0 {
         let deadline = start + Duration::from_secs(seconds);
@@ -234,25 +209,16 @@ async fn run(relay: &Relay, rate: u64, seconds: u64) -> Run {
                 })
             })
             .collect();
-        let mut n = 0;
-        for t in tasks {
-            n += t.await.expect("closed loop");
-        }
-        n
+        total(tasks).await
     } else {
         let (free_tx, mut free_rx) = tokio::sync::mpsc::unbounded_channel::<TcpStream>();
         for s in conns {
             free_tx.send(s).expect("pool");
         }
         let total = rate * seconds;
-        let interval = Duration::from_secs_f64(1.0 / rate as f64);
         let mut tasks = Vec::with_capacity(total as usize);
         for i in 0..total {
-            let due = start + interval * i as u32;
-            let now = Instant::now();
-            if due > now {
-                tokio::time::sleep(due - now).await;
-            }
+            pace(start, rate, i).await;
             let mut s = free_rx.recv().await.expect("a free connection");
             let (latency, free_tx) = (latency.clone(), free_tx.clone());
             tasks.push(tokio::spawn(async move {
@@ -265,21 +231,7 @@ async fn run(relay: &Relay, rate: u64, seconds: u64) -> Run {
         }
         total
     };
-    let elapsed = start.elapsed();
-    let (ticks1, switches1) = usage(pid);
-    let cpu_us = (ticks1 - ticks0) as f64 / clock_ticks() * 1e6;
-    let latency = latency.lock().expect("histogram").clone();
-    Run {
-        requests,
-        elapsed,
-        cpu_us_per_request: cpu_us / requests.max(1) as f64,
-        switches_per_request: (switches1 - switches0) as f64 / requests.max(1) as f64,
-        latency,
-    }
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
+    Run::end(requests, start, &since, &latency)
 }
 
 async fn bench() {
@@ -292,7 +244,7 @@ async fn bench() {
     tokio::spawn(echo_server(echo));
     println!("(load average at the start: {})", load_average());
     println!(
-        "{:>5} {:>6} {:>8} {:>10} {:>12} {:>14} {:>9} {:>9}",
+        "{:>5} {:>6} {:>8} {:>9} {:>13} {:>14} {:>9} {:>9}",
         "hops", "driver", "rate", "done/s", "relay CPU us", "switches/req", "p50 ms", "p99 ms"
     );
     for (&h, &d) in hops
@@ -308,15 +260,11 @@ async fn bench() {
                 rate.to_string()
             };
             println!(
-                "{:>5} {:>6} {:>8} {:>10.0} {:>12.0} {:>14.1} {:>9.2} {:>9.2}",
+                "{:>5} {:>6} {:>8} {}",
                 h,
                 if d == 1 { "yes" } else { "no" },
                 label,
-                r.requests as f64 / r.elapsed.as_secs_f64(),
-                r.cpu_us_per_request,
-                r.switches_per_request,
-                ms(&r.latency, 0.5),
-                ms(&r.latency, 0.99),
+                r.row()
             );
         }
     }

@@ -29,8 +29,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +37,10 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{clock_ticks, env_list, env_or, load_average, usage, wake_cost_us};
+use common::{
+    RelayChild, Run, Since, env_list, env_or, latencies, load_average, load_generator, pace, total,
+    wake_cost_us,
+};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::json;
@@ -61,12 +63,7 @@ fn main() {
             ));
         return;
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(bench());
+    load_generator(bench());
 }
 
 #[derive(Deserialize)]
@@ -289,7 +286,7 @@ async fn echo_server(listener: tokio::net::TcpListener, sent: Arc<AtomicU64>) {
 }
 
 struct RelayProcess {
-    child: Child,
+    process: RelayChild,
     url: String,
     /// Whether each message ends with a `sendMessage` the echo server counts.
     sends: bool,
@@ -297,29 +294,15 @@ struct RelayProcess {
 
 impl RelayProcess {
     fn start(echo: &str, hops: &str) -> RelayProcess {
-        let mut child = Command::new(std::env::current_exe().expect("this binary"))
-            .env("LIBS_RELAY", echo)
-            .env("LIBS_RELAY_HOPS", hops)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the relay");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("relay address");
+        let process = RelayChild::start(&[
+            ("LIBS_RELAY", echo.to_string()),
+            ("LIBS_RELAY_HOPS", hops.to_string()),
+        ]);
         RelayProcess {
-            url: format!("http://{}/webhook", line.trim()),
-            child,
+            url: format!("http://{}/webhook", process.addr),
+            process,
             sends: Hops::parse(hops).telegram,
         }
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -353,14 +336,6 @@ async fn send(http: &reqwest::Client, url: &str, latency: &Mutex<Histogram<u64>>
     latency.lock().expect("histogram").record(us.max(1)).ok();
 }
 
-struct Run {
-    messages: u64,
-    elapsed: Duration,
-    cpu_us: f64,
-    switches: f64,
-    latency: Histogram<u64>,
-}
-
 /// `rate` = 0: closed loop with `IN_FLIGHT` messages in flight.
 async fn run(
     relay: &RelayProcess,
@@ -369,13 +344,11 @@ async fn run(
     rate: u64,
     seconds: u64,
 ) -> Run {
-    let latency = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
-    ));
+    let latency = latencies();
     let url: Arc<str> = relay.url.clone().into();
-    let pid = relay.child.id();
+    let pid = relay.process.pid();
     let sent_before = sent.load(Ordering::Relaxed);
-    let (ticks0, switches0) = usage(pid);
+    let since = Since::now(pid);
     let start = Instant::now();
     let messages = if rate == 0 {
         let deadline = start + Duration::from_secs(seconds);
@@ -392,22 +365,13 @@ async fn run(
                 })
             })
             .collect();
-        let mut n = 0;
-        for t in tasks {
-            n += t.await.expect("closed loop");
-        }
-        n
+        total(tasks).await
     } else {
         let total = rate * seconds;
-        let interval = Duration::from_secs_f64(1.0 / rate as f64);
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let mut tasks = Vec::with_capacity(total as usize);
         for i in 0..total {
-            let due = start + interval * i as u32;
-            let now = Instant::now();
-            if due > now {
-                tokio::time::sleep(due - now).await;
-            }
+            pace(start, rate, i).await;
             let slot = slots.clone().acquire_owned().await.expect("slot");
             let (http, url, latency) = (http.clone(), url.clone(), latency.clone());
             tasks.push(tokio::spawn(async move {
@@ -426,20 +390,7 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let elapsed = start.elapsed();
-    let (ticks1, switches1) = usage(pid);
-    let latency = latency.lock().expect("histogram").clone();
-    Run {
-        messages,
-        elapsed,
-        cpu_us: (ticks1 - ticks0) as f64 / clock_ticks() * 1e6 / messages.max(1) as f64,
-        switches: (switches1 - switches0) as f64 / messages.max(1) as f64,
-        latency,
-    }
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
+    Run::end(messages, start, &since, &latency)
 }
 
 async fn bench() {
@@ -488,20 +439,12 @@ async fn bench() {
         run(&relay, &http, &sent, 200, 1).await;
         for &rate in rates.iter().chain(std::iter::once(&0)) {
             let r = run(&relay, &http, &sent, rate, seconds).await;
-            println!(
-                "{:>8} {:>8} {:>9.0} {:>13.0} {:>14.1} {:>9.2} {:>9.2}",
-                config,
-                if rate == 0 {
-                    "closed".to_string()
-                } else {
-                    rate.to_string()
-                },
-                r.messages as f64 / r.elapsed.as_secs_f64(),
-                r.cpu_us,
-                r.switches,
-                ms(&r.latency, 0.5),
-                ms(&r.latency, 0.99),
-            );
+            let label = if rate == 0 {
+                "closed".to_string()
+            } else {
+                rate.to_string()
+            };
+            println!("{config:>8} {label:>8} {}", r.row());
         }
     }
     sqlx::query("DROP TABLE libs_floor_bench")

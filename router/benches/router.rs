@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use clawdbot_api::Plan;
 use clawdbot_api::gateway::{ChatCompletionRequest, SESSION_KEY_HEADER};
-use common::{clock_ticks, cpu_ticks, env_list, env_or, load_average};
+use common::{clock_ticks, cpu_ticks, env_list, env_or, load_average, pace};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
@@ -660,15 +660,10 @@ async fn open_loop(
         .expect("client");
     let (router_cpu, own_cpu) = (router.cpu(), Cpu::of("self"));
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tasks = Vec::with_capacity(total as usize);
     let run_id = rand::random::<u32>();
     for i in 0..total {
-        let due = start + interval * i as u32;
-        let now = Instant::now();
-        if due > now {
-            tokio::time::sleep(due - now).await;
-        }
+        pace(start, rate, i).await;
         let (_, chat) = users[rand::random_range(0..users.len())];
         let tag = format!("m{run_id}-{i}");
         sent_at.insert(tag.clone(), Instant::now());

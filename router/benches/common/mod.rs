@@ -117,3 +117,155 @@ pub fn wake_cost_us(gap: std::time::Duration, n: u32) -> f64 {
     }
     echo.join().expect("echo thread")
 }
+
+/// An open loop's clock: waits until the `i`-th message of a run at `rate` per second that
+/// started at `start` is due (at once when the loop is behind).
+pub async fn pace(start: std::time::Instant, rate: u64, i: u64) {
+    let due = start + std::time::Duration::from_secs_f64(i as f64 / rate as f64);
+    let now = std::time::Instant::now();
+    if due > now {
+        tokio::time::sleep(due - now).await;
+    }
+}
+
+/// A closed loop's total: what each of its workers counted.
+pub async fn total(workers: Vec<tokio::task::JoinHandle<u64>>) -> u64 {
+    let mut n = 0;
+    for w in workers {
+        n += w.await.expect("closed-loop worker");
+    }
+    n
+}
+
+/// A process's CPU time and context switches at one moment, to be shared out among what it
+/// did after.
+pub struct Since {
+    pid: u32,
+    ticks: u64,
+    switches: u64,
+}
+
+impl Since {
+    pub fn now(pid: u32) -> Since {
+        let (ticks, switches) = usage(pid);
+        Since {
+            pid,
+            ticks,
+            switches,
+        }
+    }
+
+    /// Microseconds of CPU and context switches per item, for `n` items done since.
+    pub fn per(&self, n: u64) -> (f64, f64) {
+        let (ticks, switches) = usage(self.pid);
+        let n = n.max(1) as f64;
+        (
+            (ticks - self.ticks) as f64 / clock_ticks() * 1e6 / n,
+            (switches - self.switches) as f64 / n,
+        )
+    }
+}
+
+/// A latency histogram's quantile `q`, recorded in microseconds, in milliseconds.
+pub fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// A latency histogram for microseconds up to a minute, shared by a run's tasks.
+pub fn latencies() -> std::sync::Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>> {
+    std::sync::Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+    ))
+}
+
+/// What one loop of a relay benchmark measured: per item done, the relay's CPU and context
+/// switches; the items' latency.
+pub struct Run {
+    pub done: u64,
+    pub elapsed: std::time::Duration,
+    pub cpu_us: f64,
+    pub switches: f64,
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Run {
+    /// The run that started at `start`, with `since` taken then, has done `done` items.
+    pub fn end(
+        done: u64,
+        start: std::time::Instant,
+        since: &Since,
+        latency: &std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    ) -> Run {
+        let elapsed = start.elapsed();
+        let (cpu_us, switches) = since.per(done);
+        Run {
+            done,
+            elapsed,
+            cpu_us,
+            switches,
+            latency: latency.lock().expect("histogram").clone(),
+        }
+    }
+
+    /// One line of a relay benchmark's table: done/s, CPU per item, switches per item, p50
+    /// and p99 in milliseconds.
+    pub fn row(&self) -> String {
+        format!(
+            "{:>9.0} {:>13.0} {:>14.1} {:>9.2} {:>9.2}",
+            self.done as f64 / self.elapsed.as_secs_f64(),
+            self.cpu_us,
+            self.switches,
+            ms(&self.latency, 0.5),
+            ms(&self.latency, 0.99),
+        )
+    }
+}
+
+/// This benchmark's binary started again as a relay (chosen by `env`), which prints the
+/// address it listens on as its first line; killed when dropped.
+pub struct RelayChild {
+    pub child: std::process::Child,
+    /// The relay's first line: where it listens.
+    pub addr: String,
+}
+
+impl RelayChild {
+    pub fn start(env: &[(&str, String)]) -> RelayChild {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe().expect("this binary"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the relay");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("relay address");
+        RelayChild {
+            child,
+            addr: line.trim().to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RelayChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a benchmark's own side (load generator, fakes) on two worker threads.
+pub fn load_generator<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
