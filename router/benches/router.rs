@@ -18,9 +18,10 @@
 //! the most messages/s of each path. The router's own stage means (`router_stage_seconds`,
 //! scraped from its /metrics) say where its time goes, with the activity notes it wrote (the
 //! tenants start noted at ages spread over the activity window, so notes come at their steady
-//! rate, about 11 a second for 10,000 tenants, not one per tenant's first measured message). `BENCH_PERF=<rate>` records a profile
-//! of the router at that rate; `BENCH_PERF_STAT=<rate>` counts its syscalls and context
-//! switches per routed message (`perf stat`), which is what a message's hops cost.
+//! rate, about 11 a second for 10,000 tenants, not one per tenant's first measured message).
+//! `BENCH_PERF=<rate>` records a profile of the router at that rate; `BENCH_PERF_STAT=<rate>`
+//! counts its syscalls and context switches per routed message (`perf stat`), which is what a
+//! message's hops cost.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -47,10 +48,6 @@ use uuid::Uuid;
 // lighter it is the more of them the router gets.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// How long a tenant's last-activity note stands when it has no idle timeout (the bench's
-/// tenants have none): the router notes such a tenant again only after this.
-const ACTIVITY_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Telegram update ids are 32-bit and must not repeat within a run (a repeat is a platform
 /// retry to the router): one counter for every phase.
@@ -193,6 +190,11 @@ async fn bench() {
         }
     }
     println!("(load average at the end: {})", load_average());
+    drop(routers);
+    // Ten thousand workspaces and Secrets left behind slow the API server for every later run
+    // and test on this machine (after five runs, 52,173 workspaces: a list of them took 2 min
+    // and a dashboard test's account deletion timed out).
+    clawdbot_testkit::node::delete_namespace(&w.kube, &w.namespace).await;
 }
 
 /// What `BENCH_PERF_STAT` counts: every syscall, the scheduler's switches, and the calls a
@@ -503,7 +505,9 @@ async fn add_tenants(w: &World, agent: &TestAgent, users: &mut Vec<(Uuid, i64)>,
                 // As a running replica finds its tenants: each noted active at some moment of
                 // the last activity window, so that notes come due at the steady rate (one per
                 // tenant per window), not on every tenant's first measured message.
-                let age = rand::random_range(0..ACTIVITY_WINDOW.as_millis() as i64);
+                // The bench's tenants have no idle timeout: noted once per this window.
+                let window = clawdbot_router::directory::ACTIVITY_WITHOUT_IDLE_TIMEOUT;
+                let age = rand::random_range(0..window.as_millis() as i64);
                 let noted = chrono::Utc::now() - chrono::Duration::milliseconds(age);
                 let patch = serde_json::json!({"metadata": {"annotations": {
                     clawdbot_api::annotations::LAST_ACTIVITY:

@@ -125,7 +125,7 @@ fn activity_window(wake: bool, idle_timeout: Option<Duration>, window: Duration)
 /// Activity notes in flight per replica (see [`Directory::note_activity`]).
 const ACTIVITY_PATCHES: usize = 4;
 /// How often the activity of a tenant that never hibernates is noted: only for its status.
-const ACTIVITY_WITHOUT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub const ACTIVITY_WITHOUT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl Directory {
     pub fn new(client: Client, notes: prometheus_client::metrics::counter::Counter) -> Arc<Self> {
