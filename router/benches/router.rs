@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use clawdbot_api::Plan;
 use clawdbot_api::gateway::{ChatCompletionRequest, SESSION_KEY_HEADER};
-use common::{clock_ticks, cpu_ticks, env_list, env_or, load_average, pace};
+use common::{Since, Used, env_list, env_or, load_average, pace};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
@@ -106,7 +106,7 @@ async fn bench() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         println!(
             "[{i}] at rest: {:.1}% of a core",
-            router.cpu().since(&idle).percent_of_a_core()
+            idle.used().percent_of_a_core()
         );
     }
     // The builds take turns at each rate, so that what else the machine does falls on both.
@@ -152,8 +152,8 @@ async fn bench() {
             println!(
                 "{:>6} [{i}] this process (load generator, agent, fake Telegram): {:.0} us of CPU per message routed, {:.0} us per direct call",
                 rate,
-                routed.own_cpu.us_per(routed.received),
-                direct.own_cpu.us_per(direct.received)
+                routed.own_cpu.cpu_us_per(routed.received),
+                direct.own_cpu.cpu_us_per(direct.received)
             );
         }
     }
@@ -172,11 +172,11 @@ async fn bench() {
             routed_max
                 .router_cpu
                 .as_ref()
-                .map_or(0.0, |c| c.us_per(routed_max.received)),
+                .map_or(0.0, |c| c.cpu_us_per(routed_max.received)),
             routed_max
                 .router_cpu
                 .as_ref()
-                .map_or(0.0, Cpu::percent_of_a_core),
+                .map_or(0.0, Used::percent_of_a_core),
             routed_max.shed
         );
     }
@@ -247,7 +247,7 @@ fn print_row(rate: u64, name: &str, run: &Run, direct: &Run) {
     };
     let (cpu_msg, cpu_pct) = match &run.router_cpu {
         Some(cpu) => (
-            format!("{:.0}", cpu.us_per(run.received)),
+            format!("{:.0}", cpu.cpu_us_per(run.received)),
             format!("{:.0}", cpu.percent_of_a_core()),
         ),
         None => (String::new(), String::new()),
@@ -273,44 +273,6 @@ fn print_row(rate: u64, name: &str, run: &Run, direct: &Run) {
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
-}
-
-/// CPU time of a process (all its threads, living and gone) at a moment.
-#[derive(Clone, Copy)]
-struct Cpu {
-    ticks: u64,
-    at: Instant,
-}
-
-impl Cpu {
-    /// utime + stime of `pid` ("self" for this process).
-    fn of(pid: &str) -> Cpu {
-        Cpu {
-            ticks: cpu_ticks(pid),
-            at: Instant::now(),
-        }
-    }
-
-    fn since(&self, before: &Cpu) -> Cpu {
-        Cpu {
-            ticks: self.ticks - before.ticks,
-            at: before.at,
-        }
-    }
-
-    fn seconds(&self) -> f64 {
-        self.ticks as f64 / clock_ticks()
-    }
-
-    /// For a difference: the CPU time per `n` messages, in microseconds.
-    fn us_per(&self, n: u64) -> f64 {
-        self.seconds() * 1e6 / n.max(1) as f64
-    }
-
-    /// For a difference (`since`, read right after the window): the share of one core.
-    fn percent_of_a_core(&self) -> f64 {
-        self.seconds() * 100.0 / self.at.elapsed().as_secs_f64()
-    }
 }
 
 /// The router binary, running with this benchmark's world.
@@ -438,8 +400,8 @@ impl RouterProcess {
             .ok()
     }
 
-    fn cpu(&self) -> Cpu {
-        Cpu::of(&self.pid.to_string())
+    fn cpu(&self) -> Since {
+        Since::now(self.pid)
     }
 
     fn webhook_url(&self) -> String {
@@ -620,8 +582,8 @@ struct Run {
     errors: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
-    router_cpu: Option<Cpu>,
-    own_cpu: Cpu,
+    router_cpu: Option<Used>,
+    own_cpu: Used,
 }
 
 /// How a send ended, for the counters.
@@ -662,7 +624,7 @@ async fn open_loop(
         .pool_max_idle_per_host(512)
         .build()
         .expect("client");
-    let (router_cpu, own_cpu) = (router.cpu(), Cpu::of("self"));
+    let (router_cpu, own_cpu) = (router.cpu(), Since::now(std::process::id()));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
     let run_id = rand::random::<u32>();
@@ -717,10 +679,7 @@ async fn open_loop(
     let elapsed = start.elapsed();
     // The reply to Telegram and the finish of the last messages follow the agent's answer.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (router_cpu, own_cpu) = (
-        router.cpu().since(&router_cpu),
-        Cpu::of("self").since(&own_cpu),
-    );
+    let (router_cpu, own_cpu) = (router_cpu.used(), own_cpu.used());
     agent.state.record.store(false, Ordering::Relaxed);
     let calls = std::mem::take(&mut *agent.state.calls.lock().expect("calls"));
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("hist");
@@ -745,7 +704,7 @@ struct ClosedLoop {
     per_second: f64,
     received: u64,
     shed: u64,
-    router_cpu: Option<Cpu>,
+    router_cpu: Option<Used>,
 }
 
 /// `in_flight` senders back to back for `seconds`; returns agent calls per second.
@@ -818,7 +777,7 @@ async fn closed_loop(
     }
     let received = last - before;
     // The idle 200 ms just waited out are not the messages' (a few ms of a core at rest).
-    let router_cpu = router.cpu().since(&router_cpu);
+    let router_cpu = router_cpu.used();
     ClosedLoop {
         per_second: received as f64 / start.elapsed().as_secs_f64(),
         received,

@@ -138,11 +138,12 @@ pub async fn total(workers: Vec<tokio::task::JoinHandle<u64>>) -> u64 {
 }
 
 /// A process's CPU time and context switches at one moment, to be shared out among what it
-/// did after.
+/// did after (`used`).
 pub struct Since {
     pid: u32,
     ticks: u64,
     switches: u64,
+    at: std::time::Instant,
 }
 
 impl Since {
@@ -152,17 +153,42 @@ impl Since {
             pid,
             ticks,
             switches,
+            at: std::time::Instant::now(),
         }
     }
 
-    /// Microseconds of CPU and context switches per item, for `n` items done since.
-    pub fn per(&self, n: u64) -> (f64, f64) {
+    /// What the process has used since, read now.
+    pub fn used(&self) -> Used {
         let (ticks, switches) = usage(self.pid);
-        let n = n.max(1) as f64;
-        (
-            (ticks - self.ticks) as f64 / clock_ticks() * 1e6 / n,
-            (switches - self.switches) as f64 / n,
-        )
+        Used {
+            ticks: ticks - self.ticks,
+            switches: switches - self.switches,
+            wall: self.at.elapsed(),
+        }
+    }
+}
+
+/// A process's CPU time and context switches over a stretch of wall time.
+pub struct Used {
+    ticks: u64,
+    switches: u64,
+    wall: std::time::Duration,
+}
+
+impl Used {
+    /// Microseconds of CPU per item, for `n` items.
+    pub fn cpu_us_per(&self, n: u64) -> f64 {
+        self.ticks as f64 / clock_ticks() * 1e6 / n.max(1) as f64
+    }
+
+    /// Context switches per item, for `n` items.
+    pub fn switches_per(&self, n: u64) -> f64 {
+        self.switches as f64 / n.max(1) as f64
+    }
+
+    /// The share of one core the process used over the stretch, in percent.
+    pub fn percent_of_a_core(&self) -> f64 {
+        self.ticks as f64 / clock_ticks() * 100.0 / self.wall.as_secs_f64().max(1e-9)
     }
 }
 
@@ -197,7 +223,8 @@ impl Run {
         latency: &std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     ) -> Run {
         let elapsed = start.elapsed();
-        let (cpu_us, switches) = since.per(done);
+        let used = since.used();
+        let (cpu_us, switches) = (used.cpu_us_per(done), used.switches_per(done));
         Run {
             done,
             elapsed,
