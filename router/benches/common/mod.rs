@@ -29,8 +29,8 @@ pub fn load_average() -> String {
         .unwrap_or_default()
 }
 
-/// utime + stime of `pid` ("self" for this process), in clock ticks.
-pub fn cpu_ticks(pid: &str) -> u64 {
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
     // The command name may hold spaces: the fields are counted after its closing paren.
     // utime and stime are fields 14 and 15; the first after the paren is field 3.
@@ -73,7 +73,7 @@ pub fn usage(pid: u32) -> (u64, u64) {
             }
         }
     }
-    (cpu_ticks(&pid.to_string()), switches)
+    (cpu_ticks(pid), switches)
 }
 
 /// The CPU time of the calling thread, in microseconds: the scheduler's own count in
