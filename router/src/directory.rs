@@ -316,6 +316,25 @@ impl Directory {
         })
     }
 
+    /// The tenant of a user, waiting up to `timeout` for one this replica has not seen yet:
+    /// a workspace created moments ago (sign-up, or the admin CLI on another machine) reaches
+    /// this replica through its watch, which lags the API server by milliseconds, or by
+    /// seconds when the API server is busy. Without the wait, the first message of a new user
+    /// could be told that their assistant is not set up while it is.
+    pub async fn wait_known(&self, user: &str, timeout: Duration) -> Option<Tenant> {
+        let mut changes = self.version.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(t) = self.tenant_of(user) {
+                return Some(t);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// Waits until the user's tenant is ready (with a URL and token), or `timeout` passes.
     ///
     /// While it waits, every change the reflector brings is looked at for a wake still due: the

@@ -30,6 +30,9 @@ const CODE_ATTEMPT_WINDOW: Duration = Duration::from_secs(10 * 60);
 const TYPING_AFTER: Duration = Duration::from_millis(800);
 /// Cached sender lookups are dropped after this even without a change notification.
 const SENDER_CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long a connected user's message waits for a workspace this replica has not seen
+/// (see [`Directory::wait_known`]) before they are told it is not set up.
+const UNSEEN_WORKSPACE_WAIT: Duration = Duration::from_secs(5);
 
 /// What became of an accepted webhook message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -439,7 +442,18 @@ impl Core {
                 .answer(row, msg, "You're connected. Just write to me.", "start")
                 .await;
         }
-        let Some(tenant) = self.directory.tenant_of(&user.to_string()) else {
+        let known = match self.directory.tenant_of(&user.to_string()) {
+            Some(t) => Some(t),
+            None => {
+                let started = Instant::now();
+                let t = (self.directory)
+                    .wait_known(&user.to_string(), UNSEEN_WORKSPACE_WAIT)
+                    .await;
+                self.metrics.stage("unseen_workspace", started);
+                t
+            }
+        };
+        let Some(tenant) = known else {
             return self
                 .answer(
                     row,

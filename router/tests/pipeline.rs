@@ -209,8 +209,49 @@ async fn a_redelivery_redis_forgot_is_stopped_by_the_record_and_gets_no_reply() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent_now = w.telegram.sent_to(chat);
     assert_eq!(sent_now.len(), 2, "{sent_now:?}");
-    assert!(sent[0].text.ends_with(": first") && sent[1].text.ends_with(": second"));
+    assert!(
+        sent[0].text.ends_with(": first") && sent[1].text.ends_with(": second"),
+        "{sent:?}"
+    );
     assert_eq!(w.count("SELECT count(*) FROM inbound_messages").await, 2);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_waits_for_a_workspace_the_replica_has_not_seen_yet() {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let agent = TestAgent::start().await;
+    let user = clawdbot_router::admin::create_user(&w.db, None, Plan::Free)
+        .await
+        .expect("user");
+    let chat = 5_100_401;
+    w.connect("telegram", &chat.to_string(), user).await;
+    let status = w
+        .telegram_update(&r, &telegram_text_update(1, chat, "early"))
+        .await
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    // Time enough to answer "not set up" before the workspace exists, had it not waited.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.telegram.sent_to(chat), vec![]);
+    let tenant = w.tenant(user, Plan::Free).await;
+    w.set_token(&tenant.name, &agent.token).await;
+    w.mark_ready(&tenant.name, &agent.base_url).await;
+    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
+    assert_eq!(sent[0].text, "echo #1: early");
+
+    // A user with no workspace at all is told so once the wait is over, without an agent call.
+    let alone = clawdbot_router::admin::create_user(&w.db, None, Plan::Free)
+        .await
+        .expect("user");
+    let other_chat = 5_100_402;
+    w.connect("telegram", &other_chat.to_string(), alone).await;
+    w.telegram_update(&r, &telegram_text_update(2, other_chat, "anyone?"))
+        .await;
+    let sent = w.telegram.wait_for_messages(other_chat, 1, T).await;
+    assert!(sent[0].text.contains("not set up yet"), "{sent:?}");
+    assert_eq!(agent.calls().len(), 1);
     r.shutdown().await;
 }
 
