@@ -971,7 +971,7 @@ fn requested(pvc: &PersistentVolumeClaim) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_grows_the_volume_where_its_class_allows_and_says_why_not_elsewhere() {
     let (client, ns) = setup("storage").await;
-    let op = start_operator(&client, &ns, "op-a").await;
+    let op = start_counted_operator(&ns, "op-a").await;
     create_endpoint(&client, &ns, "shared").await;
     let grows = format!("{ns}-grows");
     let fixed = format!("{ns}-fixed");
@@ -1037,6 +1037,39 @@ async fn an_upgrade_grows_the_volume_where_its_class_allows_and_says_why_not_els
     })
     .await;
     assert_eq!(condition(&w, STORAGE_SIZED).unwrap().status, "True");
+
+    // Reconciles of "fixed" (someone's finalizer added, then removed) find the refusal standing
+    // and do not ask the API server again.
+    let before = op.metrics().await;
+    let finalizer_changes = [
+        serde_json::json!(["example.com/keep"]),
+        serde_json::json!(null),
+    ];
+    for (n, finalizers) in (1..).zip(finalizer_changes) {
+        let change = serde_json::json!({"metadata": {"finalizers": finalizers}});
+        api.patch("fixed", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .unwrap();
+        wait_for("another reconcile", TIMEOUT, || {
+            let op = &op;
+            let before = &before;
+            async move {
+                (reconcile_count(&op.metrics().await) >= reconcile_count(before) + n).then_some(())
+            }
+        })
+        .await;
+    }
+    let after = op.metrics().await;
+    assert_eq!(
+        requests(&after, "patch"),
+        requests(&before, "patch"),
+        "a refused growth was asked for again\n{after}"
+    );
+    let w = api.get("fixed").await.unwrap();
+    assert_eq!(
+        condition(&w, STORAGE_SIZED).unwrap().reason,
+        REASON_EXPANSION_NOT_ALLOWED
+    );
 
     // Back to free: the volume keeps its 10Gi (claims never shrink), and says so.
     api.patch(

@@ -9,6 +9,10 @@ use clawdbot_api::conditions::{
     REASON_EXPANSION_NOT_ALLOWED, REASON_LARGER_THAN_REQUESTED, REASON_SIZED,
     REASON_VOLUME_NOT_BOUND,
 };
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use clawdbot_api::workspace::quantity_bytes;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -107,6 +111,74 @@ pub fn refused(existing: &ExistingVolume, wanted: &Quantity, why: &str) -> Volum
     }
 }
 
+/// How long a refused growth stands as the answer before the API server is asked again: the
+/// class may have been changed to allow expansion since, and the next reconcile after this
+/// grows the volume.
+pub const ASK_AGAIN_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// The growths the API server refused, by claim (`namespace/name`), so that a tenant whose
+/// volume cannot grow is not asked about on every reconcile (a refused request each time,
+/// for an answer that has not changed). The same question is asked again once the claim or the
+/// wanted size changes, or [`ASK_AGAIN_AFTER`] has passed. Kept in memory: a restarted
+/// operator asks once more.
+#[derive(Debug, Default)]
+pub struct Refusals(Mutex<HashMap<String, Refusal>>);
+
+#[derive(Debug)]
+struct Refusal {
+    existing: ExistingVolume,
+    wanted: Quantity,
+    why: String,
+    at: Instant,
+}
+
+impl Refusals {
+    /// The refusal's message, when this same growth was refused less than
+    /// [`ASK_AGAIN_AFTER`] before `now`.
+    pub fn recall(
+        &self,
+        claim: &str,
+        existing: &ExistingVolume,
+        wanted: &Quantity,
+        now: Instant,
+    ) -> Option<String> {
+        let refusals = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let r = refusals.get(claim)?;
+        (r.existing == *existing
+            && r.wanted == *wanted
+            && now.saturating_duration_since(r.at) < ASK_AGAIN_AFTER)
+            .then(|| r.why.clone())
+    }
+
+    pub fn remember(
+        &self,
+        claim: &str,
+        existing: &ExistingVolume,
+        wanted: &Quantity,
+        why: &str,
+        now: Instant,
+    ) {
+        let refusal = Refusal {
+            existing: existing.clone(),
+            wanted: wanted.clone(),
+            why: why.to_string(),
+            at: now,
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(claim.to_string(), refusal);
+    }
+
+    /// Drops what is known of `claim` (it grew, or its workspace is gone).
+    pub fn forget(&self, claim: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(claim);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +220,32 @@ mod tests {
             (p.request, p.grows, p.reason),
             (q("1Gi"), false, REASON_SIZED)
         );
+    }
+
+    #[test]
+    fn a_refused_growth_stands_until_the_question_or_enough_time_changes() {
+        let refusals = Refusals::default();
+        let (then, have) = (Instant::now(), volume("1Gi", true));
+        refusals.remember("ns/agent-a", &have, &q("10Gi"), "forbidden", then);
+        let recall = |claim, have: &ExistingVolume, wanted: &str, after| {
+            refusals.recall(claim, have, &q(wanted), then + after)
+        };
+        let soon = Duration::from_secs(60);
+        assert_eq!(
+            recall("ns/agent-a", &have, "10Gi", soon).as_deref(),
+            Some("forbidden")
+        );
+        // Another claim, another wanted size, a claim that changed: a new question.
+        assert_eq!(recall("ns/agent-b", &have, "10Gi", soon), None);
+        assert_eq!(recall("ns/agent-a", &have, "20Gi", soon), None);
+        assert_eq!(
+            recall("ns/agent-a", &volume("2Gi", true), "10Gi", soon),
+            None
+        );
+        // The class may allow it by now.
+        assert_eq!(recall("ns/agent-a", &have, "10Gi", ASK_AGAIN_AFTER), None);
+        refusals.forget("ns/agent-a");
+        assert_eq!(recall("ns/agent-a", &have, "10Gi", soon), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::build::storage::ExistingVolume;
+use crate::build::storage::{ExistingVolume, Refusals};
 use crate::cache::Index;
 use crate::changes::{Applied, Triggers, as_created, handover};
 use crate::config::OperatorConfig;
@@ -42,6 +42,8 @@ pub struct Context {
     pub volumes: Index<ExistingVolume>,
     /// Tenant agent pods, the little of them that is read, by namespace/workspace.
     pub agent_pods: Index<Pod>,
+    /// Volume growths the API server refused (see [`Refusals`]).
+    pub refused_growths: Refusals,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -68,6 +70,7 @@ impl Context {
             endpoints,
             volumes: Index::new("PersistentVolumeClaim"),
             agent_pods: Index::new("Pod"),
+            refused_growths: Refusals::default(),
             failures: Mutex::default(),
         }
     }

@@ -121,6 +121,8 @@ async fn reconcile_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action
 pub async fn deleted(ws: &UserWorkspace, ctx: &Context) {
     ctx.metrics.set_phase(&key(ws), None);
     let claim = names::agent(&ws.name_any());
+    let ns = ws.namespace().unwrap_or_default();
+    ctx.refused_growths.forget(&format!("{ns}/{claim}"));
     let (reason, note) = match ws.spec.storage.retention {
         RetentionPolicy::Retain => (
             "VolumeRetained",
@@ -339,15 +341,30 @@ async fn apply_tenant(
     } = desired;
     if volume.grows
         && let Some(existing) = existing_volume
-        && let Err(e) = apply_changed(ctx, &pvc, Unknown::Apply).await
     {
-        match e {
-            Error::Kube(kube::Error::Api(refusal)) if [403, 422].contains(&refusal.code) => {
-                warn!(message = %refusal.message, "volume expansion refused");
-                volume = storage::refused(existing, &ws.spec.storage.size, &refusal.message);
-                pvc = volume_claim(ws, &volume.request)?;
-            }
-            e => return Err(e),
+        let wanted = &ws.spec.storage.size;
+        let claim = format!("{}/{}", pvc.namespace().unwrap_or_default(), pvc.name_any());
+        let refusals = &ctx.refused_growths;
+        let refused = match refusals.recall(&claim, existing, wanted, Instant::now()) {
+            Some(why) => Some(why),
+            None => match apply_changed(ctx, &pvc, Unknown::Apply).await {
+                Ok(_) => {
+                    refusals.forget(&claim);
+                    None
+                }
+                Err(Error::Kube(kube::Error::Api(refusal)))
+                    if [403, 422].contains(&refusal.code) =>
+                {
+                    warn!(message = %refusal.message, "volume expansion refused");
+                    refusals.remember(&claim, existing, wanted, &refusal.message, Instant::now());
+                    Some(refusal.message)
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        if let Some(why) = refused {
+            volume = storage::refused(existing, wanted, &why);
+            pvc = volume_claim(ws, &volume.request)?;
         }
     }
     // A workspace that never had a status has never been applied: its children do not exist
