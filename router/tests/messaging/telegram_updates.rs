@@ -2,7 +2,7 @@
 //! URL, and long-polls `getUpdates` (one replica, under a Lease) when it has none. Against
 //! the local Bot API server, the real Postgres, Redis and API server.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

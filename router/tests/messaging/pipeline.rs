@@ -2,7 +2,7 @@
 //! dropping a held message, bad input refused, agent failures answered politely, several
 //! replicas at once.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

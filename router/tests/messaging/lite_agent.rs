@@ -1,7 +1,7 @@
 //! The router in front of the real lite agent (which calls an OpenAI-compatible model, here
 //! the testkit's fake provider): a Telegram conversation of two turns.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

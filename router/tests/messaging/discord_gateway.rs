@@ -2,7 +2,7 @@
 //! the fake REST API, the real Postgres, Redis and API server (the Lease), and a
 //! gateway-protocol agent.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Round trips on every channel against the real Postgres, Redis and API server, the fake
 //! platforms and a gateway-protocol agent.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
