@@ -160,16 +160,19 @@ EOF
     -H 'content-type: application/json' -d "{\"user_id\": \"$user\"}" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' > "$LOGS/web-token"
   local limit=120; [ "$RUNTIME" = openclaw ] && limit=600
+  # Running, and its model ready too: the model server loads its weights after the agent
+  # starts, and until then a message gets "the model server is unavailable".
+  local ready='{.status.phase} {.status.conditions[?(@.type=="ModelReady")].status}'
   for _ in $(seq 1 $((limit * 2))); do
-    [ "$(kubectl -n "$NS" get uws demo -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ] && return 0
+    [ "$(kubectl -n "$NS" get uws demo -o jsonpath="$ready" 2>/dev/null)" = "Running True" ] && return 0
     sleep 0.5
   done
-  echo "the demo workspace is not Running after ${limit}s:"
+  echo "the demo workspace is not Running with its model ready after ${limit}s:"
   kubectl -n "$NS" get uws,mep,pods -o wide
   kubectl -n "$NS" get uws demo -o jsonpath='{.status.conditions}'
   return 1
 }
-step "demo user and $RUNTIME workspace running" demo
+step "demo user and $RUNTIME workspace running, model ready" demo
 
 WEB_TOKEN=$(cat "$LOGS/web-token")
 cat > "$STATE/platform.env" <<EOF
