@@ -322,11 +322,22 @@ impl Directory {
     /// seconds when the API server is busy. Without the wait, the first message of a new user
     /// could be told that their assistant is not set up while it is.
     pub async fn wait_known(&self, user: &str, timeout: Duration) -> Option<Tenant> {
+        self.watch_for(timeout, move || std::future::ready(self.tenant_of(user)))
+            .await
+    }
+
+    /// Looks with `look` now and again after every change the watches bring, until it finds
+    /// something or `timeout` passes.
+    async fn watch_for<T, F>(&self, timeout: Duration, mut look: impl FnMut() -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = Option<T>>,
+    {
+        // Subscribed before the first look: a change between the two is not missed.
         let mut changes = self.version.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(t) = self.tenant_of(user) {
-                return Some(t);
+            if let Some(found) = look().await {
+                return Some(found);
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
@@ -350,21 +361,17 @@ impl Directory {
         window: Duration,
         limits: &crate::limits::Limits,
     ) -> Option<Tenant> {
-        let mut changes = self.version.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        self.watch_for(timeout, move || async move {
             match self.tenant_of(user) {
-                Some(t) if t.usable() => return Some(t),
+                Some(t) if t.usable() => Some(t),
                 Some(t) => {
                     self.note_activity(&t, window, limits).await;
+                    None
                 }
-                None => {}
+                None => None,
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return None,
-            }
-        }
+        })
+        .await
     }
 
     /// A receiver that changes whenever any tenant changes (for the sweeper).

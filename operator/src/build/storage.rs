@@ -5,14 +5,14 @@
 //! admission refuses the rest). What cannot be done is reported as the `StorageSized`
 //! condition instead of failing the whole reconcile.
 
-use clawdbot_api::conditions::{
-    REASON_EXPANSION_NOT_ALLOWED, REASON_LARGER_THAN_REQUESTED, REASON_SIZED,
-    REASON_VOLUME_NOT_BOUND,
-};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use clawdbot_api::conditions::{
+    REASON_EXPANSION_NOT_ALLOWED, REASON_LARGER_THAN_REQUESTED, REASON_SIZED,
+    REASON_VOLUME_NOT_BOUND,
+};
 use clawdbot_api::workspace::quantity_bytes;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;

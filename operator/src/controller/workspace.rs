@@ -121,8 +121,7 @@ async fn reconcile_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action
 pub async fn deleted(ws: &UserWorkspace, ctx: &Context) {
     ctx.metrics.set_phase(&key(ws), None);
     let claim = names::agent(&ws.name_any());
-    let ns = ws.namespace().unwrap_or_default();
-    ctx.refused_growths.forget(&format!("{ns}/{claim}"));
+    ctx.refused_growths.forget(&volume_key(ws));
     let (reason, note) = match ws.spec.storage.retention {
         RetentionPolicy::Retain => (
             "VolumeRetained",
@@ -305,6 +304,16 @@ fn endpoint_state(ep: &ModelEndpoint, model: &str) -> ModelState {
     }
 }
 
+/// The tenant volume of `ws` as the volume index and the refused growths know it:
+/// `namespace/claim`.
+fn volume_key(ws: &UserWorkspace) -> String {
+    format!(
+        "{}/{}",
+        ws.namespace().unwrap_or_default(),
+        names::agent(&ws.name_any())
+    )
+}
+
 /// What the apply step learned.
 struct Applied {
     /// The workload's ready replicas.
@@ -343,7 +352,7 @@ async fn apply_tenant(
         && let Some(existing) = existing_volume
     {
         let wanted = &ws.spec.storage.size;
-        let claim = format!("{}/{}", pvc.namespace().unwrap_or_default(), pvc.name_any());
+        let claim = volume_key(ws);
         let refusals = &ctx.refused_growths;
         let refused = match refusals.recall(&claim, existing, wanted, Instant::now()) {
             Some(why) => Some(why),
@@ -487,11 +496,7 @@ async fn apply_workspace(ws: &UserWorkspace, ctx: &Context) -> Result<Action> {
     if let Err(errors) = agent::check(&inputs) {
         return report_invalid(ws, &errors, "RenderConfig", signal_time, now, ctx).await;
     }
-    let existing_volume = ctx
-        .volumes
-        .get(&format!("{ns}/{}", names::agent(&name)))
-        .await?
-        .pop();
+    let existing_volume = ctx.volumes.get(&volume_key(ws)).await?.pop();
     let volume = storage::plan(&ws.spec.storage.size, existing_volume.as_ref());
 
     // 4. Build (pure) and 5. apply.
