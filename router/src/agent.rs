@@ -67,6 +67,16 @@ impl AgentReply {
     }
 }
 
+/// The chat completions endpoint of the agent at `base_url`; None when it is not a URL.
+pub fn chat_url(base_url: &str) -> Option<reqwest::Url> {
+    let url = format!(
+        "{}{}",
+        base_url.trim_end_matches('/'),
+        CHAT_COMPLETIONS_PATH
+    );
+    reqwest::Url::parse(&url).ok()
+}
+
 /// One HTTP client for all agents (connection pool per agent host).
 #[derive(Clone)]
 pub struct AgentClient {
@@ -90,22 +100,19 @@ impl AgentClient {
         AgentClient { http }
     }
 
+    /// One turn: `url` is the agent's [`chat_url`], parsed once per tenant rather than per
+    /// message.
     pub async fn chat(
         &self,
-        base_url: &str,
+        url: &reqwest::Url,
         token: &str,
         session: &SessionKey,
         text: &str,
         timeout: Duration,
     ) -> Result<AgentReply, AgentError> {
-        let url = format!(
-            "{}{}",
-            base_url.trim_end_matches('/'),
-            CHAT_COMPLETIONS_PATH
-        );
         let request = self
             .http
-            .post(url)
+            .post(url.clone())
             .bearer_auth(token)
             .header(SESSION_KEY_HEADER, session.to_string())
             .json(&ChatCompletionRequest::user_message(text))
@@ -227,7 +234,7 @@ mod tests {
         };
         let err = AgentClient::new()
             .chat(
-                &format!("http://{addr}"),
+                &chat_url(&format!("http://{addr}")).expect("url"),
                 "token",
                 &SessionKey::new("web", "dm", "u1"),
                 "hi",

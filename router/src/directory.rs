@@ -20,9 +20,13 @@ use tokio::sync::watch;
 
 use crate::config::Secret;
 
-/// What the router needs to know of a tenant, copied out of the reflector.
+/// What the router needs to know of a tenant. Built when its workspace or gateway token
+/// changes, not per message: a message's lookup is a hash probe and a reference count (it was
+/// about ten copies and a date parse, twice per message).
+pub type Tenant = Arc<TenantInfo>;
+
 #[derive(Clone, Debug)]
-pub struct Tenant {
+pub struct TenantInfo {
     pub namespace: String,
     pub name: String,
     pub plan: Plan,
@@ -37,6 +41,8 @@ pub struct Tenant {
     /// waits for it without holding the sender's request open.
     pub unavailable: bool,
     pub url: Option<String>,
+    /// The agent's chat completions endpoint under `url`, parsed once.
+    pub chat_url: Option<reqwest::Url>,
     pub token: Option<Secret>,
     pub last_activity: Option<DateTime<Utc>>,
     pub hibernated_since: Option<DateTime<Utc>>,
@@ -44,7 +50,49 @@ pub struct Tenant {
     pub idle_timeout: Option<Duration>,
 }
 
-impl Tenant {
+impl TenantInfo {
+    /// What `ws` says of its tenant, with the bearer token from its gateway Secret.
+    fn of(ws: &UserWorkspace, token: Option<Secret>) -> Self {
+        let status = ws.status.as_ref();
+        let url = status.and_then(|s| s.url.clone());
+        TenantInfo {
+            namespace: ws.namespace().unwrap_or_default(),
+            name: ws.name_any(),
+            plan: ws.spec.plan,
+            model: ws.spec.model.name.clone(),
+            suspended: ws.spec.suspend,
+            ready: ws.is_ready(),
+            hibernated: status.is_some_and(|s| s.phase == Phase::Hibernated),
+            unavailable: status.is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == conditions::READY && c.reason == conditions::REASON_AGENT_NOT_RUNNING
+                })
+            }),
+            chat_url: url.as_deref().and_then(crate::agent::chat_url),
+            url,
+            token,
+            last_activity: ws
+                .annotations()
+                .get(annotations::LAST_ACTIVITY)
+                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            hibernated_since: status
+                .and_then(|s| s.hibernated_since.as_ref())
+                .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0)),
+            idle_timeout: ws.idle_timeout(),
+        }
+    }
+
+    /// (namespace, name) of the Secret holding this tenant's gateway token.
+    fn token_key(&self) -> (String, String) {
+        (
+            self.namespace.clone(),
+            names::gateway_token_secret(&self.name),
+        )
+    }
+}
+
+impl TenantInfo {
     /// `<namespace>/<name>`, for logs and usage records.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -88,10 +136,80 @@ impl Tenant {
 
 #[derive(Default)]
 struct Index {
-    /// Owner (user) id -> workspace.
-    by_owner: HashMap<String, Arc<UserWorkspace>>,
+    /// Owner (user) id -> tenant.
+    by_owner: HashMap<String, Tenant>,
     /// (namespace, secret name) -> bearer token.
     tokens: HashMap<(String, String), Secret>,
+    /// (namespace, gateway-token Secret name) -> owner: the tenant a token change rebuilds.
+    token_owners: HashMap<(String, String), String>,
+}
+
+impl Index {
+    /// Adds or replaces the tenant of `ws`'s owner.
+    fn put(&mut self, ws: &UserWorkspace) {
+        let owner = &ws.spec.owner_id;
+        let key = (
+            ws.namespace().unwrap_or_default(),
+            names::gateway_token_secret(&ws.name_any()),
+        );
+        let tenant = Arc::new(TenantInfo::of(ws, self.tokens.get(&key).cloned()));
+        if let Some(old) = self.by_owner.insert(owner.clone(), tenant) {
+            self.forget_token_owner(&old, owner);
+        }
+        self.token_owners.insert(key, owner.clone());
+    }
+
+    /// Removes `ws`'s tenant, unless its owner's entry is another workspace by now.
+    fn remove(&mut self, ws: &UserWorkspace) {
+        let owner = &ws.spec.owner_id;
+        let same = self.by_owner.get(owner).is_some_and(|t| {
+            t.name == ws.name_any() && Some(&t.namespace) == ws.namespace().as_ref()
+        });
+        if same && let Some(old) = self.by_owner.remove(owner) {
+            self.forget_token_owner(&old, owner);
+        }
+    }
+
+    fn forget_token_owner(&mut self, old: &TenantInfo, owner: &str) {
+        let key = old.token_key();
+        if self.token_owners.get(&key).is_some_and(|o| o == owner) {
+            self.token_owners.remove(&key);
+        }
+    }
+
+    /// Replaces every tenant with the workspaces of a fresh list.
+    fn relist_workspaces(&mut self, workspaces: impl IntoIterator<Item = UserWorkspace>) {
+        self.by_owner.clear();
+        self.token_owners.clear();
+        for ws in workspaces {
+            self.put(&ws);
+        }
+    }
+
+    /// Sets (or, with None, removes) one token and rebuilds the tenant it belongs to.
+    fn set_token(&mut self, key: (String, String), token: Option<Secret>) {
+        match &token {
+            Some(t) => self.tokens.insert(key.clone(), t.clone()),
+            None => self.tokens.remove(&key),
+        };
+        if let Some(owner) = self.token_owners.get(&key)
+            && let Some(tenant) = self.by_owner.get_mut(owner)
+        {
+            let mut info = TenantInfo::clone(tenant);
+            info.token = token;
+            *tenant = Arc::new(info);
+        }
+    }
+
+    /// Replaces every token with those of a fresh list, and rejoins every tenant's.
+    fn relist_tokens(&mut self, tokens: HashMap<(String, String), Secret>) {
+        self.tokens = tokens;
+        for tenant in self.by_owner.values_mut() {
+            let mut info = TenantInfo::clone(tenant);
+            info.token = self.tokens.get(&info.token_key()).cloned();
+            *tenant = Arc::new(info);
+        }
+    }
 }
 
 /// The in-memory view of tenants, kept current by watches.
@@ -167,7 +285,7 @@ impl Directory {
                 let mut stream = watcher(ws_api, watcher::Config::default())
                     .default_backoff()
                     .boxed();
-                let mut relist: Option<HashMap<String, Arc<UserWorkspace>>> = None;
+                let mut relist: Option<Vec<UserWorkspace>> = None;
                 while let Some(event) = stream.next().await {
                     match event {
                         Ok(event) => this.on_workspace(event, &mut relist),
@@ -200,37 +318,26 @@ impl Directory {
     fn on_workspace(
         &self,
         event: watcher::Event<UserWorkspace>,
-        relist: &mut Option<HashMap<String, Arc<UserWorkspace>>>,
+        relist: &mut Option<Vec<UserWorkspace>>,
     ) {
         match event {
-            watcher::Event::Init => *relist = Some(HashMap::new()),
+            watcher::Event::Init => *relist = Some(Vec::new()),
             watcher::Event::InitApply(ws) => {
-                if let Some(map) = relist.as_mut() {
-                    map.insert(ws.spec.owner_id.clone(), Arc::new(ws));
+                if let Some(list) = relist.as_mut() {
+                    list.push(ws);
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(map) = relist.take() {
-                    self.index.write().expect("index lock").by_owner = map;
+                if let Some(list) = relist.take() {
+                    self.index
+                        .write()
+                        .expect("index lock")
+                        .relist_workspaces(list);
                 }
                 self.workspaces_synced.store(true, Ordering::Relaxed);
             }
-            watcher::Event::Apply(ws) => {
-                self.index
-                    .write()
-                    .expect("index lock")
-                    .by_owner
-                    .insert(ws.spec.owner_id.clone(), Arc::new(ws));
-            }
-            watcher::Event::Delete(ws) => {
-                let mut index = self.index.write().expect("index lock");
-                let same = index.by_owner.get(&ws.spec.owner_id).is_some_and(|w| {
-                    w.name_any() == ws.name_any() && w.namespace() == ws.namespace()
-                });
-                if same {
-                    index.by_owner.remove(&ws.spec.owner_id);
-                }
-            }
+            watcher::Event::Apply(ws) => self.index.write().expect("index lock").put(&ws),
+            watcher::Event::Delete(ws) => self.index.write().expect("index lock").remove(&ws),
         }
         self.version.send_modify(|v| *v += 1);
     }
@@ -254,25 +361,23 @@ impl Directory {
             }
             watcher::Event::InitDone => {
                 if let Some(map) = relist.take() {
-                    self.index.write().expect("index lock").tokens = map;
+                    self.index.write().expect("index lock").relist_tokens(map);
                 }
                 self.secrets_synced.store(true, Ordering::Relaxed);
             }
             watcher::Event::Apply(s) => {
-                let mut index = self.index.write().expect("index lock");
-                match token_of(&s) {
-                    Some((k, v)) => index.tokens.insert(k, v),
-                    None => index
-                        .tokens
-                        .remove(&(s.namespace().unwrap_or_default(), s.name_any())),
+                let (key, token) = match token_of(&s) {
+                    Some((k, v)) => (k, Some(v)),
+                    None => ((s.namespace().unwrap_or_default(), s.name_any()), None),
                 };
-            }
-            watcher::Event::Delete(s) => {
                 self.index
                     .write()
                     .expect("index lock")
-                    .tokens
-                    .remove(&(s.namespace().unwrap_or_default(), s.name_any()));
+                    .set_token(key, token);
+            }
+            watcher::Event::Delete(s) => {
+                let key = (s.namespace().unwrap_or_default(), s.name_any());
+                self.index.write().expect("index lock").set_token(key, None);
             }
         }
         self.version.send_modify(|v| *v += 1);
@@ -280,40 +385,12 @@ impl Directory {
 
     /// The tenant of a user, if they have a workspace.
     pub fn tenant_of(&self, user: &str) -> Option<Tenant> {
-        let index = self.index.read().expect("index lock");
-        let ws = index.by_owner.get(user)?;
-        let namespace = ws.namespace().unwrap_or_default();
-        let name = ws.name_any();
-        let status = ws.status.as_ref();
-        let token = index
-            .tokens
-            .get(&(namespace.clone(), names::gateway_token_secret(&name)))
-            .cloned();
-        Some(Tenant {
-            plan: ws.spec.plan,
-            model: ws.spec.model.name.clone(),
-            suspended: ws.spec.suspend,
-            ready: ws.is_ready(),
-            hibernated: status.is_some_and(|s| s.phase == Phase::Hibernated),
-            unavailable: status.is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == conditions::READY && c.reason == conditions::REASON_AGENT_NOT_RUNNING
-                })
-            }),
-            url: status.and_then(|s| s.url.clone()),
-            token,
-            last_activity: ws
-                .annotations()
-                .get(annotations::LAST_ACTIVITY)
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc)),
-            hibernated_since: status
-                .and_then(|s| s.hibernated_since.as_ref())
-                .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0)),
-            idle_timeout: ws.idle_timeout(),
-            namespace,
-            name,
-        })
+        self.index
+            .read()
+            .expect("index lock")
+            .by_owner
+            .get(user)
+            .cloned()
     }
 
     /// The tenant of a user, waiting up to `timeout` for one this replica has not seen yet:
@@ -454,6 +531,116 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn workspace(ns: &str, name: &str, owner: &str, url: Option<&str>) -> UserWorkspace {
+        let mut ws: UserWorkspace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "clawdbot.io/v1alpha1",
+            "kind": "UserWorkspace",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"ownerId": owner, "plan": "free", "runtime": "lite",
+                     "model": {"name": "smollm2", "endpointRef": {"name": "shared"}}},
+        }))
+        .expect("workspace");
+        if let Some(url) = url {
+            ws.status =
+                Some(serde_json::from_value(serde_json::json!({"url": url})).expect("status"));
+        }
+        ws
+    }
+
+    fn token_key(ns: &str, name: &str) -> (String, String) {
+        (ns.to_string(), names::gateway_token_secret(name))
+    }
+
+    fn token(index: &Index, owner: &str) -> Option<String> {
+        let tenant = index.by_owner.get(owner)?;
+        tenant.token.as_ref().map(|t| t.expose().to_string())
+    }
+
+    #[test]
+    fn a_tenant_gets_its_token_whichever_of_the_two_watches_brings_its_part_first() {
+        let mut index = Index::default();
+        // Workspace first, then its token.
+        index.put(&workspace(
+            "t-a",
+            "ws",
+            "alice",
+            Some("http://10.0.0.1:18789/"),
+        ));
+        assert_eq!(token(&index, "alice"), None);
+        index.set_token(token_key("t-a", "ws"), Some(Secret::new("tok-a")));
+        assert_eq!(token(&index, "alice").as_deref(), Some("tok-a"));
+        // Token first, then the workspace.
+        index.set_token(token_key("t-b", "ws"), Some(Secret::new("tok-b")));
+        index.put(&workspace("t-b", "ws", "bob", None));
+        assert_eq!(token(&index, "bob").as_deref(), Some("tok-b"));
+        // A rotated token reaches the tenant; another tenant's token does not.
+        index.set_token(token_key("t-a", "ws"), Some(Secret::new("tok-a2")));
+        assert_eq!(token(&index, "alice").as_deref(), Some("tok-a2"));
+        assert_eq!(token(&index, "bob").as_deref(), Some("tok-b"));
+        // A deleted token leaves the tenant without one (not usable), the tenant stays known.
+        index.set_token(token_key("t-a", "ws"), None);
+        assert_eq!(token(&index, "alice"), None);
+        assert!(index.by_owner.contains_key("alice"));
+    }
+
+    #[test]
+    fn what_a_message_needs_is_built_once_from_the_workspace() {
+        let mut index = Index::default();
+        index.set_token(token_key("t-a", "ws"), Some(Secret::new("tok-a")));
+        index.put(&workspace(
+            "t-a",
+            "ws",
+            "alice",
+            Some("http://10.0.0.1:18789/"),
+        ));
+        let tenant = index.by_owner.get("alice").expect("alice");
+        assert_eq!(
+            (tenant.namespace.as_str(), tenant.name.as_str()),
+            ("t-a", "ws")
+        );
+        assert_eq!(
+            tenant.chat_url.as_ref().map(|u| u.as_str()),
+            Some("http://10.0.0.1:18789/v1/chat/completions")
+        );
+        // Not ready (no Ready condition): a message waits for it.
+        assert!(!tenant.usable());
+        // A status URL that is no URL leaves no endpoint to call.
+        index.put(&workspace("t-a", "ws", "alice", Some("not a url")));
+        assert_eq!(index.by_owner["alice"].chat_url, None);
+    }
+
+    #[test]
+    fn a_deleted_workspace_takes_its_tenant_but_not_a_newer_one_of_the_same_owner() {
+        let mut index = Index::default();
+        let old = workspace("t-a", "old", "alice", None);
+        index.put(&old);
+        index.put(&workspace("t-a", "new", "alice", None));
+        // The old workspace's deletion arrives after the new one: the new one stays.
+        index.remove(&old);
+        assert_eq!(index.by_owner["alice"].name, "new");
+        // The old workspace's token no longer touches alice.
+        index.set_token(token_key("t-a", "old"), Some(Secret::new("stale")));
+        assert_eq!(token(&index, "alice"), None);
+        index.set_token(token_key("t-a", "new"), Some(Secret::new("fresh")));
+        assert_eq!(token(&index, "alice").as_deref(), Some("fresh"));
+        index.remove(&workspace("t-a", "new", "alice", None));
+        assert!(index.by_owner.is_empty() && index.token_owners.is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_every_tenant_and_rejoins_every_token() {
+        let mut index = Index::default();
+        index.put(&workspace("t-a", "ws", "alice", None));
+        index.put(&workspace("t-b", "ws", "bob", None));
+        index.relist_workspaces([workspace("t-b", "ws", "bob", None)]);
+        assert!(!index.by_owner.contains_key("alice"));
+        let tokens = HashMap::from([(token_key("t-b", "ws"), Secret::new("tok-b"))]);
+        index.relist_tokens(tokens);
+        assert_eq!(token(&index, "bob").as_deref(), Some("tok-b"));
+        index.relist_tokens(HashMap::new());
+        assert_eq!(token(&index, "bob"), None);
+    }
 
     #[test]
     fn activity_is_noted_as_often_as_hibernation_needs_and_wakes_at_once() {

@@ -673,6 +673,11 @@ impl Core {
         let (Some(url), Some(token)) = (tenant.url.as_deref(), tenant.token.as_ref()) else {
             return Err(ApiError::Internal("tenant became unusable".into()));
         };
+        let Some(url) = tenant.chat_url.as_ref() else {
+            return Err(ApiError::Internal(format!(
+                "the agent's URL is not a URL: {url}"
+            )));
+        };
         let started = Instant::now();
         let session = msg.session_key();
         let call = self.agent.chat(

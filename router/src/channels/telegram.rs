@@ -124,6 +124,16 @@ pub struct Telegram {
     /// polling brings the updates instead).
     webhook_secret: Option<Secret>,
     gate: RateGate,
+    /// `sendMessage`'s URL, parsed once (None if `api_base` makes no URL: each send then
+    /// fails on it as before).
+    send_message_url: Option<reqwest::Url>,
+}
+
+/// `sendMessage`'s body: the two fields sent, without building a JSON map per reply.
+#[derive(serde::Serialize)]
+struct SendMessage<'a> {
+    chat_id: i64,
+    text: &'a str,
 }
 
 impl Telegram {
@@ -131,13 +141,16 @@ impl Telegram {
     /// [`super::telegram_updates`]).
     pub fn from_config(config: &Config, http: &reqwest::Client) -> Option<Self> {
         let bot_token = config.telegram.bot_token.as_ref()?;
-        Some(Telegram {
+        let mut telegram = Telegram {
             http: http.clone(),
             api_base: config.telegram.api_base.trim_end_matches('/').to_string(),
             bot_token: bot_token.clone(),
             webhook_secret: config.telegram.webhook_secret.clone(),
             gate: RateGate::new(config.telegram.global_rate, config.telegram.chat_rate),
-        })
+            send_message_url: None,
+        };
+        telegram.send_message_url = reqwest::Url::parse(&telegram.method_url("sendMessage")).ok();
+        Some(telegram)
     }
 
     fn method_url(&self, method: &str) -> String {
@@ -145,14 +158,14 @@ impl Telegram {
     }
 
     async fn send_message(&self, chat_id: i64, text: &str) -> Result<(), SendError> {
-        let url = self.method_url("sendMessage");
-        let body = json!({"chat_id": chat_id, "text": text});
+        let body = SendMessage { chat_id, text };
         Platform::Telegram
             .send(&Policy::REPLY, &self.gate, &chat_id, || {
-                self.http
-                    .post(&url)
-                    .json(&body)
-                    .timeout(Duration::from_secs(30))
+                let request = match &self.send_message_url {
+                    Some(url) => self.http.post(url.clone()),
+                    None => self.http.post(self.method_url("sendMessage")),
+                };
+                request.json(&body).timeout(Duration::from_secs(30))
             })
             .await
             .map(drop)
