@@ -393,6 +393,12 @@ impl Directory {
             .cloned()
     }
 
+    /// [`Directory::tenant_of`] by the user's id, without allocating its text.
+    pub fn tenant_of_user(&self, user: uuid::Uuid) -> Option<Tenant> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        self.tenant_of(user.hyphenated().encode_lower(&mut buf))
+    }
+
     /// The tenant of a user, waiting up to `timeout` for one this replica has not seen yet:
     /// a workspace created moments ago (sign-up, or the admin CLI on another machine) reaches
     /// this replica through its watch, which lags the API server by milliseconds, or by

@@ -242,7 +242,7 @@ impl Limits {
     /// The per-minute and daily counters of `user` at `now`.
     fn admit_keys(&self, user: Uuid, now: DateTime<Utc>) -> (String, String) {
         let minute = now.timestamp() / 60;
-        let day = now.format("%Y%m%d");
+        let day = Day(now);
         (
             self.key(format_args!("rate:{user}:{minute}")),
             self.key(format_args!("quota:{user}:{day}")),
@@ -251,7 +251,7 @@ impl Limits {
 
     /// Messages of `user` counted today (UTC), without counting one.
     pub async fn quota_used(&self, user: Uuid) -> Result<u32, redis::RedisError> {
-        let day = Utc::now().format("%Y%m%d");
+        let day = Day(Utc::now());
         let key = self.key(format_args!("quota:{user}:{day}"));
         let n: Option<u32> = redis::cmd("GET")
             .arg(&key)
@@ -382,9 +382,33 @@ fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
+/// A quota key's UTC day, `YYYYMMDD`: what `format("%Y%m%d")` writes, without parsing the
+/// pattern on every message.
+struct Day(DateTime<Utc>);
+
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::Datelike;
+        let d = self.0.date_naive();
+        write!(f, "{:04}{:02}{:02}", d.year(), d.month(), d.day())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_day_is_written_as_before() {
+        for at in [
+            "2026-01-02T00:00:00Z",
+            "2026-12-31T23:59:59Z",
+            "0999-03-04T12:00:00Z",
+        ] {
+            let t: DateTime<Utc> = at.parse().expect("time");
+            assert_eq!(Day(t).to_string(), t.format("%Y%m%d").to_string(), "{at}");
+        }
+    }
 
     #[test]
     fn quota_resets_at_the_next_utc_midnight() {

@@ -371,7 +371,7 @@ impl Core {
             return None;
         }
         let connection = self.senders.get(&msg.channel, &msg.sender_id)?;
-        let tenant = self.directory.tenant_of(&connection.user.to_string())?;
+        let tenant = self.directory.tenant_of_user(connection.user)?;
         let policy = self.config.accounts.plans.policy(tenant.plan);
         if tenant.suspended || connection.paused(policy.max_channels) {
             return None;
@@ -442,7 +442,7 @@ impl Core {
                 .answer(row, msg, "You're connected. Just write to me.", "start")
                 .await;
         }
-        let known = match self.directory.tenant_of(&user.to_string()) {
+        let known = match self.directory.tenant_of_user(user) {
             Some(t) => Some(t),
             None => {
                 let started = Instant::now();
