@@ -146,17 +146,19 @@ struct Index {
 
 impl Index {
     /// Adds or replaces the tenant of `ws`'s owner.
+    #[cfg(test)]
     fn put(&mut self, ws: &UserWorkspace) {
-        let owner = &ws.spec.owner_id;
-        let key = (
-            ws.namespace().unwrap_or_default(),
-            names::gateway_token_secret(&ws.name_any()),
-        );
-        let tenant = Arc::new(TenantInfo::of(ws, self.tokens.get(&key).cloned()));
-        if let Some(old) = self.by_owner.insert(owner.clone(), tenant) {
-            self.forget_token_owner(&old, owner);
+        self.insert(ws.spec.owner_id.clone(), TenantInfo::of(ws, None));
+    }
+
+    /// Adds or replaces `owner`'s tenant (built outside the lock), with its token joined.
+    fn insert(&mut self, owner: String, mut tenant: TenantInfo) {
+        let key = tenant.token_key();
+        tenant.token = self.tokens.get(&key).cloned();
+        if let Some(old) = self.by_owner.insert(owner.clone(), Arc::new(tenant)) {
+            self.forget_token_owner(&old, &owner);
         }
-        self.token_owners.insert(key, owner.clone());
+        self.token_owners.insert(key, owner);
     }
 
     /// Removes `ws`'s tenant, unless its owner's entry is another workspace by now.
@@ -177,12 +179,12 @@ impl Index {
         }
     }
 
-    /// Replaces every tenant with the workspaces of a fresh list.
-    fn relist_workspaces(&mut self, workspaces: impl IntoIterator<Item = UserWorkspace>) {
+    /// Replaces every tenant with those of a fresh list (owner, tenant without its token).
+    fn relist_workspaces(&mut self, tenants: impl IntoIterator<Item = (String, TenantInfo)>) {
         self.by_owner.clear();
         self.token_owners.clear();
-        for ws in workspaces {
-            self.put(&ws);
+        for (owner, tenant) in tenants {
+            self.insert(owner, tenant);
         }
     }
 
@@ -285,7 +287,7 @@ impl Directory {
                 let mut stream = watcher(ws_api, watcher::Config::default())
                     .default_backoff()
                     .boxed();
-                let mut relist: Option<Vec<UserWorkspace>> = None;
+                let mut relist: Option<Vec<(String, TenantInfo)>> = None;
                 while let Some(event) = stream.next().await {
                     match event {
                         Ok(event) => this.on_workspace(event, &mut relist),
@@ -318,13 +320,14 @@ impl Directory {
     fn on_workspace(
         &self,
         event: watcher::Event<UserWorkspace>,
-        relist: &mut Option<Vec<UserWorkspace>>,
+        relist: &mut Option<Vec<(String, TenantInfo)>>,
     ) {
+        // Tenants are built before the index is locked: messages read it meanwhile.
         match event {
             watcher::Event::Init => *relist = Some(Vec::new()),
             watcher::Event::InitApply(ws) => {
                 if let Some(list) = relist.as_mut() {
-                    list.push(ws);
+                    list.push((ws.spec.owner_id.clone(), TenantInfo::of(&ws, None)));
                 }
             }
             watcher::Event::InitDone => {
@@ -336,7 +339,14 @@ impl Directory {
                 }
                 self.workspaces_synced.store(true, Ordering::Relaxed);
             }
-            watcher::Event::Apply(ws) => self.index.write().expect("index lock").put(&ws),
+            watcher::Event::Apply(ws) => {
+                let tenant = TenantInfo::of(&ws, None);
+                let owner = ws.spec.owner_id;
+                self.index
+                    .write()
+                    .expect("index lock")
+                    .insert(owner, tenant);
+            }
             watcher::Event::Delete(ws) => self.index.write().expect("index lock").remove(&ws),
         }
         self.version.send_modify(|v| *v += 1);
@@ -639,7 +649,8 @@ mod tests {
         let mut index = Index::default();
         index.put(&workspace("t-a", "ws", "alice", None));
         index.put(&workspace("t-b", "ws", "bob", None));
-        index.relist_workspaces([workspace("t-b", "ws", "bob", None)]);
+        let bob = workspace("t-b", "ws", "bob", None);
+        index.relist_workspaces([("bob".to_string(), TenantInfo::of(&bob, None))]);
         assert!(!index.by_owner.contains_key("alice"));
         let tokens = HashMap::from([(token_key("t-b", "ws"), Secret::new("tok-b"))]);
         index.relist_tokens(tokens);

@@ -673,20 +673,23 @@ impl Core {
         let (Some(url), Some(token)) = (tenant.url.as_deref(), tenant.token.as_ref()) else {
             return Err(ApiError::Internal("tenant became unusable".into()));
         };
-        let Some(url) = tenant.chat_url.as_ref() else {
-            return Err(ApiError::Internal(format!(
-                "the agent's URL is not a URL: {url}"
-            )));
-        };
         let started = Instant::now();
         let session = msg.session_key();
-        let call = self.agent.chat(
-            url,
-            token.expose(),
-            &session,
-            &msg.text,
-            self.config.limits.agent_timeout,
-        );
+        // A status URL that is no URL is the agent unreachable, answered and finished as such
+        // (not an error that leaves the message to be taken over again and again).
+        let call = async {
+            match tenant.chat_url.as_ref() {
+                Some(chat_url) => {
+                    let timeout = self.config.limits.agent_timeout;
+                    (self.agent)
+                        .chat(chat_url, token.expose(), &session, &msg.text, timeout)
+                        .await
+                }
+                None => Err(AgentError::Unreachable(format!(
+                    "the agent's URL is not a URL: {url}"
+                ))),
+            }
+        };
         let typing = async {
             tokio::time::sleep(TYPING_AFTER).await;
             loop {

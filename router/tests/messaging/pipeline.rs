@@ -667,6 +667,30 @@ async fn a_message_that_finds_no_agent_listening_is_kept_and_answered_when_it_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_agent_whose_url_is_no_url_is_answered_as_unreachable_and_finished() {
+    let chat = 5_600_101;
+    let (w, r, _agent, tenant) = one_chat(Plan::Free, chat).await;
+    w.mark_ready(&tenant.name, "not a url").await;
+    let dir = r.core.directory.clone();
+    clawdbot_testkit::wait_for("the router sees the new URL", T, || async {
+        dir.tenant_of(&tenant.user.to_string())
+            .filter(|t| t.url.as_deref() == Some("not a url"))
+            .map(drop)
+    })
+    .await;
+    w.telegram_update(&r, &telegram_text_update(1, chat, "hello"))
+        .await;
+    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
+    assert!(sent[0].text.starts_with("Sorry"), "{sent:?}");
+    // Finished, not left to be taken over again (and counted again) by the sweeper.
+    clawdbot_testkit::wait_for("failure recorded", T, || async {
+        (w.count("SELECT count(*) FROM inbound_messages WHERE state = 'failed' AND outcome = 'agent_unreachable'").await == 1).then_some(())
+    })
+    .await;
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_failure_yields_a_polite_reply_and_throttling_is_honoured() {
     let chat = 5_600_001;
     let (w, r, agent, _tenant) = one_chat(Plan::Free, chat).await;
