@@ -678,16 +678,25 @@ async fn a_ready_agent_whose_url_is_no_url_is_answered_as_unreachable_and_finish
             .map(drop)
     })
     .await;
-    w.telegram_update(&r, &telegram_text_update(1, chat, "hello"))
+    // Finished, not left to be taken over again (and counted again) by the sweeper.
+    a_message_fails_politely(&w, &r, chat, "agent_unreachable").await;
+    r.shutdown().await;
+}
+
+/// Sends "hello" from `chat`: the sender hears "Sorry..." and the message is recorded failed
+/// with `outcome`.
+async fn a_message_fails_politely(w: &World, r: &support::Replica, chat: i64, outcome: &str) {
+    w.telegram_update(r, &telegram_text_update(1, chat, "hello"))
         .await;
     let sent = w.telegram.wait_for_messages(chat, 1, T).await;
     assert!(sent[0].text.starts_with("Sorry"), "{sent:?}");
-    // Finished, not left to be taken over again (and counted again) by the sweeper.
+    let failed = format!(
+        "SELECT count(*) FROM inbound_messages WHERE state = 'failed' AND outcome = '{outcome}'"
+    );
     clawdbot_testkit::wait_for("failure recorded", T, || async {
-        (w.count("SELECT count(*) FROM inbound_messages WHERE state = 'failed' AND outcome = 'agent_unreachable'").await == 1).then_some(())
+        (w.count(&failed).await == 1).then_some(())
     })
     .await;
-    r.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,14 +705,7 @@ async fn agent_failure_yields_a_polite_reply_and_throttling_is_honoured() {
     let (w, r, agent, _tenant) = one_chat(Plan::Free, chat).await;
 
     agent.state.fail.store(true, Ordering::Relaxed);
-    w.telegram_update(&r, &telegram_text_update(1, chat, "hello"))
-        .await;
-    let sent = w.telegram.wait_for_messages(chat, 1, T).await;
-    assert!(sent[0].text.starts_with("Sorry"), "{sent:?}");
-    clawdbot_testkit::wait_for("failure recorded", T, || async {
-        (w.count("SELECT count(*) FROM inbound_messages WHERE state = 'failed' AND outcome = 'agent_error'").await == 1).then_some(())
-    })
-    .await;
+    a_message_fails_politely(&w, &r, chat, "agent_error").await;
 
     // Telegram answers 429 retry_after=1: the reply waits and is sent again, not lost. A
     // 5,000-character answer arrives as two messages, in order.
