@@ -90,9 +90,7 @@ impl TenantInfo {
             names::gateway_token_secret(&self.name),
         )
     }
-}
 
-impl TenantInfo {
     /// `<namespace>/<name>`, for logs and usage records.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -197,9 +195,8 @@ impl Index {
         if let Some(owner) = self.token_owners.get(&key)
             && let Some(tenant) = self.by_owner.get_mut(owner)
         {
-            let mut info = TenantInfo::clone(tenant);
-            info.token = token;
-            *tenant = Arc::new(info);
+            // Messages holding the old view keep it; the index gets a new one.
+            Arc::make_mut(tenant).token = token;
         }
     }
 
@@ -207,9 +204,8 @@ impl Index {
     fn relist_tokens(&mut self, tokens: HashMap<(String, String), Secret>) {
         self.tokens = tokens;
         for tenant in self.by_owner.values_mut() {
-            let mut info = TenantInfo::clone(tenant);
-            info.token = self.tokens.get(&info.token_key()).cloned();
-            *tenant = Arc::new(info);
+            let token = self.tokens.get(&tenant.token_key()).cloned();
+            Arc::make_mut(tenant).token = token;
         }
     }
 }
