@@ -200,7 +200,19 @@ try {
   await shot("home-ready");
 
   step = "chat in the browser";
+  // The page's script is held back until the page has been seen without it: Send is disabled
+  // then (a click would post to a page that takes no posts; Enter would only add a line).
+  let release;
+  const held = new Promise((ok) => { release = ok; });
+  await page.route("**/dashboard/assets/chat.js", async (r) => { await held; await r.continue(); });
   await page.click('a[href="/dashboard/chat"]');
+  const sendButton = page.locator('#chat-form button[type="submit"]');
+  await sendButton.waitFor({ timeout: T });
+  check(await sendButton.isDisabled(), "Send is enabled before the page's script has run");
+  release();
+  // As a person would: type once the page can send.
+  await page.locator('#chat-form button[type="submit"]:enabled').waitFor({ timeout: T });
+  await page.unroute("**/dashboard/assets/chat.js");
   await page.fill("#msg", "hi from the browser");
   await page.press("#msg", "Enter");
   await expectText("#log li.bot", "hi from the browser");
@@ -404,7 +416,10 @@ try {
 } catch (e) {
   try {
     await page.screenshot({ path: join(shots, "failure.png"), fullPage: true });
-    console.log(`page at failure: ${page.url()}\n${(await page.content()).slice(0, 3000)}`);
+    // The text of the page's main part: what a person would have seen (the markup's first
+    // kilobytes are all header and navigation).
+    const main = await page.locator("main").first().innerText({ timeout: 2000 }).catch(() => null);
+    console.log(`page at failure: ${page.url()}\n${(main ?? await page.content()).slice(0, 3000)}`);
   } catch { /* the page is gone */ }
   console.error(`FAILED at "${step}": ${e.stack || e}`);
   if (problems.length) console.error(`console: ${problems.join(" | ")}`);

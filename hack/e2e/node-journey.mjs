@@ -87,6 +87,9 @@ try {
 
   step = "chat in the browser: the pod answers";
   await page.click('a[href="/dashboard/chat"]');
+  // As a person would: type once the page can send (chat.js enables the button; a key pressed
+  // before the script has run only adds a line to the text box).
+  await page.locator('#chat-form button[type="submit"]:enabled').waitFor({ timeout: T });
   await page.fill("#msg", "hello pod");
   await page.press("#msg", "Enter");
   // The model echoes the last user text of its prompt.
@@ -109,7 +112,10 @@ try {
 } catch (e) {
   try {
     await page.screenshot({ path: join(shots, "failure.png"), fullPage: true });
-    console.log(`page at failure: ${page.url()}\n${(await page.content()).slice(0, 3000)}`);
+    // The text of the page's main part: what a person would have seen (the markup's first
+    // kilobytes are all header and navigation).
+    const main = await page.locator("main").first().innerText({ timeout: 2000 }).catch(() => null);
+    console.log(`page at failure: ${page.url()}\n${(main ?? await page.content()).slice(0, 3000)}`);
   } catch { /* the page is gone */ }
   console.error(`FAILED at "${step}": ${e.stack || e}`);
   process.exitCode = 1;

@@ -86,4 +86,5 @@
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
   });
+  form.querySelector('button[type="submit"]').disabled = false;
 })();
