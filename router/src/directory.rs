@@ -242,6 +242,9 @@ fn activity_window(wake: bool, idle_timeout: Option<Duration>, window: Duration)
 const ACTIVITY_PATCHES: usize = 4;
 /// How often the activity of a tenant that never hibernates is noted: only for its status.
 pub const ACTIVITY_WITHOUT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long a request of a known user (a message, an API read) waits for a workspace this
+/// replica has not seen (see [`Directory::wait_known`]) before it is told there is none.
+pub const UNSEEN_WORKSPACE_WAIT: Duration = Duration::from_secs(5);
 
 impl Directory {
     pub fn new(client: Client, notes: prometheus_client::metrics::counter::Counter) -> Arc<Self> {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::agent::{AgentClient, AgentError};
 use crate::batch::Batcher;
 use crate::config::Config;
-use crate::directory::{Directory, Tenant};
+use crate::directory::{Directory, Tenant, UNSEEN_WORKSPACE_WAIT};
 use crate::error::ApiError;
 use crate::inbound::{Inbound, estimate_tokens, split_message};
 use crate::limits::{Admission, Admit, Begun, Delivery, Limits};
@@ -30,9 +30,6 @@ const CODE_ATTEMPT_WINDOW: Duration = Duration::from_secs(10 * 60);
 const TYPING_AFTER: Duration = Duration::from_millis(800);
 /// Cached sender lookups are dropped after this even without a change notification.
 const SENDER_CACHE_TTL: Duration = Duration::from_secs(300);
-/// How long a connected user's message waits for a workspace this replica has not seen
-/// (see [`Directory::wait_known`]) before they are told it is not set up.
-const UNSEEN_WORKSPACE_WAIT: Duration = Duration::from_secs(5);
 
 /// What became of an accepted webhook message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

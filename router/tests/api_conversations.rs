@@ -7,9 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use clawdbot_api::annotations;
+use clawdbot_api::{UserWorkspace, annotations};
 use clawdbot_testkit::fake_chat::telegram_text_update;
 use clawdbot_testkit::fake_llm::{FakeLlm, FakeSearxng, Reply, SearchResult};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::World;
@@ -269,4 +271,57 @@ async fn sessions_and_export_come_from_the_users_agent() {
     );
     r.shutdown().await;
     agent.stop().await;
+}
+
+/// A read right after sign-up, before this replica's watch has brought the new workspace, is
+/// told the assistant is starting, not that it does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_before_the_replica_has_seen_the_workspace_is_told_it_is_starting() {
+    let w = World::new().await;
+    let r = w.start_router(w.api_config()).await;
+    let mut a = ApiClient::new(&r);
+    a.register(
+        &format!("unseen-{:08x}@example.com", rand::random::<u32>()),
+        "unseen workspace password",
+    )
+    .await;
+    let user = a.user();
+    let name = clawdbot_accounts::provision::workspace_name(user);
+    let known = |want: bool| {
+        let dir = r.core.directory.clone();
+        clawdbot_testkit::wait_for("the replica to see the change", T, move || {
+            let seen = dir.tenant_of(&user.to_string()).is_some();
+            std::future::ready((seen == want).then_some(()))
+        })
+    };
+
+    // The window between sign-up and the watch, made wide: the workspace is taken away until
+    // the replica has forgotten it, and put back while a read waits.
+    let workspaces = Api::<UserWorkspace>::namespaced(w.kube.clone(), &w.namespace);
+    known(true).await;
+    let mut ws = workspaces.get(&name).await.expect("workspace");
+    workspaces
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete workspace");
+    known(false).await;
+    ws.metadata.resource_version = None;
+    ws.metadata.uid = None;
+    ws.metadata.creation_timestamp = None;
+    ws.metadata.managed_fields = None;
+    ws.metadata.generation = None;
+    ws.status = None;
+    let ((s, body), _) = tokio::join!(a.get("/sessions"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        workspaces
+            .create(&PostParams::default(), &ws)
+            .await
+            .expect("create workspace again")
+    });
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("starting"),
+        "{body}"
+    );
+    r.shutdown().await;
 }

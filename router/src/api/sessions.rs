@@ -27,7 +27,7 @@ use super::ApiState;
 use super::extract::AuthUser;
 use super::views::ErrorBody;
 use crate::agent::AgentError;
-use crate::directory::Tenant;
+use crate::directory::{Tenant, UNSEEN_WORKSPACE_WAIT};
 use crate::error::ApiError;
 
 /// Longest wait for the agent to answer a read (the list and a page are small; an export
@@ -204,9 +204,12 @@ impl IntoResponse for Unavailable {
 /// to wake).
 pub async fn reachable_tenant(s: &ApiState, user: uuid::Uuid) -> Result<Tenant, Unavailable> {
     let core = &s.core;
+    // Right after sign-up the workspace may not have reached this replica's watch yet: that
+    // is "starting", not "none".
     let tenant = core
         .directory
-        .tenant_of(&user.to_string())
+        .wait_known(&user.to_string(), UNSEEN_WORKSPACE_WAIT)
+        .await
         .ok_or(Unavailable::NoWorkspace)?;
     if tenant.suspended {
         return Err(Unavailable::Suspended);

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::Routes;
 use crate::config::{Config, Secret};
+use crate::directory::UNSEEN_WORKSPACE_WAIT;
 use crate::error::ApiError;
 use crate::inbound::Inbound;
 use crate::limits::{Admission, Quota};
@@ -178,7 +179,12 @@ fn upgrade_url(config: &Config) -> Option<String> {
 /// Counts the message against the user's per-minute limit and daily quota (the pipeline
 /// does not count web messages again). `Err` is the 429 to answer with.
 async fn admit(core: &Core, user: Uuid) -> Result<Option<Quota>, Box<Response>> {
-    let Some(tenant) = core.directory.tenant_of(&user.to_string()) else {
+    // Waits as the pipeline will for a workspace this replica has not seen yet, so that a
+    // message sent right after sign-up is counted like any other.
+    let known = (core.directory)
+        .wait_known(&user.to_string(), UNSEEN_WORKSPACE_WAIT)
+        .await;
+    let Some(tenant) = known else {
         // The pipeline answers "not set up yet"; nothing to count.
         return Ok(None);
     };
