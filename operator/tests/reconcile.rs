@@ -14,7 +14,7 @@ use clawdbot_testkit::wait_for;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -467,6 +467,19 @@ async fn idle_workspace_hibernates_and_wakes_on_activity() {
         ("True", REASON_IDLE)
     );
     assert!(ws.status.as_ref().unwrap().hibernated_since.is_some());
+    // The old pod gone before the wake, so that the pod marked ready below is the new one.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_for("the hibernated pod gone", TIMEOUT, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("clawdbot.io/workspace=sleepy"))
+                .await
+                .ok()?;
+            list.items.is_empty().then_some(())
+        }
+    })
+    .await;
 
     // The router's wake signal: a fresh last-activity annotation.
     let api: Api<UserWorkspace> = Api::namespaced(client.clone(), &ns);

@@ -67,6 +67,11 @@ pub async fn setup(prefix: &str) -> (Client, String) {
     (client, ns)
 }
 
+/// The operators' leader lease: renewed 2 s before it runs out (a third of it), so a renewal
+/// slowed by a busy API server does not hand it to the standby while the leader lives (with
+/// 3 s the margin was 1 s).
+const LEASE: Duration = Duration::from_secs(6);
+
 /// Starts an operator replica that watches `ns` and elects its leader through a Lease there.
 pub async fn start_operator(client: &Client, ns: &str, identity: &str) -> Operator {
     start_operator_with(client, ns, identity, OperatorConfig::default()).await
@@ -88,7 +93,7 @@ pub async fn start_operator_with(
         lease_namespace: ns.to_string(),
         lease_name: "clawdbot-operator".into(),
         identity: identity.to_string(),
-        lease_duration: Duration::from_secs(3),
+        lease_duration: LEASE,
         concurrency: 16,
     };
     let (tx, rx) = oneshot::channel();
@@ -126,7 +131,7 @@ pub async fn start_counted_operator(ns: &str, identity: &str) -> Operator {
         lease_namespace: ns.to_string(),
         lease_name: "clawdbot-operator".into(),
         identity: identity.to_string(),
-        lease_duration: Duration::from_secs(3),
+        lease_duration: LEASE,
         concurrency: 16,
     };
     let (tx, rx) = oneshot::channel();

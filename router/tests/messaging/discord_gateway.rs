@@ -36,7 +36,9 @@ fn gateway_config(w: &World, gateway: &FakeDiscordGateway, identity: &str) -> Co
     c.discord.gateway_url = gateway.url();
     c.kube.lease_namespace = w.namespace.clone();
     c.kube.lease_identity = Some(identity.to_string());
-    c.discord.gateway_lease_seconds = 2;
+    // Renewed 2 s before it runs out (a third of it): a renewal slowed by a busy API server
+    // does not let the standby take it (with 2 s the margin was 1 s).
+    c.discord.gateway_lease_seconds = 6;
     c
 }
 
@@ -131,7 +133,9 @@ async fn dms_from_people_are_answered_once_through_the_rest_api() {
 
     // The next DM is the agent's second turn: everything dispatched before it was dropped.
     // The agent takes its time, so the typing indicator goes to the DM channel.
-    agent.state.delay_ms.store(1200, Ordering::Relaxed);
+    // Well past the typing delay (800 ms), so the indicator is sent before the reply even when
+    // the machine is busy.
+    agent.state.delay_ms.store(3000, Ordering::Relaxed);
     gateway.dispatch(
         "MESSAGE_CREATE",
         &dm_message("1180000000000000105", DM, USER, "and again"),
@@ -279,8 +283,8 @@ async fn one_replica_holds_the_gateway_and_another_takes_over() {
         );
     }
 
-    // Someone else takes the Lease: the holder notices at its next renewal and disconnects;
-    // when that lease runs out, a replica connects again.
+    // Someone else takes the Lease: the holder notices at its next renewal (within 4 s) and
+    // disconnects; when that lease runs out, a replica connects again.
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     leases
         .patch(
@@ -288,7 +292,7 @@ async fn one_replica_holds_the_gateway_and_another_takes_over() {
             &PatchParams::default(),
             &Patch::Merge(
                 json!({"spec": {"holderIdentity": "intruder", "renewTime": now,
-                                           "leaseDurationSeconds": 3}}),
+                                           "leaseDurationSeconds": 10}}),
             ),
         )
         .await
