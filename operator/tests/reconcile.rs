@@ -377,16 +377,11 @@ async fn deletion_honours_the_retention_policy() {
 
     // Garbage collection removes the owned children of all.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    wait_for("garbage collection of the Deployments", TIMEOUT, || {
-        let deployments = deployments.clone();
-        async move {
-            let l = deployments
-                .list(&ListParams::default().labels("app.kubernetes.io/name=clawdbot-agent"))
-                .await
-                .ok()?;
-            l.items.is_empty().then_some(())
-        }
-    })
+    wait_none_labelled(
+        &deployments,
+        "app.kubernetes.io/name=clawdbot-agent",
+        "garbage collection of the Deployments",
+    )
     .await;
     // Delete: the volumes go (a PVC with the protection finalizer may linger as terminating).
     for n in ["drop", "switch", "legacy"] {
@@ -469,16 +464,11 @@ async fn idle_workspace_hibernates_and_wakes_on_activity() {
     assert!(ws.status.as_ref().unwrap().hibernated_since.is_some());
     // The old pod gone before the wake, so that the pod marked ready below is the new one.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    wait_for("the hibernated pod gone", TIMEOUT, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels("clawdbot.io/workspace=sleepy"))
-                .await
-                .ok()?;
-            list.items.is_empty().then_some(())
-        }
-    })
+    wait_none_labelled(
+        &pods,
+        "clawdbot.io/workspace=sleepy",
+        "the hibernated pod gone",
+    )
     .await;
 
     // The router's wake signal: a fresh last-activity annotation.

@@ -213,6 +213,24 @@ pub async fn wait_ws(
     .await
 }
 
+/// Waits until no object of `api` carries the labels of `selector`.
+pub async fn wait_none_labelled<K>(api: &Api<K>, selector: &str, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(what, TIMEOUT, || {
+        let api = api.clone();
+        async move {
+            let list = api
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items.is_empty().then_some(())
+        }
+    })
+    .await
+}
+
 /// Plays the kubelet: marks every pod matching `selector` Running and Ready, so that the real
 /// ReplicaSet and Deployment controllers report ready replicas.
 pub async fn mark_pods_ready(client: &Client, ns: &str, selector: &str) {
