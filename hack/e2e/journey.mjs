@@ -206,12 +206,12 @@ try {
   const held = new Promise((ok) => { release = ok; });
   await page.route("**/dashboard/assets/chat.js", async (r) => { await held; await r.continue(); });
   await page.click('a[href="/dashboard/chat"]');
-  const sendButton = page.locator('#chat-form button[type="submit"]');
-  await sendButton.waitFor({ timeout: T });
-  check(await sendButton.isDisabled(), "Send is enabled before the page's script has run");
+  const send = '#chat-form button[type="submit"]';
+  await page.locator(send).waitFor({ timeout: T });
+  check(await page.isDisabled(send), "Send is enabled before the page's script has run");
   release();
   // As a person would: type once the page can send.
-  await page.locator('#chat-form button[type="submit"]:enabled').waitFor({ timeout: T });
+  await page.locator(`${send}:enabled`).waitFor({ timeout: T });
   await page.unroute("**/dashboard/assets/chat.js");
   await page.fill("#msg", "hi from the browser");
   await page.press("#msg", "Enter");

@@ -413,9 +413,11 @@ impl Directory {
     /// this replica through its watch, which lags the API server by milliseconds, or by
     /// seconds when the API server is busy. Without the wait, the first message of a new user
     /// could be told that their assistant is not set up while it is.
-    pub async fn wait_known(&self, user: &str, timeout: Duration) -> Option<Tenant> {
-        self.watch_for(timeout, move || std::future::ready(self.tenant_of(user)))
-            .await
+    pub async fn wait_known(&self, user: uuid::Uuid, timeout: Duration) -> Option<Tenant> {
+        self.watch_for(timeout, move || {
+            std::future::ready(self.tenant_of_user(user))
+        })
+        .await
     }
 
     /// Looks with `look` now and again after every change the watches bring, until it finds

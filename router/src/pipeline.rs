@@ -444,7 +444,7 @@ impl Core {
             None => {
                 let started = Instant::now();
                 let t = (self.directory)
-                    .wait_known(&user.to_string(), UNSEEN_WORKSPACE_WAIT)
+                    .wait_known(user, UNSEEN_WORKSPACE_WAIT)
                     .await;
                 self.metrics.stage("unseen_workspace", started);
                 t

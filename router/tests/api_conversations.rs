@@ -290,7 +290,7 @@ async fn a_read_before_the_replica_has_seen_the_workspace_is_told_it_is_starting
     let known = |want: bool| {
         let dir = r.core.directory.clone();
         clawdbot_testkit::wait_for("the replica to see the change", T, move || {
-            let seen = dir.tenant_of(&user.to_string()).is_some();
+            let seen = dir.tenant_of_user(user).is_some();
             std::future::ready((seen == want).then_some(()))
         })
     };

@@ -208,7 +208,7 @@ pub async fn reachable_tenant(s: &ApiState, user: uuid::Uuid) -> Result<Tenant, 
     // is "starting", not "none".
     let tenant = core
         .directory
-        .wait_known(&user.to_string(), UNSEEN_WORKSPACE_WAIT)
+        .wait_known(user, UNSEEN_WORKSPACE_WAIT)
         .await
         .ok_or(Unavailable::NoWorkspace)?;
     if tenant.suspended {

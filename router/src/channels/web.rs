@@ -181,10 +181,7 @@ fn upgrade_url(config: &Config) -> Option<String> {
 async fn admit(core: &Core, user: Uuid) -> Result<Option<Quota>, Box<Response>> {
     // Waits as the pipeline will for a workspace this replica has not seen yet, so that a
     // message sent right after sign-up is counted like any other.
-    let known = (core.directory)
-        .wait_known(&user.to_string(), UNSEEN_WORKSPACE_WAIT)
-        .await;
-    let Some(tenant) = known else {
+    let Some(tenant) = core.directory.wait_known(user, UNSEEN_WORKSPACE_WAIT).await else {
         // The pipeline answers "not set up yet"; nothing to count.
         return Ok(None);
     };
