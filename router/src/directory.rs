@@ -227,6 +227,10 @@ pub struct Directory {
     /// Annotations written (`router_activity_notes_total`): the router's one API server write
     /// per tenant per activity window, to be seen apart from the messages.
     notes: prometheus_client::metrics::counter::Counter,
+    /// Users a [`Directory::wait_known`] found no workspace for, and when it gave up: the
+    /// same request's next look (a web chat message is looked up at the edge for its quota,
+    /// then in the pipeline) is answered at once instead of waiting as long again.
+    unseen: std::sync::Mutex<HashMap<uuid::Uuid, tokio::time::Instant>>,
 }
 
 /// How long one activity note (or wake) of a tenant stands before the next is sent.
@@ -257,6 +261,7 @@ impl Directory {
             recent: std::sync::Mutex::new(HashMap::new()),
             patching: tokio::sync::Semaphore::new(ACTIVITY_PATCHES),
             notes,
+            unseen: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -413,11 +418,33 @@ impl Directory {
     /// this replica through its watch, which lags the API server by milliseconds, or by
     /// seconds when the API server is busy. Without the wait, the first message of a new user
     /// could be told that their assistant is not set up while it is.
+    ///
+    /// A user waited for in vain within the last `timeout` is not waited for again: a workspace
+    /// still unseen after one full wait is missing (its provisioning failed), not lagging.
     pub async fn wait_known(&self, user: uuid::Uuid, timeout: Duration) -> Option<Tenant> {
-        self.watch_for(timeout, move || {
-            std::future::ready(self.tenant_of_user(user))
-        })
-        .await
+        if let Some(tenant) = self.tenant_of_user(user) {
+            return Some(tenant);
+        }
+        let now = tokio::time::Instant::now();
+        let recently_missed = (self.unseen.lock().expect("unseen lock"))
+            .get(&user)
+            .is_some_and(|&at| now.duration_since(at) < timeout);
+        if recently_missed {
+            return None;
+        }
+        let found = self
+            .watch_for(timeout, move || {
+                std::future::ready(self.tenant_of_user(user))
+            })
+            .await;
+        if found.is_none() {
+            let now = tokio::time::Instant::now();
+            let mut unseen = self.unseen.lock().expect("unseen lock");
+            // Bounded by the users without a workspace who wrote within one wait.
+            unseen.retain(|_, at| now.duration_since(*at) < timeout);
+            unseen.insert(user, now);
+        }
+        found
     }
 
     /// Looks with `look` now and again after every change the watches bring, until it finds
@@ -572,6 +599,39 @@ mod tests {
     fn token(index: &Index, owner: &str) -> Option<String> {
         let tenant = index.by_owner.get(owner)?;
         tenant.token.as_ref().map(|t| t.expose().to_string())
+    }
+
+    /// A directory whose watches never run: its index is what the test puts in it.
+    fn offline_directory() -> Arc<Directory> {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        Directory::new(client, Default::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_waited_for_in_vain_is_answered_at_once_until_the_wait_would_be_over() {
+        let dir = offline_directory();
+        let wait = UNSEEN_WORKSPACE_WAIT;
+        let (user, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let waited = async |user| {
+            let start = tokio::time::Instant::now();
+            let found = dir.wait_known(user, wait).await;
+            (found.is_some(), start.elapsed())
+        };
+        // The first look waits the whole time for a workspace the watch may still bring.
+        assert_eq!(waited(user).await, (false, wait));
+        // The same request's second look (the pipeline after the web edge) does not.
+        assert_eq!(waited(user).await, (false, Duration::ZERO));
+        // Another user is not affected by it.
+        assert_eq!(waited(other).await, (false, wait));
+        // Once a wait's length has passed, a new request waits again.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(waited(user).await, (false, wait));
+        // A workspace that arrives is found whatever was missed before.
+        let owner = user.to_string();
+        (dir.index.write().expect("index")).put(&workspace("t-u", "ws", &owner, None));
+        let (found, took) = waited(user).await;
+        assert!(found && took == Duration::ZERO, "{found} after {took:?}");
     }
 
     #[test]

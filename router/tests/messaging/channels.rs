@@ -357,6 +357,53 @@ async fn discord_ping_signatures_and_deferred_ask() {
     r.shutdown().await;
 }
 
+/// A web chat user whose workspace never came (its provisioning failed) is told so after one
+/// wait for it: the web edge waits for the workspace to count the message against its quota,
+/// and the pipeline, which would wait as long again, knows the wait was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_chat_without_a_workspace_is_told_so_after_one_wait() {
+    let w = World::new().await;
+    let r = w.start_router(w.config()).await;
+    let user = clawdbot_router::admin::create_user(&w.db, None, Plan::Free)
+        .await
+        .expect("user");
+    let token: Value = w
+        .http
+        .post(format!("{}/api/v1/web/token", r.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"user_id": user}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = w
+        .http
+        .post(format!("{}/api/v1/web/messages", r.base))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .json(&json!({"id": "m1", "text": "anyone there?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(T, resp.text())
+        .await
+        .expect("stream ends")
+        .unwrap();
+    assert!(body.contains("not set up yet"), "{body}");
+    // The pipeline's wait for the workspace (its own stage) took nothing: 5 s without this.
+    let metrics = r.metrics().await;
+    let waited: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"router_stage_seconds_sum{stage="unseen_workspace"} "#))
+        .unwrap_or_else(|| panic!("no unseen_workspace stage in {metrics}"))
+        .parse()
+        .expect("seconds");
+    assert!(waited < 1.0, "the pipeline waited {waited} s again");
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_chat_streams_the_reply() {
     let w = World::new().await;
