@@ -67,9 +67,19 @@ pub fn init_tracing() {
 }
 
 /// Path of the repository root (for `crds/`, `migrations/`, `hack/`).
+///
+/// Found from the package cargo runs (its `CARGO_MANIFEST_DIR` at run time) rather than from
+/// the path compiled in: a target directory shared by two checkouts can hand this crate, built
+/// in the other one, to tests of this one, and the other may be gone.
 pub fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+    let compiled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from);
+    running
+        .iter()
+        .flat_map(|dir| dir.ancestors())
+        .find(|dir| dir.join("Cargo.lock").is_file() && dir.join("crds").is_dir())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(compiled)
         .canonicalize()
         .expect("repo root")
 }
