@@ -110,9 +110,38 @@ pub async fn start_with(options: Options) -> ModelServer {
     let install = ensure_installed().await;
     let dir = TempDir::new("clawdbot-model-server");
     let log = dir.path().join("server.log");
-    let log_file = std::fs::File::create(&log).expect("model server log file");
+    // The port is free when picked and bound by the server a moment later: should another
+    // process take it in between, the server exits at once and is started on another.
+    let mut attempt = 1;
+    let (child, port) = loop {
+        let (child, port) = spawn_and_wait(&install, &options, &log).await;
+        match child {
+            Ok(child) => break (child, port),
+            Err(log_text) if attempt < 3 && log_text.contains("address already in use") => {
+                attempt += 1;
+            }
+            Err(log_text) => panic!("{log_text}"),
+        }
+    };
+    ModelServer {
+        child,
+        host: options.host.clone(),
+        port,
+        log,
+        _dir: dir,
+    }
+}
+
+/// Starts the server on a free port and waits until `/v1/models` answers; on failure the
+/// reason with the server's log.
+async fn spawn_and_wait(
+    install: &Install,
+    options: &Options,
+    log: &Path,
+) -> (Result<Child, String>, u16) {
+    let log_file = std::fs::File::create(log).expect("model server log file");
     let port = free_port();
-    let mut child = Command::new(install.python)
+    let mut child = Command::new(&install.python)
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(&install.gguf)
         .args(["--model_alias", MODEL_NAME, "--host", &options.host])
@@ -131,31 +160,30 @@ pub async fn start_with(options: Options) -> ModelServer {
     let mut delay = Duration::from_millis(50);
     loop {
         if http_get_ok(&options.host, port, "/v1/models").await {
-            break;
+            return (Ok(child), port);
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "model server exited with {status} before answering:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return (
+                Err(format!(
+                    "model server exited with {status} before answering:\n{log}"
+                )),
+                port,
             );
         }
         if tokio::time::Instant::now() >= deadline {
             let _ = child.start_kill();
-            panic!(
-                "model server did not answer /v1/models within {:?}:\n{}",
-                options.startup_timeout,
-                std::fs::read_to_string(&log).unwrap_or_default()
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return (
+                Err(format!(
+                    "model server did not answer /v1/models within {:?}:\n{log}",
+                    options.startup_timeout
+                )),
+                port,
             );
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
-    }
-    ModelServer {
-        child,
-        host: options.host.clone(),
-        port,
-        log,
-        _dir: dir,
     }
 }
 
