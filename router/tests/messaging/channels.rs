@@ -357,6 +357,22 @@ async fn discord_ping_signatures_and_deferred_ask() {
     r.shutdown().await;
 }
 
+/// A web chat token for `user`, as the dashboard gets one.
+async fn web_token(w: &World, r: &support::Replica, user: uuid::Uuid) -> String {
+    let token: Value = w
+        .http
+        .post(format!("{}/api/v1/web/token", r.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"user_id": user}))
+        .send()
+        .await
+        .expect("web token request")
+        .json()
+        .await
+        .expect("web token body");
+    token["token"].as_str().expect("token").to_string()
+}
+
 /// A web chat user whose workspace never came (its provisioning failed) is told so after one
 /// wait for it: the web edge waits for the workspace to count the message against its quota,
 /// and the pipeline, which would wait as long again, knows the wait was made.
@@ -367,21 +383,11 @@ async fn web_chat_without_a_workspace_is_told_so_after_one_wait() {
     let user = clawdbot_router::admin::create_user(&w.db, None, Plan::Free)
         .await
         .expect("user");
-    let token: Value = w
-        .http
-        .post(format!("{}/api/v1/web/token", r.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"user_id": user}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = web_token(&w, &r, user).await;
     let resp = w
         .http
         .post(format!("{}/api/v1/web/messages", r.base))
-        .bearer_auth(token["token"].as_str().unwrap())
+        .bearer_auth(&token)
         .json(&json!({"id": "m1", "text": "anyone there?"}))
         .send()
         .await
@@ -410,18 +416,7 @@ async fn web_chat_streams_the_reply() {
     let r = w.start_router(w.config()).await;
     let agent = TestAgent::start().await;
     let tenant = w.ready_tenant(&agent, Plan::Free).await;
-    let token: Value = w
-        .http
-        .post(format!("{}/api/v1/web/token", r.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"user_id": tenant.user}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap();
+    let token = web_token(&w, &r, tenant.user).await;
     let url = format!("{}/api/v1/web/messages", r.base);
     let denied = w
         .http
@@ -435,7 +430,7 @@ async fn web_chat_streams_the_reply() {
     let resp = w
         .http
         .post(&url)
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .json(&json!({"id": "m1", "text": "hi from the web"}))
         .send()
         .await
@@ -459,7 +454,7 @@ async fn web_chat_streams_the_reply() {
     let again = w
         .http
         .post(&url)
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .json(&json!({"id": "m1", "text": "hi from the web"}))
         .send()
         .await
