@@ -111,14 +111,13 @@ async fn a_lite_workspace_runs_on_the_node_answers_through_its_service_and_hiber
         .unwrap_or_default();
     assert!(written > 0, "the agent wrote to its volume {dir}");
 
-    // Hibernation for real: after the idle timeout the pod is gone.
+    // Hibernation for real: after the idle timeout the agent stops (its pod is deleted, or
+    // being deleted with its container stopped: the kubelet removes the object later).
     wait_phase(&w, name, Phase::Hibernated, Duration::from_secs(90)).await;
     let selector = format!("{}={name}", names::LABEL_WORKSPACE);
-    wait_for("the agent pod gone", Duration::from_secs(60), || async {
-        node::pods(&w.kube, &w.namespace, &selector)
-            .await
-            .is_empty()
-            .then_some(())
+    wait_for("the agent pod stopped", Duration::from_secs(90), || async {
+        let pods = node::pods(&w.kube, &w.namespace, &selector).await;
+        pods.iter().all(node::pod_stopped).then_some(())
     })
     .await;
 

@@ -91,6 +91,23 @@ pub fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Whether a pod is on its way out with its containers stopped: its deletion asked for and
+/// none of them running. The kubelet deletes the object itself once it has cleaned up after
+/// the pod (volumes, cgroup), which on a busy machine has come more than a minute after the
+/// container stopped (seen in CI: a hibernated agent's pod stopped at once, still listed 56 s
+/// later).
+pub fn pod_stopped(pod: &Pod) -> bool {
+    let running = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.state.as_ref().is_none_or(|s| s.running.is_some()))
+        });
+    pod.metadata.deletion_timestamp.is_some() && !running
+}
+
 /// The container logs the kubelet wrote for a pod (`kubectl logs` needs the kubelet on a
 /// non-loopback address; the files are on this machine): for failure messages.
 pub fn pod_logs(pod: &Pod) -> String {
