@@ -114,9 +114,8 @@ pub async fn start_with(options: Options) -> ModelServer {
     // process take it in between, the server exits at once and is started on another.
     let mut attempt = 1;
     let (child, port) = loop {
-        let (child, port) = spawn_and_wait(&install, &options, &log).await;
-        match child {
-            Ok(child) => break (child, port),
+        match spawn_and_wait(&install, &options, &log).await {
+            Ok(started) => break started,
             Err(log_text) if attempt < 3 && log_text.contains("address already in use") => {
                 attempt += 1;
             }
@@ -132,13 +131,13 @@ pub async fn start_with(options: Options) -> ModelServer {
     }
 }
 
-/// Starts the server on a free port and waits until `/v1/models` answers; on failure the
-/// reason with the server's log.
+/// Starts the server on a free port and waits until `/v1/models` answers: the server and its
+/// port, or why not with the server's log.
 async fn spawn_and_wait(
     install: &Install,
     options: &Options,
     log: &Path,
-) -> (Result<Child, String>, u16) {
+) -> Result<(Child, u16), String> {
     let log_file = std::fs::File::create(log).expect("model server log file");
     let port = free_port();
     let mut child = Command::new(&install.python)
@@ -160,27 +159,21 @@ async fn spawn_and_wait(
     let mut delay = Duration::from_millis(50);
     loop {
         if http_get_ok(&options.host, port, "/v1/models").await {
-            return (Ok(child), port);
+            return Ok((child, port));
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            return (
-                Err(format!(
-                    "model server exited with {status} before answering:\n{log}"
-                )),
-                port,
-            );
+            return Err(format!(
+                "model server exited with {status} before answering:\n{log}"
+            ));
         }
         if tokio::time::Instant::now() >= deadline {
             let _ = child.start_kill();
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            return (
-                Err(format!(
-                    "model server did not answer /v1/models within {:?}:\n{log}",
-                    options.startup_timeout
-                )),
-                port,
-            );
+            return Err(format!(
+                "model server did not answer /v1/models within {:?}:\n{log}",
+                options.startup_timeout
+            ));
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
